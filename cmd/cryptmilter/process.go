@@ -1,0 +1,306 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cryptmilter/cryptmilter/crypto"
+	"github.com/cryptmilter/cryptmilter/crypto/mime"
+	"github.com/cryptmilter/cryptmilter/internal/config"
+	"github.com/cryptmilter/cryptmilter/internal/spool"
+	"github.com/cryptmilter/cryptmilter/keystore"
+)
+
+const processUsage = `Usage: cryptmilter process [-c FILE] --direction in|out --from ADDR --rcpt ADDR [--rcpt ADDR]...
+                           [--macro NAME=VALUE]... [--out DIR] < message
+
+Runs the engine the milter runs on one message read from standard input,
+with the keystore and policy of the configuration.
+
+  -c FILE              configuration file (default: the embedded default)
+  --direction in|out   inbound (decrypt, verify) or outbound (sign, encrypt)
+  --from ADDR          envelope sender
+  --rcpt ADDR          envelope recipient, repeatable
+  --macro NAME=VALUE   milter macro as the MTA would send it (e.g. i=4XyZ1), repeatable
+  --out DIR            write DIR/result.json and DIR/N.eml per copy instead of
+                       the message on standard output
+
+Without --out the resulting message goes to standard output (LF line ends).
+result.json: {"action": "accept|reject|tempfail|discard", "reply": "…",
+"copies": [{"recipients": [...], "file": "1.eml"}, ...]}; copy 1 is the
+original message as changed, the others are the extra copies.
+
+Exit status: 0 accept (or discard), 65 reject, 75 tempfail, 1 usage error.
+
+Examples:
+  cryptmilter process --direction in --from alice@example.net --rcpt rt@example.org < msg.eml
+  cryptmilter process --direction out --from rt@example.org --rcpt a@example.net --out /tmp/r < msg.eml
+`
+
+// Exit codes of process (sysexits.h).
+const (
+	exitReject   = 65
+	exitTempfail = 75
+)
+
+type resultCopy struct {
+	Recipients []string `json:"recipients"`
+	File       string   `json:"file"`
+}
+
+type result struct {
+	Action string       `json:"action"`
+	Reply  string       `json:"reply"`
+	Copies []resultCopy `json:"copies"`
+}
+
+func runProcess(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := newFlagSet("process", processUsage, stderr)
+	file := fs.String("c", "", "configuration file")
+	dir := fs.String("direction", "", "in or out")
+	from := fs.String("from", "", "envelope sender")
+	out := fs.String("out", "", "output directory")
+	var rcpts, macros multiFlag
+	fs.Var(&rcpts, "rcpt", "envelope recipient")
+	fs.Var(&macros, "macro", "NAME=VALUE")
+	if code, ok := parseFlags(fs, args, stdout, stderr, processUsage); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
+		errorf(stderr, "process: unexpected argument %q; the message is read from standard input", fs.Arg(0))
+		return 1
+	}
+	direction, err := crypto.ParseDirection(*dir)
+	if err != nil {
+		errorf(stderr, "process: --direction %q: want in or out", *dir)
+		return 1
+	}
+	if len(rcpts) == 0 {
+		errorf(stderr, "process: at least one --rcpt is needed")
+		return 1
+	}
+	mac := map[string]string{}
+	for _, m := range macros {
+		k, v, ok := strings.Cut(m, "=")
+		if !ok || k == "" {
+			errorf(stderr, "process: --macro %q: want NAME=VALUE", m)
+			return 1
+		}
+		mac[k] = v
+	}
+	cfg, err := config.Load(*file)
+	if err != nil {
+		errorf(stderr, "%v", err)
+		return 1
+	}
+	res, msgs, err := processMessage(cfg, direction, *from, rcpts, mac, stdin, stderr)
+	if err != nil {
+		errorf(stderr, "process: %v", err)
+		hintf(stderr, "the milter would tempfail this message (451 4.3.0); nothing was changed")
+		res = &result{Action: string(crypto.Tempfail), Reply: crypto.TempfailReply, Copies: []resultCopy{}}
+		msgs = nil
+	}
+	if *out != "" {
+		if err := writeOut(*out, res, msgs); err != nil {
+			errorf(stderr, "process: %v", err)
+			return exitTempfail
+		}
+	} else if res.Action == string(crypto.Accept) && len(msgs) > 0 {
+		if len(msgs) > 1 {
+			hintf(stderr, "%d copies were made; only the first is on standard output (use --out DIR)", len(msgs))
+		}
+		if _, err := stdout.Write(msgs[0]); err != nil {
+			errorf(stderr, "process: %v", err)
+			return exitTempfail
+		}
+	}
+	switch crypto.Action(res.Action) {
+	case crypto.Reject:
+		fmt.Fprintf(stderr, "cryptmilter: %s\n", res.Reply)
+		return exitReject
+	case crypto.Tempfail:
+		fmt.Fprintf(stderr, "cryptmilter: %s\n", res.Reply)
+		return exitTempfail
+	}
+	return 0
+}
+
+// processMessage runs the engine on the message read from r and returns the
+// result and the text of each copy (LF line ends).
+func processMessage(cfg *config.Config, dir crypto.Direction, from string, rcpts []string, macros map[string]string, r io.Reader, stderr io.Writer) (*result, [][]byte, error) {
+	tmp, err := os.MkdirTemp("", "cryptmilter-process-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(tmp)
+	sp, err := spool.Open(tmp, int64(cfg.Limits.MemorySpool))
+	if err != nil {
+		return nil, nil, err
+	}
+	br := bufio.NewReader(r)
+	h, err := mime.ReadHeader(br, int64(cfg.Limits.MaxHeaderSize))
+	if err != nil {
+		return nil, nil, fmt.Errorf("standard input: %w", err)
+	}
+	body := sp.New()
+	defer body.Close()
+	if err := copyCRLF(body, br, int64(cfg.Limits.MaxMessageSize)); err != nil {
+		return nil, nil, fmt.Errorf("standard input: %w", err)
+	}
+	var snap *keystore.Snapshot
+	if _, err := os.Stat(cfg.Keystore); err == nil {
+		snap, err = keystore.Load(keystoreOptions(cfg, nil))
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, p := range snap.Problems() {
+			hintf(stderr, "keystore file skipped: %s: %v", p.File, p.Err)
+		}
+	}
+	in := &crypto.Input{
+		Direction: dir,
+		Envelope:  crypto.Envelope{From: from, Rcpts: rcpts, Macros: macros},
+		Message:   crypto.Message{Header: h, Body: body},
+		QueueID:   macros["i"],
+		Now:       time.Now(),
+		Keys:      snap,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.MessageTimeout.D())
+	defer cancel()
+	plan, err := crypto.New(cfg, sp).Process(ctx, in)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer plan.Close()
+	res := &result{Action: string(plan.Action), Reply: plan.Reply, Copies: []resultCopy{}}
+	if plan.Action != crypto.Accept {
+		return res, nil, nil
+	}
+	// Copy 1: the original as changed, for the recipients left on it.
+	left := []string{}
+	removed := slices.Clone(plan.DelRcpts)
+	for _, c := range plan.Copies {
+		removed = append(removed, c.Recipients...)
+	}
+	for _, r := range append(slices.Clone(rcpts), plan.AddRcpts...) {
+		if !slices.Contains(removed, r) {
+			left = append(left, r)
+		}
+	}
+	newBody := body
+	if plan.Body != nil {
+		newBody = plan.Body
+	}
+	first, err := render(plan.ApplyHeader(h), newBody)
+	if err != nil {
+		return nil, nil, err
+	}
+	msgs := [][]byte{first}
+	res.Copies = append(res.Copies, resultCopy{Recipients: left, File: "1.eml"})
+	for i, c := range plan.Copies {
+		b, err := render(c.Header, c.Body)
+		if err != nil {
+			return nil, nil, err
+		}
+		msgs = append(msgs, b)
+		res.Copies = append(res.Copies, resultCopy{Recipients: c.Recipients, File: fmt.Sprintf("%d.eml", i+2)})
+	}
+	return res, msgs, nil
+}
+
+// render writes a message with LF line ends.
+func render(h mime.Header, body *spool.Buffer) ([]byte, error) {
+	var b strings.Builder
+	h.WriteTo(&b)
+	if body != nil {
+		if _, err := io.Copy(&b, body.Reader()); err != nil {
+			return nil, err
+		}
+	}
+	return []byte(strings.ReplaceAll(b.String(), "\r\n", "\n")), nil
+}
+
+// copyCRLF copies r to w making every line end CRLF, failing past max bytes.
+func copyCRLF(w io.Writer, r *bufio.Reader, max int64) error {
+	bw := bufio.NewWriter(w)
+	var n int64
+	for {
+		line, err := r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			n += int64(len(line))
+			if n > max {
+				return fmt.Errorf("message larger than limits.max_message_size (%d bytes)", max)
+			}
+			bw.Write(line)
+			continue
+		}
+		if err != nil && err != io.EOF {
+			return err
+		}
+		n += int64(len(line))
+		if n > max {
+			return fmt.Errorf("message larger than limits.max_message_size (%d bytes)", max)
+		}
+		if l := len(line); l > 0 && line[l-1] == '\n' {
+			line = line[:l-1]
+			if l > 1 && line[l-2] == '\r' {
+				line = line[:l-2]
+			}
+			bw.Write(line)
+			bw.WriteString("\r\n")
+		} else {
+			bw.Write(line)
+		}
+		if err == io.EOF {
+			return bw.Flush()
+		}
+	}
+}
+
+func writeOut(dir string, res *result, msgs [][]byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for i, m := range msgs {
+		if err := os.WriteFile(filepath.Join(dir, res.Copies[i].File), m, 0o600); err != nil {
+			return err
+		}
+	}
+	j, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "result.json"), append(j, '\n'), 0o600)
+}
+
+// runKeysCommand parses -c and hands over to runKeys.
+func runKeysCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	file := ""
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case (a == "-c" || a == "--c") && i+1 < len(args):
+			file = args[i+1]
+			i++
+		case strings.HasPrefix(a, "-c="), strings.HasPrefix(a, "--c="):
+			file = a[strings.IndexByte(a, '=')+1:]
+		default:
+			rest = append(rest, a)
+		}
+	}
+	cfg, err := config.Load(file)
+	if err != nil {
+		errorf(stderr, "%v", err)
+		return 1
+	}
+	return runKeys(cfg.Keystore, keystoreOptions(cfg, nil), rest, stdin, stdout, stderr)
+}

@@ -1,0 +1,283 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/cryptmilter/cryptmilter/crypto"
+	"github.com/cryptmilter/cryptmilter/internal/config"
+	"github.com/cryptmilter/cryptmilter/internal/listen"
+	"github.com/cryptmilter/cryptmilter/internal/metrics"
+	"github.com/cryptmilter/cryptmilter/internal/spool"
+	"github.com/cryptmilter/cryptmilter/keystore"
+	"github.com/cryptmilter/cryptmilter/milter"
+)
+
+const serveUsage = `Usage: cryptmilter serve [-c FILE] [-n]
+
+Runs the milter. Without -c it runs on the embedded default: it listens on
+inet:127.0.0.1:8895 and keeps its keystore in ./cryptmilter-data, created
+with a fresh gateway identity on first run.
+
+  -c FILE   configuration file (TOML); contrib/cryptmilter.toml lists every key
+  -n        check the configuration and exit: 0 when valid, 1 otherwise
+
+Signals: SIGHUP reloads the configuration and the keystore, SIGTERM drains
+messages in flight (up to drain_timeout) and exits.
+
+Examples:
+  cryptmilter serve
+  cryptmilter serve -c /etc/cryptmilter/cryptmilter.toml
+  systemd-socket-activate -l 127.0.0.1:8895 cryptmilter serve -c cryptmilter.toml
+`
+
+func runServe(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("serve", serveUsage, stderr)
+	file := fs.String("c", "", "configuration file")
+	check := fs.Bool("n", false, "check the configuration and exit")
+	if code, ok := parseFlags(fs, args, stdout, stderr, serveUsage); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
+		errorf(stderr, "serve: unexpected argument %q", fs.Arg(0))
+		return 1
+	}
+	cfg, err := config.Load(*file)
+	if err != nil {
+		errorf(stderr, "%v", err)
+		return 1
+	}
+	if *check {
+		fmt.Fprintf(stdout, "cryptmilter: configuration %s is valid\n", nameOf(cfg))
+		return 0
+	}
+	log := newLogger(cfg, stderr)
+	if err := serve(cfg, log); err != nil {
+		log.Error("cryptmilter stopped", "error", err)
+		errorf(stderr, "%v", err)
+		return 1
+	}
+	return 0
+}
+
+func nameOf(cfg *config.Config) string {
+	if cfg.File == "" {
+		return "(embedded default)"
+	}
+	return cfg.File
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// keystoreOptions derives the keystore's options from the configuration.
+func keystoreOptions(cfg *config.Config, log *slog.Logger) keystore.Options {
+	return keystore.Options{
+		Dir:            cfg.Keystore,
+		FoldLocalPart:  cfg.Keyring.FoldLocalPart,
+		Pins:           cfg.Keyring.Pin,
+		ServiceGroup:   cfg.Keyring.ServiceGroup,
+		CredentialsDir: os.Getenv("CREDENTIALS_DIRECTORY"),
+		Logger:         log,
+	}
+}
+
+// daemonState is what a reload swaps.
+type daemonState struct {
+	cfg  *config.Config
+	env  atomic.Pointer[milter.Env]
+	keys *keystore.Holder
+	log  *slog.Logger
+	sp   *spool.Dir
+}
+
+func serve(cfg *config.Config, log *slog.Logger) error {
+	effective, _ := json.Marshal(cfg)
+	log.Info("starting", "version", versionString(), "config", nameOf(cfg), "effective", string(effective))
+
+	if err := os.MkdirAll(cfg.Keystore, 0o700); err != nil {
+		return fmt.Errorf("keystore %s: %w", cfg.Keystore, err)
+	}
+	kopts := keystoreOptions(cfg, log)
+	if !keystore.IsInitialized(kopts) {
+		addrs := cfg.Identity.Addresses
+		if len(addrs) == 0 {
+			addrs = []string{"cryptmilter@" + cfg.Hostname}
+		}
+		created, err := keystore.Init(kopts, addrs, false, time.Now())
+		if err != nil {
+			return fmt.Errorf("creating the gateway identity in %s: %w", cfg.Keystore, err)
+		}
+		log.Info("created gateway identity on first run", "keystore", cfg.Keystore, "addresses", strings.Join(addrs, ","), "created", strings.Join(created, "; "))
+	}
+	holder, err := keystore.NewHolder(kopts)
+	if err != nil {
+		return err
+	}
+	for _, p := range holder.Current().Problems() {
+		log.Warn("keystore file skipped", "file", p.File, "error", p.Err)
+	}
+	sp, err := spool.Open(cfg.SpoolDir(), int64(cfg.Limits.MemorySpool))
+	if err != nil {
+		return err
+	}
+	st := &daemonState{cfg: cfg, keys: holder, log: log, sp: sp}
+	st.env.Store(newEnv(cfg, sp, holder))
+
+	lns, err := listen.Systemd()
+	if err != nil {
+		return err
+	}
+	if len(lns) > 0 {
+		log.Info("using sockets passed by systemd; listen is ignored", "count", len(lns))
+	} else if lns, err = listen.Open(cfg); err != nil {
+		return err
+	}
+	m := metrics.New()
+	srv := &milter.Server{Env: func() *milter.Env { return st.env.Load() }, Logger: log, Observe: m.Observe}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if cfg.Keyring.Watch {
+		go func() {
+			if err := holder.Watch(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				log.Warn("keystore watch stopped; SIGHUP still reloads", "error", err)
+			}
+		}()
+	}
+	var metricsSrv *http.Server
+	if cfg.Metrics.Listen != "" {
+		ml, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			return fmt.Errorf("metrics.listen: %w", err)
+		}
+		metricsSrv = &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go metricsSrv.Serve(ml)
+		log.Info("metrics listening", "address", ml.Addr().String())
+	}
+
+	errc := make(chan error, len(lns))
+	var wg sync.WaitGroup
+	for _, l := range lns {
+		log.Info("listening", "socket", l.Name, "address", l.Addr().String())
+		wg.Add(1)
+		go func(l *listen.Listener) {
+			defer wg.Done()
+			if err := srv.Serve(l); err != nil {
+				errc <- fmt.Errorf("serving %s: %w", l.Name, err)
+			}
+		}(l)
+	}
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	daemon.SdNotify(false, daemon.SdNotifyReady)
+	if iv, err := daemon.SdWatchdogEnabled(false); err == nil && iv > 0 {
+		go func() {
+			t := time.NewTicker(iv / 2)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+				}
+			}
+		}()
+	}
+	log.Info("ready")
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	var serveErr error
+loop:
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				st.reload()
+				continue
+			}
+			log.Info("shutting down", "signal", sig.String())
+			break loop
+		case serveErr = <-errc:
+			log.Error("listener failed", "error", serveErr)
+			break loop
+		}
+	}
+	daemon.SdNotify(false, daemon.SdNotifyStopping)
+	dctx, dcancel := context.WithTimeout(context.Background(), st.cfg.DrainTimeout.D())
+	defer dcancel()
+	active := srv.Active()
+	if err := srv.Shutdown(dctx); err != nil {
+		log.Warn("drain timeout: closed sessions in flight; the MTA tempfails their messages", "sessions", active, "error", err)
+	} else {
+		log.Info("drained", "sessions", active)
+	}
+	if metricsSrv != nil {
+		metricsSrv.Close()
+	}
+	cancel()
+	wg.Wait()
+	log.Info("stopped")
+	return serveErr
+}
+
+func newEnv(cfg *config.Config, sp *spool.Dir, keys *keystore.Holder) *milter.Env {
+	return &milter.Env{Engine: crypto.New(cfg, sp), Config: cfg, Spool: sp, Keys: keys}
+}
+
+// reload re-reads the configuration file and the keystore. A bad
+// configuration keeps the old one; listeners are not reopened.
+func (st *daemonState) reload() {
+	daemon.SdNotify(false, daemon.SdNotifyReloading)
+	defer daemon.SdNotify(false, daemon.SdNotifyReady)
+	cfg := st.cfg
+	if cfg.File != "" {
+		n, err := config.Load(cfg.File)
+		if err != nil {
+			st.log.Error("reload: configuration rejected, keeping the running one", "error", err)
+		} else {
+			if strings.Join(n.Listen, " ") != strings.Join(cfg.Listen, " ") || n.Keystore != cfg.Keystore || n.SpoolDir() != cfg.SpoolDir() {
+				st.log.Warn("reload: listen, keystore and spool changes take effect at restart")
+				n.Listen, n.Sockets, n.Keystore, n.Spool = cfg.Listen, cfg.Sockets, cfg.Keystore, cfg.Spool
+			}
+			cfg = n
+		}
+	}
+	if err := st.keys.Reload(); err != nil {
+		st.log.Error("reload: keystore unreadable, keeping the loaded keys", "error", err)
+	}
+	for _, p := range st.keys.Current().Problems() {
+		st.log.Warn("keystore file skipped", "file", p.File, "error", p.Err)
+	}
+	st.cfg = cfg
+	st.env.Store(newEnv(cfg, st.sp, st.keys))
+	st.log.Info("reloaded", "config", nameOf(cfg))
+}

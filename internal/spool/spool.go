@@ -1,0 +1,140 @@
+// Package spool implements the private message spool: bodies are kept in
+// memory up to a threshold and then in an unlinked temporary file inside a
+// 0700 directory, so nothing is left on disk after a crash.
+package spool
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// Dir is a spool directory.
+type Dir struct {
+	path      string
+	threshold int64
+}
+
+// Open creates (if needed) and checks the spool directory at path, removes
+// files a crash may have left there, and returns it. Buffers stay in memory
+// up to threshold bytes.
+func Open(path string, threshold int64) (*Dir, error) {
+	if err := os.MkdirAll(path, 0o700); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("spool: %s is not a directory", path)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(path, 0o700); err != nil {
+			return nil, fmt.Errorf("spool: %s is mode %o and cannot be made 0700: %w", path, fi.Mode().Perm(), err)
+		}
+	}
+	entries, err := os.ReadDir(path)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			os.Remove(filepath.Join(path, e.Name()))
+		}
+	}
+	return &Dir{path: path, threshold: threshold}, nil
+}
+
+// Path returns the directory's path.
+func (d *Dir) Path() string { return d.path }
+
+// New returns an empty buffer.
+func (d *Dir) New() *Buffer { return &Buffer{dir: d} }
+
+// Buffer is a write-once, read-many byte store. Write it fully, then read it
+// with Reader as often as needed. Close releases it.
+type Buffer struct {
+	dir  *Dir
+	mem  bytes.Buffer
+	file *os.File
+	size int64
+}
+
+// Write implements io.Writer.
+func (b *Buffer) Write(p []byte) (int, error) {
+	if b.file == nil && b.dir != nil && int64(b.mem.Len()+len(p)) > b.dir.threshold {
+		f, err := os.CreateTemp(b.dir.path, "body-*")
+		if err != nil {
+			return 0, fmt.Errorf("spool: %w", err)
+		}
+		// Unlink at once: the open descriptor keeps the data, and a crash
+		// leaves nothing behind.
+		if err := os.Remove(f.Name()); err != nil {
+			f.Close()
+			return 0, fmt.Errorf("spool: %w", err)
+		}
+		if _, err := f.Write(b.mem.Bytes()); err != nil {
+			f.Close()
+			return 0, fmt.Errorf("spool: %w", err)
+		}
+		b.mem = bytes.Buffer{}
+		b.file = f
+	}
+	if b.file != nil {
+		n, err := b.file.Write(p)
+		b.size += int64(n)
+		if err != nil {
+			return n, fmt.Errorf("spool: %w", err)
+		}
+		return n, nil
+	}
+	n, _ := b.mem.Write(p)
+	b.size += int64(n)
+	return n, nil
+}
+
+// Size returns the number of bytes written.
+func (b *Buffer) Size() int64 { return b.size }
+
+// OnDisk reports whether the buffer spilled to a file.
+func (b *Buffer) OnDisk() bool { return b.file != nil }
+
+// Reader returns a new reader over the whole content.
+func (b *Buffer) Reader() io.Reader {
+	if b.file != nil {
+		return io.NewSectionReader(b.file, 0, b.size)
+	}
+	return bytes.NewReader(b.mem.Bytes())
+}
+
+// Bytes returns the content; for a spilled buffer it reads the file.
+func (b *Buffer) Bytes() ([]byte, error) {
+	if b.file == nil {
+		return b.mem.Bytes(), nil
+	}
+	return io.ReadAll(b.Reader())
+}
+
+// Close releases the buffer's memory or file.
+func (b *Buffer) Close() error {
+	b.mem = bytes.Buffer{}
+	if b.file != nil {
+		err := b.file.Close()
+		b.file = nil
+		if err != nil && !errors.Is(err, os.ErrClosed) {
+			return fmt.Errorf("spool: %w", err)
+		}
+	}
+	return nil
+}
+
+// FromBytes returns a memory buffer holding p (not copied).
+func FromBytes(p []byte) *Buffer {
+	b := &Buffer{size: int64(len(p))}
+	b.mem = *bytes.NewBuffer(p)
+	return b
+}
