@@ -146,6 +146,12 @@ func processMessage(cfg *config.Config, dir crypto.Direction, from string, rcpts
 		return nil, nil, err
 	}
 	br := bufio.NewReader(r)
+	// An mbox "From " separator line is not part of the message.
+	if peek, _ := br.Peek(5); string(peek) == "From " {
+		if _, err := br.ReadString('\n'); err != nil {
+			return nil, nil, fmt.Errorf("standard input: %w", err)
+		}
+	}
 	h, err := mime.ReadHeader(br, int64(cfg.Limits.MaxHeaderSize))
 	if err != nil {
 		return nil, nil, fmt.Errorf("standard input: %w", err)

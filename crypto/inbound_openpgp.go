@@ -1,0 +1,247 @@
+package crypto
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	pgpcrypto "github.com/ProtonMail/gopenpgp/v3/crypto"
+
+	"github.com/cryptmilter/cryptmilter/crypto/mime"
+	"github.com/cryptmilter/cryptmilter/crypto/openpgp"
+	"github.com/cryptmilter/cryptmilter/keystore"
+)
+
+// snapLookup finds signer keys in a keyring snapshot, including keys that
+// are not usable now (so that the verdict can say expired or revoked).
+type snapLookup struct{ s *keystore.Snapshot }
+
+func (l snapLookup) ByKeyID(id uint64) []*pgpcrypto.Key {
+	if l.s == nil {
+		return nil
+	}
+	return l.s.OpenPGPByKeyID(id)
+}
+
+func (a *analyzer) lookup() openpgp.KeyLookup { return snapLookup{a.keys} }
+
+func (a *analyzer) pgpLimits() openpgp.Limits {
+	return openpgp.Limits{MaxDecompressed: int64(a.e.cfg.Limits.MaxDecompressedSize), SpoolDir: a.e.spool.Path()}
+}
+
+// pgpDecrypt decrypts an OpenPGP message for the gateway. On failure it
+// records the uniform verdict and returns nil.
+func (a *analyzer) pgpDecrypt(ct []byte, res *inboundResult) []byte {
+	res.enc.protocol = protoOpenPGP
+	var gw *pgpcrypto.KeyRing
+	if a.keys != nil {
+		gw = a.keys.GatewayDecryptionKeyRing()
+	}
+	pt, err := openpgp.Decrypt(bytes.NewReader(ct), gw, a.lookup(), a.in.Now, a.pgpLimits())
+	switch {
+	case errors.Is(err, openpgp.ErrNotForUs):
+		res.enc.status, res.enc.reason = encFailed, "not-for-gateway"
+		return nil
+	case err != nil:
+		// Every other failure looks the same from outside.
+		res.enc.status, res.enc.reason, res.failure = encFailed, "decrypt-failed", true
+		return nil
+	}
+	defer pt.Close()
+	r, err := pt.Open()
+	if err != nil {
+		res.enc.status, res.enc.reason, res.failure = encFailed, "decrypt-failed", true
+		return nil
+	}
+	data, err := io.ReadAll(r)
+	r.Close()
+	if err != nil {
+		res.enc.status, res.enc.reason, res.failure = encFailed, "decrypt-failed", true
+		return nil
+	}
+	res.enc = encResult{status: encDecrypted, protocol: protoOpenPGP, key: pt.DecryptedWith}
+	if pt.Signature.Status != openpgp.StatusNone {
+		res.sig = pgpSig(pt.Signature)
+	}
+	return data
+}
+
+// decryptPGPMIME decrypts an RFC 3156 multipart/encrypted message.
+func (a *analyzer) decryptPGPMIME(root *mime.Entity, res *inboundResult) (*mime.Entity, error) {
+	res.enc.protocol = protoOpenPGP
+	if len(root.Parts) != 2 {
+		res.enc.status, res.enc.reason, res.failure = encFailed, "decrypt-failed", true
+		return nil, nil
+	}
+	ct, err := root.Parts[1].Decoded()
+	if err != nil {
+		res.enc.status, res.enc.reason, res.failure = encFailed, "decrypt-failed", true
+		return nil, nil
+	}
+	data := a.pgpDecrypt(ct, res)
+	if data == nil {
+		return nil, nil
+	}
+	return a.parseInner(data)
+}
+
+// parseInner parses decrypted content as a MIME entity.
+func (a *analyzer) parseInner(data []byte) (*mime.Entity, error) {
+	inner, err := mime.Parse(toCRLF(data), a.lim)
+	if errors.Is(err, mime.ErrLimits) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("crypto: decrypted content: %w", err)
+	}
+	return inner, nil
+}
+
+// verifyPGPMIME verifies an RFC 3156 multipart/signed entity over the
+// exact bytes of its first part.
+func (a *analyzer) verifyPGPMIME(e *mime.Entity, res *inboundResult) {
+	if len(e.Parts) != 2 {
+		res.sig = sigResult{status: sigBad, protocol: protoOpenPGP, reason: "malformed"}
+		return
+	}
+	sig, err := e.Parts[1].Decoded()
+	if err != nil {
+		res.sig = sigResult{status: sigBad, protocol: protoOpenPGP, reason: "malformed"}
+		return
+	}
+	r := openpgp.VerifyDetached(bytes.NewReader(toCRLF(e.Parts[0].Raw)), sig, a.lookup(), a.in.Now)
+	res.sig = pgpSig(r)
+	if res.sig.status == sigNone {
+		res.sig = sigResult{status: sigBad, protocol: protoOpenPGP, reason: "malformed"}
+	}
+	a.signedContent(e, res)
+}
+
+// inlinePGP handles a text/plain body that is one armored message or one
+// cleartext-signed block. Armor with other text around it is never
+// spliced: it is reported partial.
+func (a *analyzer) inlinePGP(e *mime.Entity, res *inboundResult) {
+	data, err := e.Decoded()
+	if err != nil {
+		return
+	}
+	t := bytes.TrimSpace(data)
+	const (
+		beginMsg = "-----BEGIN PGP MESSAGE-----"
+		endMsg   = "-----END PGP MESSAGE-----"
+		beginSig = "-----BEGIN PGP SIGNED MESSAGE-----"
+		endSig   = "-----END PGP SIGNATURE-----"
+	)
+	// single: the text is exactly one armored block (a cleartext-signed
+	// block holds its signature block too).
+	single := func(begin, end string) bool {
+		blocks := 1
+		if begin == beginSig {
+			blocks = 2
+		}
+		return bytes.HasPrefix(t, []byte(begin)) && bytes.HasSuffix(t, []byte(end)) &&
+			bytes.Count(t, []byte(begin)) == 1 && bytes.Count(t, []byte("-----BEGIN PGP")) == blocks &&
+			bytes.Count(t, []byte("-----END PGP")) == 1
+	}
+	charset := e.Params["charset"]
+	switch {
+	case single(beginMsg, endMsg):
+		info, err := openpgp.Inspect(t)
+		if err == nil && info.Kind != openpgp.KindEncrypted {
+			pt, err := openpgp.VerifyInline(bytes.NewReader(t), a.lookup(), a.in.Now, a.pgpLimits())
+			if err != nil {
+				res.sig = sigResult{status: sigBad, protocol: protoOpenPGP, reason: "malformed"}
+				return
+			}
+			defer pt.Close()
+			res.sig = pgpSig(pt.Signature)
+			if r, err := pt.Open(); err == nil {
+				text, _ := io.ReadAll(r)
+				r.Close()
+				res.content = textEntity(text, charset)
+			}
+			return
+		}
+		text := a.pgpDecrypt(t, res)
+		if text == nil {
+			return
+		}
+		res.content = textEntity(text, charset)
+	case single(beginSig, endSig):
+		text, r, err := openpgp.VerifyCleartext(t, a.lookup(), a.in.Now)
+		if err != nil {
+			res.sig = sigResult{status: sigBad, protocol: protoOpenPGP, reason: "malformed"}
+			return
+		}
+		res.sig = pgpSig(r)
+		if a.e.cfg.Inbound.UnwrapSigned {
+			res.content = textEntity(text, charset)
+		}
+	default:
+		if bytes.Contains(data, []byte(beginMsg)) {
+			res.enc = encResult{status: encPartial, protocol: protoOpenPGP, reason: "embedded-armor"}
+		}
+		if bytes.Contains(data, []byte(beginSig)) || bytes.Contains(data, []byte("-----BEGIN PGP SIGNATURE-----")) {
+			res.sig = sigResult{status: sigPartial, protocol: protoOpenPGP, reason: "embedded-armor"}
+		}
+	}
+}
+
+// textEntity builds a text/plain entity holding text, quoted-printable
+// when it is not plain ASCII.
+func textEntity(text []byte, charset string) *mime.Entity {
+	if charset == "" {
+		charset = "utf-8"
+	}
+	body, cte := mime.EncodeTextBody(toCRLF(text))
+	h := mime.Header{
+		{Name: "Content-Type", Value: "text/plain; charset=" + quoteParam(charset)},
+		{Name: "Content-Transfer-Encoding", Value: cte},
+	}
+	return &mime.Entity{Header: h, MediaType: "text/plain", Params: map[string]string{"charset": charset}, Body: body}
+}
+
+func quoteParam(v string) string {
+	if strings.ContainsAny(v, " ()<>@,;:\\\"/[]?=") || v == "" {
+		return `"` + strings.ReplaceAll(strings.ReplaceAll(v, `\`, `\\`), `"`, `\"`) + `"`
+	}
+	return v
+}
+
+// pgpSig converts an OpenPGP verdict (before the From rule).
+func pgpSig(r openpgp.SigResult) sigResult {
+	s := sigResult{protocol: protoOpenPGP, reason: r.Reason, candidates: r.SignerAddresses}
+	s.key = r.KeyFingerprint
+	if s.key == "" {
+		s.key = r.KeyIDHex()
+	}
+	if len(r.SignerAddresses) > 0 {
+		s.signer = r.SignerAddresses[0]
+	}
+	switch r.Status {
+	case openpgp.StatusValid:
+		s.status = sigValid
+	case openpgp.StatusBad:
+		s.status = sigBad
+	case openpgp.StatusUntrusted:
+		s.status = sigUntrusted
+	case openpgp.StatusExpired:
+		s.status = sigExpired
+	case openpgp.StatusRevoked:
+		s.status = sigRevoked
+	default:
+		s.status = sigNone
+	}
+	return s
+}
+
+// toCRLF makes every line end CRLF.
+func toCRLF(b []byte) []byte {
+	if !bytes.Contains(b, []byte("\n")) {
+		return b
+	}
+	lf := bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
+	return bytes.ReplaceAll(lf, []byte("\n"), []byte("\r\n"))
+}
