@@ -1,6 +1,7 @@
 package crypto
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -62,12 +63,23 @@ func (a *analyzer) verifySMIMEDetached(e *mime.Entity, res *inboundResult) {
 		res.sig = sigResult{status: sigBad, protocol: protoSMIME, reason: "malformed"}
 		return
 	}
-	_, signers, err := smime.Verify(der, toCRLF(e.Parts[0].Raw), a.smimeOptions())
+	signed := toCRLF(e.Parts[0].Raw)
+	_, signers, err := smime.Verify(der, signed, a.smimeOptions())
 	if err != nil {
 		res.sig = sigResult{status: sigBad, protocol: protoSMIME, reason: "malformed"}
 		return
 	}
 	res.sig = a.smimeSig(signers)
+	if res.sig.reason == "digest-mismatch" {
+		// Some signers hash the entity with LF line ends instead of the
+		// canonical CRLF (NSS's own test messages do). The content is the
+		// same either way, so that form is accepted too.
+		if _, lf, err := smime.Verify(der, bytes.ReplaceAll(signed, []byte("\r\n"), []byte("\n")), a.smimeOptions()); err == nil {
+			if alt := a.smimeSig(lf); alt.reason != "digest-mismatch" {
+				res.sig = alt
+			}
+		}
+	}
 	a.signedContent(e, res)
 }
 
