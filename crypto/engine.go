@@ -188,40 +188,6 @@ const (
 // cryptmilter sets them.
 var rtHeaders = []string{"X-RT-Incoming-Encryption", "X-RT-Incoming-Signature", "X-RT-Privacy"}
 
-// stripOps deletes every field of h whose name matches one of names or
-// starts with one of prefixes (case-insensitive), last first.
-func stripOps(h mime.Header, names []string, prefixes []string) []HeaderOp {
-	type occ struct {
-		name  string
-		index int
-	}
-	count := map[string]int{}
-	var dels []occ
-	for _, f := range h {
-		key := strings.ToLower(f.Name)
-		count[key]++
-		match := false
-		for _, n := range names {
-			if strings.EqualFold(n, f.Name) {
-				match = true
-			}
-		}
-		for _, p := range prefixes {
-			if len(f.Name) >= len(p) && strings.EqualFold(f.Name[:len(p)], p) {
-				match = true
-			}
-		}
-		if match {
-			dels = append(dels, occ{f.Name, count[key]})
-		}
-	}
-	ops := make([]HeaderOp, 0, len(dels))
-	for i := len(dels) - 1; i >= 0; i-- {
-		ops = append(ops, HeaderOp{Kind: OpDelete, Name: dels[i].name, Index: dels[i].index})
-	}
-	return ops
-}
-
 // ApplyHeader returns h with the plan's header operations applied, as an
 // MTA applies them.
 func (p *Plan) ApplyHeader(h mime.Header) mime.Header {

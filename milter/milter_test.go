@@ -114,7 +114,6 @@ var clientOpts = gomilter.ClientOptions{
 }
 
 type msgSpec struct {
-	connMacros []string // name, value pairs sent at connect
 	from       string
 	rcpts      []string
 	header     [][2]string
