@@ -133,6 +133,15 @@ type analyzer struct {
 	in   *Input
 	keys *keystore.Snapshot
 	lim  mime.Limits
+	// err is the first local failure (spool, read): the message is
+	// tempfailed, never reported as undecryptable.
+	err error
+}
+
+func (a *analyzer) fail(err error) {
+	if a.err == nil {
+		a.err = err
+	}
 }
 
 func (a *analyzer) analyze(ctx context.Context, root *mime.Entity, outer mime.Header) (*inboundResult, error) {
@@ -156,7 +165,7 @@ func (a *analyzer) analyze(ctx context.Context, root *mime.Entity, outer mime.He
 	if res.enc.status == encNone && hasNested(root, isEncryptedPart) {
 		res.enc = encResult{status: encPartial, reason: "nested-part"}
 	}
-	return res, nil
+	return res, a.err
 }
 
 // afterDecrypt handles the decrypted entity: protected headers, and a

@@ -31,9 +31,10 @@ func (a *analyzer) pgpLimits() openpgp.Limits {
 	return openpgp.Limits{MaxDecompressed: int64(a.e.cfg.Limits.MaxDecompressedSize), SpoolDir: a.e.spool.Path()}
 }
 
-// pgpDecrypt decrypts an OpenPGP message for the gateway. On failure it
-// records the uniform verdict and returns nil.
-func (a *analyzer) pgpDecrypt(ct []byte, res *inboundResult) []byte {
+// pgpDecrypt decrypts an OpenPGP message for the gateway. On a decryption
+// failure it records the uniform verdict and returns nil; a local failure
+// (spool, read) is an error, so that the message is tempfailed.
+func (a *analyzer) pgpDecrypt(ct []byte, res *inboundResult) ([]byte, error) {
 	res.enc.protocol = protoOpenPGP
 	var gw *pgpcrypto.KeyRing
 	if a.keys != nil {
@@ -43,29 +44,29 @@ func (a *analyzer) pgpDecrypt(ct []byte, res *inboundResult) []byte {
 	switch {
 	case errors.Is(err, openpgp.ErrNotForUs):
 		res.enc.status, res.enc.reason = encFailed, "not-for-gateway"
-		return nil
-	case err != nil:
-		// Every other failure looks the same from outside.
+		return nil, nil
+	case errors.Is(err, openpgp.ErrDecrypt), errors.Is(err, openpgp.ErrNotEncrypted):
+		// Every decryption failure looks the same from outside.
 		res.enc.status, res.enc.reason, res.failure = encFailed, "decrypt-failed", true
-		return nil
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("crypto: openpgp plaintext: %w", err)
 	}
 	defer pt.Close()
 	r, err := pt.Open()
 	if err != nil {
-		res.enc.status, res.enc.reason, res.failure = encFailed, "decrypt-failed", true
-		return nil
+		return nil, fmt.Errorf("crypto: openpgp plaintext: %w", err)
 	}
 	data, err := io.ReadAll(r)
 	r.Close()
 	if err != nil {
-		res.enc.status, res.enc.reason, res.failure = encFailed, "decrypt-failed", true
-		return nil
+		return nil, fmt.Errorf("crypto: openpgp plaintext: %w", err)
 	}
 	res.enc = encResult{status: encDecrypted, protocol: protoOpenPGP, key: pt.DecryptedWith}
 	if pt.Signature.Status != openpgp.StatusNone {
 		res.sig = pgpSig(pt.Signature)
 	}
-	return data
+	return data, nil
 }
 
 // decryptPGPMIME decrypts an RFC 3156 multipart/encrypted message.
@@ -80,9 +81,9 @@ func (a *analyzer) decryptPGPMIME(root *mime.Entity, res *inboundResult) (*mime.
 		res.enc.status, res.enc.reason, res.failure = encFailed, "decrypt-failed", true
 		return nil, nil
 	}
-	data := a.pgpDecrypt(ct, res)
-	if data == nil {
-		return nil, nil
+	data, err := a.pgpDecrypt(ct, res)
+	if data == nil || err != nil {
+		return nil, err
 	}
 	return a.parseInner(data)
 }
@@ -151,8 +152,12 @@ func (a *analyzer) inlinePGP(e *mime.Entity, res *inboundResult) {
 		info, err := openpgp.Inspect(t)
 		if err == nil && info.Kind != openpgp.KindEncrypted {
 			pt, err := openpgp.VerifyInline(bytes.NewReader(t), a.lookup(), a.in.Now, a.pgpLimits())
-			if err != nil {
+			if errors.Is(err, openpgp.ErrMalformed) || errors.Is(err, openpgp.ErrTooLarge) {
 				res.sig = sigResult{status: sigBad, protocol: protoOpenPGP, reason: "malformed"}
+				return
+			}
+			if err != nil {
+				a.fail(err)
 				return
 			}
 			defer pt.Close()
@@ -164,7 +169,11 @@ func (a *analyzer) inlinePGP(e *mime.Entity, res *inboundResult) {
 			}
 			return
 		}
-		text := a.pgpDecrypt(t, res)
+		text, err := a.pgpDecrypt(t, res)
+		if err != nil {
+			a.fail(err)
+			return
+		}
 		if text == nil {
 			return
 		}

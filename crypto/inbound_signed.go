@@ -30,7 +30,11 @@ func (a *analyzer) encryptedInsideSignature(signed *mime.Entity, res *inboundRes
 	default:
 		return
 	}
-	if err != nil || inner == nil {
+	if err != nil {
+		a.fail(err)
+		return
+	}
+	if inner == nil {
 		return
 	}
 	if res.sig.status == sigValid {

@@ -133,7 +133,9 @@ func (e *Entity) parseChildren(lim Limits, count *int) error {
 	}
 	parts, err := SplitMultipart(e.Body, boundary)
 	if err != nil {
-		return err
+		// Broken delimiters: the multipart is an opaque leaf, nothing in
+		// it is interpreted.
+		return nil
 	}
 	for _, p := range parts {
 		child, err := parse(p, e.Depth+1, lim, count)
