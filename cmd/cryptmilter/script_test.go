@@ -8,6 +8,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// Re-executed by lifecycle tests as the cryptmilter binary itself.
+	if os.Getenv("CRYPTMILTER_AS_MAIN") == "1" {
+		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	testscript.Main(m, map[string]func(){
 		"cryptmilter": func() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
 	})
