@@ -48,9 +48,18 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./keystore/
 	$(GO) test -run '^$$' -bench . -benchmem ./crypto/... ./milter/
 
+# Each fuzzer of untrusted input for FUZZTIME (seeds in testdata/fuzz).
+FUZZTIME ?= 60s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzReadHeader -fuzztime 60s ./crypto/mime/
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/config/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadHeader$$' -fuzztime $(FUZZTIME) ./crypto/mime/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./crypto/mime/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config/
+	$(GO) test -run '^$$' -fuzz '^FuzzInspect$$' -fuzztime $(FUZZTIME) ./crypto/openpgp/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecrypt$$' -fuzztime $(FUZZTIME) ./crypto/openpgp/
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyCleartext$$' -fuzztime $(FUZZTIME) ./crypto/openpgp/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecrypt$$' -fuzztime $(FUZZTIME) ./crypto/smime/
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./crypto/smime/
+	$(GO) test -run '^$$' -fuzz '^FuzzToDER$$' -fuzztime $(FUZZTIME) ./crypto/smime/
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/cryptmilter $(DESTDIR)/etc/cryptmilter
