@@ -402,7 +402,7 @@ func (c *Config) SpoolDir() string {
 	if c.Spool != "" {
 		return c.Spool
 	}
-	return filepath.Join(c.Keystore, "spool")
+	return filepath.Join(c.Keystore, ".spool")
 }
 
 func oneOf(v string, words ...string) error {

@@ -49,7 +49,7 @@ func TestDefaults(t *testing.T) {
 	if diff := cmp.Diff([]Socket{{Network: "tcp", Address: "127.0.0.1:8895", Spec: DefaultListen}}, c.Sockets); diff != "" {
 		t.Errorf("default sockets (-want +got):\n%s", diff)
 	}
-	if c.Keystore != "./cryptmilter-data" || c.SpoolDir() != "cryptmilter-data/spool" {
+	if c.Keystore != "./cryptmilter-data" || c.SpoolDir() != "cryptmilter-data/.spool" {
 		t.Errorf("keystore %q spool %q", c.Keystore, c.SpoolDir())
 	}
 	if c.Outbound.Policy != "opportunistic" || c.Inbound.OnDecryptError != "tag" || !c.Outbound.ProtectHeaders {
