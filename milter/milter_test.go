@@ -114,11 +114,11 @@ var clientOpts = gomilter.ClientOptions{
 }
 
 type msgSpec struct {
-	from       string
-	rcpts      []string
-	header     [][2]string
-	body       string
-	eomMacros  []string
+	from      string
+	rcpts     []string
+	header    [][2]string
+	body      string
+	eomMacros []string
 }
 
 type outcome struct {
@@ -275,7 +275,9 @@ func TestDirection(t *testing.T) {
 	for _, tt := range tests {
 		got = nil
 		s := session(t, ts, tt.macro...)
-		send(t, s, msgSpec{from: "a@example.org", rcpts: []string{"b@example.net"}, header: [][2]string{{"Subject", "x"}}, body: "x\r\n", eomMacros: []string{"i", "Q"}})
+		// Postfix's cleanup sends its own {daemon_name} at end of message:
+		// it must not override the SMTP session's.
+		send(t, s, msgSpec{from: "a@example.org", rcpts: []string{"b@example.net"}, header: [][2]string{{"Subject", "x"}}, body: "x\r\n", eomMacros: []string{"i", "Q", "{daemon_name}", "mx.example.org"}})
 		mu.Lock()
 		if len(got) != 1 || got[0] != tt.want {
 			t.Errorf("%s: direction %v, want %v", tt.name, got, tt.want)

@@ -69,7 +69,9 @@ var symList = map[gomilter.Stage][]string{
 	gomilter.StageMailFrom: {"i", "{auth_type}", "{auth_authen}", "{mail_addr}", "{daemon_name}", "{client_addr}"},
 	gomilter.StageRcptTo:   {"i", "{rcpt_addr}"},
 	gomilter.StageEOH:      {"i"},
-	gomilter.StageEOM:      {"i", "{daemon_name}", "{client_addr}", "{auth_authen}"},
+	// Not {daemon_name} at EOM: Postfix sends it from cleanup there, with
+	// cleanup's value ($myhostname), not the smtpd's.
+	gomilter.StageEOM: {"i"},
 }
 
 // Serve accepts milter connections on ln until Shutdown. It returns nil

@@ -179,6 +179,16 @@ func (h *handler) Abort(m *gomilter.Modifier) error {
 // the connection) and never an accept of a half-changed message.
 func (h *handler) Body(m *gomilter.Modifier) (resp gomilter.Response, err error) {
 	c := h.c
+	// The direction macros come from the SMTP session; what the MTA sends
+	// at end of message may come from another daemon (Postfix's cleanup)
+	// and must not override them.
+	if c.msg != nil {
+		for _, k := range []string{"{daemon_name}", "{client_addr}", "{auth_authen}"} {
+			if _, ok := c.msg.macros[k]; ok {
+				delete(m.Macros, k)
+			}
+		}
+	}
 	c.merge(m)
 	msg := c.msg
 	log := c.srv.logger()
