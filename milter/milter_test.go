@@ -562,3 +562,57 @@ func TestDrainTimeout(t *testing.T) {
 		t.Errorf("Shutdown = %v, want a DrainError with 1 session", err)
 	}
 }
+
+// deferEngine defers every recipient after the first.
+type deferEngine struct{ processorFunc }
+
+func (deferEngine) RcptDefer(_ *keystore.Snapshot, _ time.Time, _, first, rcpt string) string {
+	if rcpt != first {
+		return crypto.DeferReply
+	}
+	return ""
+}
+
+func TestRcptDefer(t *testing.T) {
+	eng := deferEngine{func(context.Context, *crypto.Input) (*crypto.Plan, error) {
+		return &crypto.Plan{Action: crypto.Accept}, nil
+	}}
+	ts := startServer(t, func(c *config.Config) { c.Outbound.DeferRcpt = true }, eng)
+	for _, tt := range []struct {
+		name, addr, daemon string
+		want               int
+	}{
+		{"smtp-outbound", "192.0.2.7", "ORIGINATING", 452},
+		{"inbound", "192.0.2.7", "smtpd", 0},
+		// Postfix's non-SMTP submissions come from a fake localhost
+		// connection: never rejected at RCPT.
+		{"loopback", "127.0.0.1", "ORIGINATING", 0},
+	} {
+		c := gomilter.NewClientWithOptions("tcp", ts.addr, clientOpts)
+		s, err := c.Session()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Macros(gomilter.CodeConn, "{daemon_name}", tt.daemon)
+		host := "mx.example.net"
+		if tt.addr == "127.0.0.1" {
+			host = "localhost"
+		}
+		s.Conn(host, gomilter.FamilyInet, 4000, tt.addr)
+		s.Mail("rt@example.org", nil)
+		if a, err := s.Rcpt("a@example.net", nil); err != nil || a.Code != gomilter.ActContinue {
+			t.Fatalf("%s: first rcpt %v %v", tt.name, a, err)
+		}
+		a, err := s.Rcpt("b@example.net", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case tt.want == 0 && a.Code != gomilter.ActContinue:
+			t.Errorf("%s: second rcpt got %c %d, want continue", tt.name, a.Code, a.SMTPCode)
+		case tt.want != 0 && (a.SMTPCode != tt.want || !strings.HasPrefix(a.SMTPText, "4.5.3 ")):
+			t.Errorf("%s: second rcpt got %c %d %q, want %d 4.5.3", tt.name, a.Code, a.SMTPCode, a.SMTPText, tt.want)
+		}
+		s.Close()
+	}
+}

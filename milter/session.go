@@ -32,6 +32,7 @@ type conn struct {
 	busy bool // a message is between MAIL and its end
 
 	macros     map[string]string
+	connHost   string
 	clientAddr net.IP
 	helo       string
 	msg        *message
@@ -87,7 +88,7 @@ var _ gomilter.Milter = (*handler)(nil)
 
 func (h *handler) Connect(host, family string, port uint16, addr net.IP, m *gomilter.Modifier) (gomilter.Response, error) {
 	h.c.merge(m)
-	h.c.clientAddr = addr
+	h.c.connHost, h.c.clientAddr = host, addr
 	return gomilter.RespContinue, nil
 }
 
@@ -128,8 +129,44 @@ func (h *handler) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 		return reply(crypto.TempfailReply), nil
 	}
 	c.merge(m)
+	if r := c.deferRcpt(rcpt); r != "" {
+		return reply(r), nil
+	}
 	c.msg.rcpts = append(c.msg.rcpts, rcpt)
 	return gomilter.RespContinue, nil
+}
+
+// rcptDeferrer is the engine's optional RCPT-time check ([outbound]
+// defer_rcpt): recipients of another class are deferred with 452 4.5.3 so
+// that the client sends them in a new transaction.
+type rcptDeferrer interface {
+	RcptDefer(keys *keystore.Snapshot, now time.Time, envFrom, first, rcpt string) string
+}
+
+// deferRcpt returns the RCPT reply deferring rcpt, or "". It never defers
+// mail that may come from Postfix's non_smtpd_milters (a fake connection
+// from localhost at 127.0.0.1), where RCPT rejections are a configuration
+// error: those messages get copies through re-injection instead.
+func (c *conn) deferRcpt(rcpt string) string {
+	msg := c.msg
+	cfg := msg.env.Config
+	if !cfg.Outbound.DeferRcpt || len(msg.rcpts) == 0 || c.maybeNonSMTP() {
+		return ""
+	}
+	if direction(cfg, msg.macros, c.clientAddr) != crypto.Outbound {
+		return ""
+	}
+	d, ok := msg.env.Engine.(rcptDeferrer)
+	if !ok {
+		return ""
+	}
+	return d.RcptDefer(msg.keys, c.srv.now(), msg.from, msg.rcpts[0], rcpt)
+}
+
+// maybeNonSMTP reports whether the connection looks like Postfix's
+// non-SMTP submission (connect host "localhost", loopback address).
+func (c *conn) maybeNonSMTP() bool {
+	return c.connHost == "localhost" || c.clientAddr == nil || c.clientAddr.IsLoopback()
 }
 
 func (h *handler) Header(name, value string, m *gomilter.Modifier) (gomilter.Response, error) {
