@@ -45,7 +45,9 @@ func (e *Engine) inboundPlan(in *Input, res *inboundResult, body []byte) (*Plan,
 			return slices.ContainsFunc(rtHeaders, func(n string) bool { return strings.EqualFold(n, f.Name) })
 		})
 	}
-	strip(func(f mime.Field) bool { return strings.EqualFold(f.Name, "Authentication-Results") && authservID(f.Value) == strings.ToLower(e.cfg.Hostname) })
+	strip(func(f mime.Field) bool {
+		return strings.EqualFold(f.Name, "Authentication-Results") && authservID(f.Value) == strings.ToLower(e.cfg.Hostname)
+	})
 
 	var adds []HeaderOp
 	if res.content != nil {
