@@ -271,11 +271,10 @@ func (st *daemonState) reload() {
 			cfg = n
 		}
 	}
-	if err := st.keys.Reload(); err != nil {
+	// Pins and address folding may have changed; the reload logs the
+	// files it skips.
+	if err := st.keys.SetOptions(keystoreOptions(cfg, st.log)); err != nil {
 		st.log.Error("reload: keystore unreadable, keeping the loaded keys", "error", err)
-	}
-	for _, p := range st.keys.Current().Problems() {
-		st.log.Warn("keystore file skipped", "file", p.File, "error", p.Err)
 	}
 	st.cfg = cfg
 	st.env.Store(newEnv(cfg, st.sp, st.keys))

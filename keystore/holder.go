@@ -1,0 +1,154 @@
+package keystore
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// ReloadDebounce is how long Watch waits after the last change before
+// reloading, so that a burst of writes (an import of many keys, an editor
+// saving) causes one reload.
+const ReloadDebounce = 200 * time.Millisecond
+
+// Holder keeps the current Snapshot and swaps it atomically on reload.
+// Readers call Current and keep the snapshot they got for the whole
+// message.
+type Holder struct {
+	opts Options
+	cur  atomic.Pointer[Snapshot]
+	mu   sync.Mutex // serialises reloads
+}
+
+// NewHolder loads the keystore; it fails if the directory is unusable.
+func NewHolder(opts Options) (*Holder, error) {
+	s, err := Load(opts)
+	if err != nil {
+		return nil, err
+	}
+	h := &Holder{opts: opts}
+	h.cur.Store(s)
+	h.logProblems(s)
+	return h, nil
+}
+
+// SetOptions replaces the options (address folding, pins, service group,
+// credentials) and reloads with them. A change of FoldLocalPart re-parses
+// every file.
+func (h *Holder) SetOptions(o Options) error {
+	h.mu.Lock()
+	refold := o.FoldLocalPart != h.opts.FoldLocalPart
+	h.opts = o
+	if refold {
+		h.cur.Load().dropReuse = true
+	}
+	h.mu.Unlock()
+	return h.Reload()
+}
+
+// Current returns the snapshot in service.
+func (h *Holder) Current() *Snapshot { return h.cur.Load() }
+
+// Reload reads the keystore again and swaps the new snapshot in. Files
+// unchanged since the last load are not parsed again. If the directory is
+// unusable the old snapshot stays in service and the error is returned;
+// problems with single files are logged and those files left out.
+func (h *Holder) Reload() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	start := time.Now()
+	// Half the CPUs, so that lookups keep running at full speed.
+	prev := h.cur.Load()
+	if prev.dropReuse {
+		prev = nil
+	}
+	s, err := load(h.opts, prev, true, max(runtime.GOMAXPROCS(0)/2, 1))
+	if err != nil {
+		h.opts.logger().Error("keystore reload failed; keeping the previous keyring", "dir", h.opts.Dir, "error", err)
+		return err
+	}
+	h.cur.Store(s)
+	h.logProblems(s)
+	h.opts.logger().Info("keystore loaded", "dir", h.opts.Dir,
+		"openpgp", len(s.pgp), "certificates", len(s.certs), "anchors", len(s.anchors), "crls", len(s.crls),
+		"gateway_openpgp", len(s.gwPGP), "gateway_smime", len(s.smime), "problems", len(s.problems),
+		"duration", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func (h *Holder) logProblems(s *Snapshot) {
+	for _, p := range s.problems {
+		h.opts.logger().Warn("keystore file skipped", "file", p.File, "error", p.Err)
+	}
+}
+
+// Watch reloads the keystore whenever a file in it changes (debounced by
+// ReloadDebounce) until ctx is done. It returns nil when ctx ends, or an
+// error if watching cannot start.
+func (h *Holder) Watch(ctx context.Context) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("keystore: watch: %w", err)
+	}
+	defer w.Close()
+	watched := map[string]bool{}
+	addAll := func() {
+		dirs := []string{h.opts.Dir}
+		for _, kd := range kindDirs {
+			dirs = append(dirs, filepath.Join(h.opts.Dir, kd.dir))
+		}
+		dirs = append(dirs, filepath.Join(h.opts.Dir, DirPrivate))
+		for _, d := range dirs {
+			if watched[d] {
+				continue
+			}
+			if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+				if err := w.Add(d); err == nil {
+					watched[d] = true
+				}
+			}
+		}
+	}
+	addAll()
+	if !watched[h.opts.Dir] {
+		return fmt.Errorf("keystore: watch %s: cannot watch the directory", h.opts.Dir)
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			base := filepath.Base(ev.Name)
+			if strings.HasPrefix(base, ".") {
+				continue // lock, temporary files of writers, the spool: never keys
+			}
+			if ev.Op&fsnotify.Remove != 0 || ev.Op&fsnotify.Rename != 0 {
+				delete(watched, ev.Name)
+			}
+			timer.Reset(ReloadDebounce)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return nil
+			}
+			h.opts.logger().Warn("keystore watch error", "error", err)
+			timer.Reset(ReloadDebounce)
+		case <-timer.C:
+			addAll() // subdirectories created since
+			h.Reload()
+		}
+	}
+}
