@@ -8,7 +8,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X main.version=$(VERSION)
 STATICCHECK_VERSION := v0.8.2
 GOBIN     := $(shell $(GO) env GOPATH)/bin
-BENCHTIME ?= 1x
+BENCHTIME ?= 3x
 
 .PHONY: all build run deps test unit e2e lint bench install clean fuzz
 
