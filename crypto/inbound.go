@@ -195,6 +195,10 @@ func (a *analyzer) verifyRoot(ctx context.Context, e *mime.Entity, res *inboundR
 		a.verifySMIMEOpaque(e, res)
 	case e.MediaType == "text/plain":
 		a.inlinePGP(e, res)
+	case e.MediaType == "text/html":
+		// Armor inside HTML is never decrypted or verified (it cannot be
+		// shown apart from the markup around it): reported partial.
+		a.armorInHTML(e, res)
 	}
 	if res.sig.status == sigNone && hasNested(e, isSignedPart) {
 		res.sig = sigResult{status: sigPartial, reason: "nested-part"}
@@ -328,15 +332,19 @@ func isEncryptedPart(e *mime.Entity) bool {
 	if isPGPEncrypted(e) || isSMIMEEnveloped(e) {
 		return true
 	}
-	return e.MediaType == "text/plain" && containsArmor(e, "-----BEGIN PGP MESSAGE-----")
+	return isText(e) && containsArmor(e, "-----BEGIN PGP MESSAGE-----")
 }
+
+// isText tells the text types armor can hide in: text/plain, and text/html
+// (an armored block in a <pre>, as some clients send and EFAIL abused).
+func isText(e *mime.Entity) bool { return e.MediaType == "text/plain" || e.MediaType == "text/html" }
 
 // isSignedPart tells signed content below the root.
 func isSignedPart(e *mime.Entity) bool {
 	if isPGPSigned(e) || isSMIMEDetached(e) || isSMIMEOpaque(e) {
 		return true
 	}
-	return e.MediaType == "text/plain" && containsArmor(e, "-----BEGIN PGP SIGNED MESSAGE-----")
+	return isText(e) && containsArmor(e, "-----BEGIN PGP SIGNED MESSAGE-----")
 }
 
 func containsArmor(e *mime.Entity, marker string) bool {
@@ -374,10 +382,30 @@ func protectedHeaders(inner *mime.Entity) mime.Header {
 	for _, f := range inner.Header {
 		switch strings.ToLower(f.Name) {
 		case "subject", "from", "to", "cc", "date", "reply-to", "followup-to", "keywords":
-			h = append(h, f)
+			if safeFieldValue(f.Value) {
+				h = append(h, f)
+			}
 		}
 	}
 	return h
+}
+
+// safeFieldValue reports whether a header value holds no line break other
+// than folding (CRLF followed by a space or tab) and no NUL, so that it
+// cannot smuggle a field (a forged result header) into the outer header.
+func safeFieldValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		switch v[i] {
+		case 0, '\n':
+			return false
+		case '\r':
+			if i+2 >= len(v) || v[i+1] != '\n' || (v[i+2] != ' ' && v[i+2] != '\t') {
+				return false
+			}
+			i++
+		}
+	}
+	return true
 }
 
 // sanitize keeps a header token to a safe character set.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 
 	pgpcrypto "github.com/ProtonMail/gopenpgp/v3/crypto"
 
@@ -189,20 +190,38 @@ func (a *analyzer) inlinePGP(e *mime.Entity, res *inboundResult) {
 			res.content = textEntity(text, charset)
 		}
 	default:
-		if bytes.Contains(data, []byte(beginMsg)) {
-			res.enc = encResult{status: encPartial, protocol: protoOpenPGP, reason: "embedded-armor"}
-		}
-		if bytes.Contains(data, []byte(beginSig)) || bytes.Contains(data, []byte("-----BEGIN PGP SIGNATURE-----")) {
-			res.sig = sigResult{status: sigPartial, protocol: protoOpenPGP, reason: "embedded-armor"}
-		}
+		embeddedArmor(data, res)
+	}
+}
+
+// armorInHTML reports armor inside a text/html root as partial: it is
+// never decrypted or verified.
+func (a *analyzer) armorInHTML(e *mime.Entity, res *inboundResult) {
+	if data, err := e.Decoded(); err == nil {
+		embeddedArmor(data, res)
+	}
+}
+
+// embeddedArmor marks armored blocks that are not the whole text partial.
+func embeddedArmor(data []byte, res *inboundResult) {
+	if bytes.Contains(data, []byte("-----BEGIN PGP MESSAGE-----")) {
+		res.enc = encResult{status: encPartial, protocol: protoOpenPGP, reason: "embedded-armor"}
+	}
+	if bytes.Contains(data, []byte("-----BEGIN PGP SIGNED MESSAGE-----")) || bytes.Contains(data, []byte("-----BEGIN PGP SIGNATURE-----")) {
+		res.sig = sigResult{status: sigPartial, protocol: protoOpenPGP, reason: "embedded-armor"}
 	}
 }
 
 // textEntity builds a text/plain entity holding text, quoted-printable
 // when it is not plain ASCII.
 func textEntity(text []byte, charset string) *mime.Entity {
-	if charset == "" {
-		charset = "utf-8"
+	switch strings.ToLower(charset) {
+	case "", "us-ascii", "ascii":
+		// Armor is ASCII, so clients label the part us-ascii whatever the
+		// plaintext is: 8-bit text that is valid UTF-8 is UTF-8.
+		if charset == "" || !isASCII(text) && utf8.Valid(text) {
+			charset = "utf-8"
+		}
 	}
 	body, cte := mime.EncodeTextBody(toCRLF(text))
 	h := mime.Header{
@@ -210,6 +229,15 @@ func textEntity(text []byte, charset string) *mime.Entity {
 		{Name: "Content-Transfer-Encoding", Value: cte},
 	}
 	return &mime.Entity{Header: h, MediaType: "text/plain", Params: map[string]string{"charset": charset}, Body: body}
+}
+
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func quoteParam(v string) string {

@@ -162,6 +162,10 @@ func contentFields(e *mime.Entity) mime.Header {
 	var out mime.Header
 	for _, f := range e.Header {
 		if mime.IsContentField(f.Name) {
+			// The fields come from inside the message (decrypted or
+			// signed content): a bare CR or LF in them must not become a
+			// line break, and so a field, of the outer header.
+			f.Value = neutralizeBreaks(f.Value)
 			out = append(out, f)
 		}
 	}
@@ -169,6 +173,28 @@ func contentFields(e *mime.Entity) mime.Header {
 		out = mime.Header{{Name: "Content-Type", Value: "text/plain; charset=us-ascii"}}
 	}
 	return out
+}
+
+// neutralizeBreaks replaces every CR, LF and NUL of a header value that is
+// not part of folding (CRLF followed by a space or tab) with a space.
+func neutralizeBreaks(v string) string {
+	if safeFieldValue(v) {
+		return v
+	}
+	b := []byte(v)
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case 0, '\n':
+			b[i] = ' '
+		case '\r':
+			if i+2 < len(b) && b[i+1] == '\n' && (b[i+2] == ' ' || b[i+2] == '\t') {
+				i++
+				continue
+			}
+			b[i] = ' '
+		}
+	}
+	return string(b)
 }
 
 func contentBody(e *mime.Entity) []byte { return toCRLF(e.Body) }

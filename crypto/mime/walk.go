@@ -38,7 +38,7 @@ type Entity struct {
 	Raw []byte
 	// Body is the raw (still transfer-encoded) body.
 	Body  []byte
-	Parts []*Entity // children of a multipart
+	Parts []*Entity // children of a multipart; the one message of a message/rfc822
 	Depth int
 }
 
@@ -124,6 +124,9 @@ func (e *Entity) setType() {
 }
 
 func (e *Entity) parseChildren(lim Limits, count *int) error {
+	if e.MediaType == "message/rfc822" {
+		return e.parseMessage(lim, count)
+	}
 	if !e.IsMultipart() {
 		return nil
 	}
@@ -144,6 +147,27 @@ func (e *Entity) parseChildren(lim Limits, count *int) error {
 		}
 		e.Parts = append(e.Parts, child)
 	}
+	return nil
+}
+
+// parseMessage parses the body of a message/rfc822 entity (a forwarded
+// message) as its one child, so that what it holds is seen (and counted
+// against the limits). A body with a transfer encoding other than the
+// identity ones, which RFC 2046 forbids for message/rfc822, stays a leaf.
+func (e *Entity) parseMessage(lim Limits, count *int) error {
+	switch strings.ToLower(strings.TrimSpace(e.Header.Get("Content-Transfer-Encoding"))) {
+	case "", "7bit", "8bit", "binary":
+	default:
+		return nil
+	}
+	child, err := parse(e.Body, e.Depth+1, lim, count)
+	if errors.Is(err, ErrLimits) {
+		return err
+	}
+	if err != nil {
+		return nil // a broken forwarded message stays an opaque leaf
+	}
+	e.Parts = []*Entity{child}
 	return nil
 }
 
