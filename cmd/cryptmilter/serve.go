@@ -259,10 +259,14 @@ func (st *daemonState) reload() {
 	daemon.SdNotify(false, daemon.SdNotifyReloading)
 	defer daemon.SdNotify(false, daemon.SdNotifyReady)
 	cfg := st.cfg
-	if cfg.File != "" {
+	cfgNote := "configuration reloaded"
+	if cfg.File == "" {
+		cfgNote = "embedded default configuration unchanged"
+	} else {
 		n, err := config.Load(cfg.File)
 		if err != nil {
 			st.log.Error("reload: configuration rejected, keeping the running one", "error", err)
+			cfgNote = "configuration rejected, running one kept"
 		} else {
 			if strings.Join(n.Listen, " ") != strings.Join(cfg.Listen, " ") || n.Keystore != cfg.Keystore || n.SpoolDir() != cfg.SpoolDir() {
 				st.log.Warn("reload: listen, keystore and spool changes take effect at restart")
@@ -278,5 +282,5 @@ func (st *daemonState) reload() {
 	}
 	st.cfg = cfg
 	st.env.Store(newEnv(cfg, st.sp, st.keys))
-	st.log.Info("reloaded", "config", nameOf(cfg))
+	st.log.Info("reloaded", "config", nameOf(cfg), "configuration", cfgNote)
 }
