@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/mail"
 	"strings"
+	"time"
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/crypto/smime"
@@ -93,7 +94,11 @@ func (e *Engine) inbound(ctx context.Context, in *Input) (*Plan, error) {
 		root.MediaType = "application/octet-stream"
 	}
 	a := &analyzer{e: e, in: in, keys: in.Keys, lim: lim}
+	start := time.Now()
 	res, err := a.analyze(ctx, root, in.Message.Header)
+	if err == nil && (res.failure || res.enc.status == encDecrypted) {
+		decryptFloor(ctx, start, len(body))
+	}
 	if errors.Is(err, mime.ErrLimits) {
 		return &Plan{Action: Reject, Decision: "refused",
 			Reply: fmt.Sprintf("552 5.3.4 Decrypted message structure too complex (more than %d parts or deeper than %d)", lim.MaxParts, lim.MaxDepth),
@@ -112,6 +117,33 @@ func (e *Engine) inbound(ctx context.Context, in *Input) (*Plan, error) {
 		return p, nil
 	}
 	return e.inboundPlan(in, res, body)
+}
+
+// Every decryption with the gateway's keys, successful or not, is answered
+// no sooner than decryptBase plus decryptPerByte for each byte of the
+// message after it began, so that timing tells the sender neither which
+// check failed (a format error comes at once, an integrity error at the
+// end) nor whether tampered ciphertext still decrypted (a CBC padding
+// oracle). The rate is about three times slower than decryption on the
+// reference machine; BenchmarkInboundFailureTiming shows the effect.
+const (
+	decryptBase    = 50 * time.Millisecond
+	decryptPerByte = 100 * time.Nanosecond
+)
+
+// decryptFloor waits until the floor for a message of size bytes, or
+// until ctx ends.
+func decryptFloor(ctx context.Context, start time.Time, size int) {
+	d := time.Until(start.Add(decryptBase + time.Duration(size)*decryptPerByte))
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // readBody reads a spooled body (bounded by limits.max_message_size when
