@@ -313,7 +313,8 @@ func isSMIMEEnveloped(e *mime.Entity) bool {
 	case "enveloped-data", "authenveloped-data":
 		return true
 	case "":
-		return cmsKind(e) == "enveloped"
+		k := cmsKind(e)
+		return k == "enveloped" || k == "authenveloped"
 	}
 	return false
 }
@@ -352,7 +353,7 @@ func cmsKind(e *mime.Entity) string {
 	case bytes.Contains(head, []byte{0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03}):
 		return "enveloped"
 	case bytes.Contains(head, []byte{0x06, 0x0b, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x01, 0x17}):
-		return "enveloped"
+		return "authenveloped"
 	case bytes.Contains(head, []byte{0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02}):
 		return "signed"
 	}

@@ -109,7 +109,9 @@ func (a *analyzer) verifyPGPMIME(e *mime.Entity, res *inboundResult) {
 		return
 	}
 	sig, err := e.Parts[1].Decoded()
-	if err != nil {
+	if err != nil || !pgpSignaturePart(e.Parts[1], sig) {
+		// The signature part must be nothing but the signature: text
+		// around an armored block would be shown, unsigned.
 		res.sig = sigResult{status: sigBad, protocol: protoOpenPGP, reason: "malformed"}
 		return
 	}
@@ -119,6 +121,22 @@ func (a *analyzer) verifyPGPMIME(e *mime.Entity, res *inboundResult) {
 		res.sig = sigResult{status: sigBad, protocol: protoOpenPGP, reason: "malformed"}
 	}
 	a.signedContent(e, res)
+}
+
+// pgpSignaturePart reports whether p is an application/pgp-signature part
+// holding exactly one armored signature block (or binary signature data)
+// and nothing else.
+func pgpSignaturePart(p *mime.Entity, sig []byte) bool {
+	if p.MediaType != "application/pgp-signature" || len(p.Header.Values("Content-Type")) != 1 {
+		return false
+	}
+	t := bytes.TrimSpace(sig)
+	if !bytes.HasPrefix(t, []byte("-----BEGIN PGP")) {
+		return len(t) > 0 && t[0]&0x80 != 0 // binary OpenPGP packets
+	}
+	return bytes.HasPrefix(t, []byte("-----BEGIN PGP SIGNATURE-----")) &&
+		bytes.HasSuffix(t, []byte("-----END PGP SIGNATURE-----")) &&
+		bytes.Count(t, []byte("-----BEGIN ")) == 1 && bytes.Count(t, []byte("-----END ")) == 1
 }
 
 // inlinePGP handles a text/plain body that is one armored message or one

@@ -121,11 +121,42 @@ func hasPrefixFold(s, prefix string) bool {
 // authservID returns the authserv-id of an Authentication-Results value.
 func authservID(v string) string {
 	id, _, _ := strings.Cut(mime.Unfold(v), ";")
+	// RFC 8601 allows comments around it and a quoted-string form.
+	id = stripComments(id)
 	id = strings.TrimSpace(id)
-	if i := strings.IndexAny(id, " \t("); i >= 0 {
+	if i := strings.IndexAny(id, " \t"); i >= 0 {
 		id = id[:i]
 	}
-	return strings.ToLower(id)
+	return strings.ToLower(strings.Trim(id, `"`))
+}
+
+// stripComments removes RFC 5322 comments (nested parentheses).
+func stripComments(s string) string {
+	var b strings.Builder
+	depth := 0
+	escaped := false
+	for _, r := range s {
+		switch {
+		case escaped:
+			escaped = false
+			if depth == 0 {
+				b.WriteRune(r)
+			}
+		case r == '\\':
+			escaped = true
+			if depth == 0 {
+				b.WriteRune(r)
+			}
+		case r == '(':
+			depth++
+		case r == ')' && depth > 0:
+			depth--
+			b.WriteRune(' ')
+		case depth == 0:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 func indexesOf(h mime.Header, name string) []int {
@@ -157,11 +188,25 @@ func deleteOps(h mime.Header, del map[int]bool) []HeaderOp {
 	return ops
 }
 
+// validFieldName reports whether name is an RFC 5322 field name: printable
+// ASCII without the colon.
+func validFieldName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] < 33 || name[i] > 126 || name[i] == ':' {
+			return false
+		}
+	}
+	return true
+}
+
 // contentFields are the Content-* fields of an entity.
 func contentFields(e *mime.Entity) mime.Header {
 	var out mime.Header
 	for _, f := range e.Header {
-		if mime.IsContentField(f.Name) {
+		if mime.IsContentField(f.Name) && validFieldName(f.Name) {
 			// The fields come from inside the message (decrypted or
 			// signed content): a bare CR or LF in them must not become a
 			// line break, and so a field, of the outer header.

@@ -35,7 +35,13 @@ func (a *analyzer) decryptSMIME(e *mime.Entity, res *inboundResult) (*mime.Entit
 		res.enc.status, res.enc.reason = encFailed, "not-for-gateway"
 		return nil, nil
 	case err != nil:
-		res.enc.status, res.enc.reason, res.failure = encFailed, "decrypt-failed", true
+		res.enc.status, res.enc.reason = encFailed, "decrypt-failed"
+		// EnvelopedData (AES-CBC) has no integrity check: tampered
+		// ciphertext with valid padding decrypts to garbage, with bad
+		// padding it fails. A reply that told the two apart would be a
+		// padding oracle, so on_decrypt_error applies only to
+		// authenticated encryption (AuthEnvelopedData); these are tagged.
+		res.failure = cmsKind(e) == "authenveloped"
 		return nil, nil
 	}
 	res.enc = encResult{status: encDecrypted, protocol: protoSMIME, key: info.Serial}
@@ -59,7 +65,9 @@ func (a *analyzer) verifySMIMEDetached(e *mime.Entity, res *inboundResult) {
 		return
 	}
 	der, err := e.Parts[1].Decoded()
-	if err != nil {
+	if mt := e.Parts[1].MediaType; err != nil || (mt != "application/pkcs7-signature" && mt != "application/x-pkcs7-signature") ||
+		len(e.Parts[1].Header.Values("Content-Type")) != 1 {
+		// The signature part must be nothing but the signature.
 		res.sig = sigResult{status: sigBad, protocol: protoSMIME, reason: "malformed"}
 		return
 	}

@@ -109,11 +109,14 @@ func TestInboundSMIMERoundTrip(t *testing.T) {
 }
 
 // TestInboundSMIMEUniformFailure proves that S/MIME decryption failures
-// (broken CBC padding, a wrong GCM tag, broken RSA padding of the key,
-// truncated and garbage DER) give one and the same plan per policy.
+// give one and the same plan per class: EnvelopedData (AES-CBC, no
+// integrity: broken CBC padding, broken RSA padding of the key, truncated
+// and garbage DER) is always tagged, whatever on_decrypt_error says, since
+// a reply that depended on the padding would be a padding oracle;
+// AuthEnvelopedData (a wrong GCM tag) follows the policy.
 func TestInboundSMIMEUniformFailure(t *testing.T) {
 	f := inSMIMEFixture(t)
-	cases := []string{"su-cbc-padding", "su-gcm-tag", "su-rsa-padding", "su-truncated", "su-garbage"}
+	cbc := []string{"su-cbc-padding", "su-rsa-padding", "su-truncated", "su-garbage"}
 	for _, policy := range []struct{ name, reply string }{
 		{"tag", ""},
 		{"reject", "550 5.7.5 Message could not be decrypted"},
@@ -122,23 +125,31 @@ func TestInboundSMIMEUniformFailure(t *testing.T) {
 		t.Run(policy.name, func(t *testing.T) {
 			e := inEngine(t, func(c *config.Config) { c.Inbound.OnDecryptError = policy.name })
 			var first string
-			for _, name := range cases {
+			for _, name := range cbc {
 				r := inProcess(t, e, f.keys, f.msgs[name], time.Time{})
 				p := r.plan
 				if p.Body != nil {
 					t.Errorf("%s: body replaced", name)
 				}
-				if policy.name == "tag" {
-					inWant(t, r, "failed; protocol=smime; reason=decrypt-failed", "none")
-				} else if p.Reply != policy.reply {
-					t.Errorf("%s: reply %q, want %q", name, p.Reply, policy.reply)
+				if p.Action != Accept || p.Reply != "" {
+					t.Errorf("%s: %s %q, want accept (tagged) for unauthenticated encryption", name, p.Action, p.Reply)
 				}
+				inWant(t, r, "failed; protocol=smime; reason=decrypt-failed", "none")
 				got := fmt.Sprintf("%s|%s|%s|%v", p.Action, p.Reply, p.Decision, p.HeaderOps)
 				if first == "" {
 					first = got
 				} else if got != first {
-					t.Errorf("%s gives a plan that differs from %s's:\n got %s\nwant %s", name, cases[0], got, first)
+					t.Errorf("%s gives a plan that differs from %s's:\n got %s\nwant %s", name, cbc[0], got, first)
 				}
+			}
+			r := inProcess(t, e, f.keys, f.msgs["su-gcm-tag"], time.Time{})
+			if policy.name == "tag" {
+				inWant(t, r, "failed; protocol=smime; reason=decrypt-failed", "none")
+				if got := fmt.Sprintf("%s|%s|%s|%v", r.plan.Action, r.plan.Reply, r.plan.Decision, r.plan.HeaderOps); got != first {
+					t.Errorf("su-gcm-tag under tag differs:\n got %s\nwant %s", got, first)
+				}
+			} else if r.plan.Reply != policy.reply {
+				t.Errorf("su-gcm-tag: reply %q, want %q", r.plan.Reply, policy.reply)
 			}
 		})
 	}

@@ -107,6 +107,12 @@ func headerEnd(raw []byte) int {
 
 func (e *Entity) setType() {
 	e.MediaType, e.Params = "text/plain", map[string]string{}
+	if len(e.Header.Values("Content-Type")) > 1 || len(e.Header.Values("Content-Transfer-Encoding")) > 1 {
+		// Readers disagree on which of two fields counts: such an entity
+		// is opaque, nothing in it is interpreted.
+		e.MediaType = "application/octet-stream"
+		return
+	}
 	if ct := e.Header.Get("Content-Type"); ct != "" {
 		mt, params, err := stdmime.ParseMediaType(ct)
 		if err != nil && mt == "" {

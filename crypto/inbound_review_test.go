@@ -1,0 +1,74 @@
+package crypto
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cryptmilter/cryptmilter/internal/config"
+)
+
+// TestInboundSignaturePartIsOnlySignature: text around the armored
+// signature, or a signature part of another type, could be shown next to
+// the signed content unsigned: never valid.
+func TestInboundSignaturePartIsOnlySignature(t *testing.T) {
+	f := inPGPFixture(t)
+	signed := f.msgs["signed"]
+	e := inEngine(t, nil)
+	r := inProcess(t, e, f.keys, signed, time.Time{})
+	if !strings.HasPrefix(r.sig(), "valid; protocol=openpgp; signer=alice@example.net") {
+		t.Fatalf("control: %q", r.sig())
+	}
+	sigCT := `Content-Type: application/pgp-signature; name="OpenPGP_signature.asc"`
+	for name, mutate := range map[string]func([]byte) []byte{
+		"text-plain-type": func(m []byte) []byte {
+			return bytes.Replace(m, []byte(sigCT), []byte(`Content-Type: text/plain`), 1)
+		},
+		"text-before-armor": func(m []byte) []byte {
+			return bytes.Replace(m, []byte("-----BEGIN PGP SIGNATURE-----"), []byte("CORRECTION: pay account EVIL-1\r\n-----BEGIN PGP SIGNATURE-----"), 1)
+		},
+		"text-after-armor": func(m []byte) []byte {
+			return bytes.Replace(m, []byte("-----END PGP SIGNATURE-----"), []byte("-----END PGP SIGNATURE-----\r\nCORRECTION: pay account EVIL-2"), 1)
+		},
+		"two-content-types": func(m []byte) []byte {
+			return bytes.Replace(m, []byte(sigCT), []byte(sigCT+"\r\nContent-Type: text/html"), 1)
+		},
+	} {
+		r := inProcess(t, e, f.keys, mutate(signed), time.Time{})
+		if s := r.sig(); s != "bad; protocol=openpgp; reason=malformed" {
+			t.Errorf("%s: signature %q, want bad; malformed", name, s)
+		}
+	}
+}
+
+// TestInboundDuplicateRootContentType: with two Content-Type fields readers
+// disagree on the structure; nothing is interpreted.
+func TestInboundDuplicateRootContentType(t *testing.T) {
+	f := inPGPFixture(t)
+	e := inEngine(t, nil)
+	m := append([]byte("Content-Type: multipart/mixed; boundary=\"EVIL\"\r\n"), f.msgs["signed"]...)
+	r := inProcess(t, e, f.keys, m, time.Time{})
+	if strings.HasPrefix(r.sig(), "valid") {
+		t.Errorf("two root Content-Type fields: signature %q, want not valid", r.sig())
+	}
+	if r.plan.Body != nil || len(r.header.Values("Content-Type")) != 2 {
+		t.Error("the message was rewritten")
+	}
+}
+
+// TestInboundForgedAuthResultsForms: RFC 8601 allows comments before the
+// authserv-id and a quoted form; both forgeries are removed.
+func TestInboundForgedAuthResultsForms(t *testing.T) {
+	e := inEngine(t, func(c *config.Config) { c.Hostname = "mx.example.org" })
+	msg := []byte(inHeader("Alice <alice@example.net>", "forged",
+		"Authentication-Results: (trusted) mx.example.org; smime=pass body.smime-identifier=ceo@example.org",
+		`Authentication-Results: "mx.example.org"; smime=pass`,
+		"Authentication-Results: MX.Example.ORG (comment); dkim=pass",
+		"Authentication-Results: other.example.net; spf=pass") + "\r\nHello.\r\n")
+	r := inProcess(t, e, nil, msg, time.Time{})
+	got := r.header.Values("Authentication-Results")
+	if len(got) != 1 || got[0] != "other.example.net; spf=pass" {
+		t.Errorf("Authentication-Results left: %q, want only other.example.net's", got)
+	}
+}
