@@ -298,8 +298,13 @@ func TestFailuresTempfail(t *testing.T) {
 		{"panic", func(context.Context, *crypto.Input) (*crypto.Plan, error) {
 			panic("boom")
 		}, nil},
-		{"timeout", func(ctx context.Context, _ *crypto.Input) (*crypto.Plan, error) {
-			time.Sleep(2 * time.Second)
+		{"timeout", func(ctx context.Context, in *crypto.Input) (*crypto.Plan, error) {
+			// Still reading the body after the reply went out: the body
+			// must not have been released under it (-race).
+			time.Sleep(300 * time.Millisecond)
+			if _, err := io.ReadAll(in.Message.Body.Reader()); err != nil {
+				return nil, err
+			}
 			return &crypto.Plan{Action: crypto.Accept}, nil
 		}, func(c *config.Config) { c.Limits.MessageTimeout = config.Duration(100 * time.Millisecond) }},
 		{"bad-reply", func(context.Context, *crypto.Input) (*crypto.Plan, error) {
@@ -319,6 +324,7 @@ func TestFailuresTempfail(t *testing.T) {
 			if len(o.mods) != 0 {
 				t.Errorf("modifications sent with a tempfail: %v", o.mods)
 			}
+			time.Sleep(400 * time.Millisecond) // let a slow engine finish under -race
 		})
 	}
 }

@@ -76,5 +76,8 @@ func sendCopy(ctx context.Context, sock config.Socket, hostname, from string, c 
 	if err := w.Close(); err != nil {
 		return err
 	}
-	return cl.Quit()
+	// The copy was accepted at the end of DATA: a failed QUIT must not
+	// fail the message (its retry would deliver the copy twice).
+	cl.Quit()
+	return nil
 }

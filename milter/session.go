@@ -101,9 +101,6 @@ func (h *handler) Helo(name string, m *gomilter.Modifier) (gomilter.Response, er
 func (h *handler) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response, error) {
 	c := h.c
 	c.reset()
-	if c.srv.isDraining() {
-		return reply("451 4.3.2 Service shutting down, try again later"), nil
-	}
 	env := c.srv.Env()
 	msg := &message{
 		env:     env,
@@ -116,9 +113,21 @@ func (h *handler) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 	for k, v := range c.macros {
 		msg.macros[k] = v
 	}
-	c.mu.Lock()
-	c.msg, c.busy = msg, true
-	c.mu.Unlock()
+	// Draining is checked and the connection marked busy under the
+	// server's lock, so that Shutdown sees either an idle connection or
+	// a message in flight, never one just starting.
+	c.srv.mu.Lock()
+	draining := c.srv.draining
+	if !draining {
+		c.mu.Lock()
+		c.msg, c.busy = msg, true
+		c.mu.Unlock()
+	}
+	c.srv.mu.Unlock()
+	if draining {
+		msg.body.Close()
+		return reply("451 4.3.2 Service shutting down, try again later"), nil
+	}
 	c.merge(m)
 	return gomilter.RespContinue, nil
 }
@@ -261,6 +270,13 @@ func (h *handler) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.MessageTimeout.D())
 	defer cancel()
 	plan, err := process(ctx, msg.env.Engine, in)
+	if errors.Is(err, errEngineTimeout) {
+		// The engine may still be reading the body: it is released when
+		// the engine returns, not here.
+		c.mu.Lock()
+		msg.body = nil
+		c.mu.Unlock()
+	}
 	if err != nil {
 		log.Error("message processing failed", "queue_id", qid, "direction", in.Direction.String(), "action", "tempfail", "error", err)
 		return reply(crypto.TempfailReply), nil
@@ -276,10 +292,11 @@ func (h *handler) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 			return reply(crypto.TempfailReply), nil
 		}
 		if err := apply(m, plan); err != nil {
-			// The connection is broken; the MTA applies its default
-			// action (tempfail) to the message.
-			log.Error("applying changes failed", "queue_id", qid, "error", err)
-			return nil, err
+			// Changes may have been sent in part: a tempfail makes the
+			// MTA discard them with the message. (If the connection is
+			// broken, the MTA applies milter_default_action.)
+			log.Error("applying changes failed", "queue_id", qid, "action", "tempfail", "error", err)
+			return reply(crypto.TempfailReply), nil
 		}
 	}
 	attrs := []any{
@@ -327,16 +344,24 @@ func process(ctx context.Context, p Processor, in *crypto.Input) (*crypto.Plan, 
 	case r := <-ch:
 		return r.plan, r.err
 	case <-ctx.Done():
-		// The engine may still be reading the body: wait for it before
-		// the body is released, but answer now.
+		// The engine may still be reading the body: answer now, and
+		// release the body and the plan when it returns (the caller
+		// hands the body over on errEngineTimeout).
 		go func() {
 			if r := <-ch; r.plan != nil {
 				r.plan.Close()
 			}
+			if in.Message.Body != nil {
+				in.Message.Body.Close()
+			}
 		}()
-		return nil, fmt.Errorf("milter: %w (limits.message_timeout)", ctx.Err())
+		return nil, fmt.Errorf("%w: %w (limits.message_timeout)", errEngineTimeout, ctx.Err())
 	}
 }
+
+// errEngineTimeout is returned by process when the engine did not finish
+// within limits.message_timeout.
+var errEngineTimeout = errors.New("milter: engine timed out")
 
 // checkPlan refuses plans the milter cannot carry out faithfully.
 func checkPlan(p *crypto.Plan) error {
