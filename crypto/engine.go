@@ -149,6 +149,12 @@ func (p *Plan) Close() {
 // TempfailReply is the reply for every internal error.
 const TempfailReply = "451 4.3.0 Temporary local problem, try again later"
 
+// Replies for messages over the size limits.
+const (
+	TooBigReply       = "552 5.3.4 Message too big for cryptmilter (limits.max_message_size)"
+	HeaderTooBigReply = "552 5.3.4 Message header too large (limits.max_header_size)"
+)
+
 // Engine holds the configuration the engine runs with.
 type Engine struct {
 	cfg   *config.Config

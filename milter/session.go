@@ -185,7 +185,7 @@ func (h *handler) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 	}
 	msg.headerSize += int64(len(name) + len(value) + 4)
 	if msg.headerSize > int64(msg.env.Config.Limits.MaxHeaderSize) {
-		msg.tooBig = "552 5.3.4 Message header too large"
+		msg.tooBig = crypto.HeaderTooBigReply
 		return gomilter.RespContinue, nil
 	}
 	msg.header = append(msg.header, mime.FromMilter(name, value))
@@ -206,7 +206,7 @@ func (h *handler) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Respon
 		return gomilter.RespContinue, nil
 	}
 	if msg.body.Size()+int64(len(chunk)) > int64(msg.env.Config.Limits.MaxMessageSize) {
-		msg.tooBig = "552 5.3.4 Message too big for cryptmilter (limits.max_message_size)"
+		msg.tooBig = crypto.TooBigReply
 		return gomilter.RespContinue, nil
 	}
 	if _, err := msg.body.Write(chunk); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -152,13 +153,22 @@ func processMessage(cfg *config.Config, dir crypto.Direction, from string, rcpts
 			return nil, nil, fmt.Errorf("standard input: %w", err)
 		}
 	}
+	// Over a limit the milter rejects; so does process.
+	refuse := func(reply string) (*result, [][]byte, error) {
+		return &result{Action: string(crypto.Reject), Reply: reply, Copies: []resultCopy{}}, nil, nil
+	}
 	h, err := mime.ReadHeader(br, int64(cfg.Limits.MaxHeaderSize))
+	if errors.Is(err, mime.ErrHeaderTooLarge) {
+		return refuse(crypto.HeaderTooBigReply)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("standard input: %w", err)
 	}
 	body := sp.New()
 	defer body.Close()
-	if err := copyCRLF(body, br, int64(cfg.Limits.MaxMessageSize)); err != nil {
+	if err := copyCRLF(body, br, int64(cfg.Limits.MaxMessageSize)); errors.Is(err, errTooBig) {
+		return refuse(crypto.TooBigReply)
+	} else if err != nil {
 		return nil, nil, fmt.Errorf("standard input: %w", err)
 	}
 	var snap *keystore.Snapshot
@@ -234,6 +244,9 @@ func render(h mime.Header, body *spool.Buffer) ([]byte, error) {
 	return []byte(strings.ReplaceAll(b.String(), "\r\n", "\n")), nil
 }
 
+// errTooBig is returned by copyCRLF past the size limit.
+var errTooBig = errors.New("message larger than limits.max_message_size")
+
 // copyCRLF copies r to w making every line end CRLF, failing past max bytes.
 func copyCRLF(w io.Writer, r *bufio.Reader, max int64) error {
 	bw := bufio.NewWriter(w)
@@ -243,7 +256,7 @@ func copyCRLF(w io.Writer, r *bufio.Reader, max int64) error {
 		if err == bufio.ErrBufferFull {
 			n += int64(len(line))
 			if n > max {
-				return fmt.Errorf("message larger than limits.max_message_size (%d bytes)", max)
+				return errTooBig
 			}
 			bw.Write(line)
 			continue
@@ -253,7 +266,7 @@ func copyCRLF(w io.Writer, r *bufio.Reader, max int64) error {
 		}
 		n += int64(len(line))
 		if n > max {
-			return fmt.Errorf("message larger than limits.max_message_size (%d bytes)", max)
+			return errTooBig
 		}
 		if l := len(line); l > 0 && line[l-1] == '\n' {
 			line = line[:l-1]
