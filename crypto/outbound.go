@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -472,13 +473,30 @@ type builder struct {
 	canonDone bool
 	canonHdr  mime.Header // Content-* of the canonical entity
 	canonBody *spool.Buffer
-	// cached inner entities and S/MIME signed entities by variant
-	entities map[string][]byte
+	// S/MIME multipart/signed entities, by encrypted (see smimeSigned)
+	signed map[bool]*signedEntity
+}
+
+// signedEntity is a multipart/signed S/MIME entity: its Content-Type and
+// its body in the spool.
+type signedEntity struct {
+	ctype string
+	body  *spool.Buffer
+}
+
+// reader returns the whole entity (header and body) and its size.
+func (s *signedEntity) reader() (io.Reader, int64) {
+	var hb bytes.Buffer
+	mime.Header{{Name: "Content-Type", Value: s.ctype}}.WriteTo(&hb)
+	return io.MultiReader(bytes.NewReader(hb.Bytes()), s.body.Reader()), int64(hb.Len()) + s.body.Size()
 }
 
 func (b *builder) close() {
 	if b.canonBody != nil {
 		b.canonBody.Close()
+	}
+	for _, s := range b.signed {
+		s.body.Close()
 	}
 }
 
@@ -569,34 +587,33 @@ func isContent(name string) bool {
 
 // entity returns the inner entity (header and canonical body).
 func (b *builder) entity(encrypted bool) io.Reader {
+	r, _ := b.entitySized(encrypted)
+	return r
+}
+
+// entitySized returns the inner entity and its size.
+func (b *builder) entitySized(encrypted bool) (io.Reader, int64) {
 	var hb bytes.Buffer
 	b.innerHeader(encrypted).WriteTo(&hb)
-	return io.MultiReader(&hb, b.canonBody.Reader())
+	return io.MultiReader(bytes.NewReader(hb.Bytes()), b.canonBody.Reader()), int64(hb.Len()) + b.canonBody.Size()
 }
 
-// entityBytes returns the inner entity in memory (crypto/smime works on
-// byte slices).
-func (b *builder) entityBytes(encrypted bool) ([]byte, error) {
-	buf := bytes.NewBuffer(make([]byte, 0, b.canonBody.Size()+4096))
-	if _, err := buf.ReadFrom(b.entity(encrypted)); err != nil {
+// smimeSigned returns the multipart/signed S/MIME entity over the inner
+// entity, made once per variant and kept in the spool until close: the
+// inner entity is spooled, signed while read (smime.SignDetachedReader)
+// and copied again into the multipart/signed body, so that memory stays
+// flat whatever the message size.
+func (b *builder) smimeSigned(encrypted bool) (*signedEntity, error) {
+	if s, ok := b.signed[encrypted]; ok {
+		return s, nil
+	}
+	inner := b.e.spool.New()
+	defer inner.Close()
+	if _, err := io.Copy(inner, b.entity(encrypted)); err != nil {
 		return nil, fmt.Errorf("crypto: outbound: %w", err)
 	}
-	return buf.Bytes(), nil
-}
-
-// smimeSigned returns the multipart/signed S/MIME entity (header and body)
-// over the inner entity.
-func (b *builder) smimeSigned(encrypted bool) ([]byte, error) {
-	key := fmt.Sprintf("smime-signed/%v", encrypted)
-	if v, ok := b.entities[key]; ok {
-		return v, nil
-	}
-	inner, err := b.entityBytes(encrypted)
-	if err != nil {
-		return nil, err
-	}
 	id := b.sg.smime
-	sig, err := smime.SignDetached(inner, smime.Identity{Cert: id.Cert, Key: id.Key}, id.Chain)
+	sig, err := smime.SignDetachedReader(inner.Reader(), smime.Identity{Cert: id.Cert, Key: id.Key}, id.Chain)
 	if err != nil {
 		return nil, fmt.Errorf("crypto: outbound: %w", err)
 	}
@@ -605,16 +622,22 @@ func (b *builder) smimeSigned(encrypted bool) ([]byte, error) {
 		return nil, err
 	}
 	boundary := mime.NewBoundary()
-	out := bytes.NewBuffer(make([]byte, 0, len(inner)+sb.Len()+1024))
-	mime.Header{{Name: "Content-Type", Value: mime.SignedContentType(mime.ProtocolPKCS7Signature, "sha-256", boundary)}}.WriteTo(out)
-	if err := mime.WriteMultipartSigned(out, boundary, bytes.NewReader(inner), mime.SMIMESignatureHeader(), &sb); err != nil {
-		return nil, err
+	body := b.e.spool.New()
+	bw := bufio.NewWriterSize(body, 64<<10)
+	err = mime.WriteMultipartSigned(bw, boundary, inner.Reader(), mime.SMIMESignatureHeader(), &sb)
+	if err == nil {
+		err = bw.Flush()
 	}
-	if b.entities == nil {
-		b.entities = map[string][]byte{}
+	if err != nil {
+		body.Close()
+		return nil, fmt.Errorf("crypto: outbound: %w", err)
 	}
-	b.entities[key] = out.Bytes()
-	return out.Bytes(), nil
+	s := &signedEntity{ctype: mime.SignedContentType(mime.ProtocolPKCS7Signature, "sha-256", boundary), body: body}
+	if b.signed == nil {
+		b.signed = map[bool]*signedEntity{}
+	}
+	b.signed[encrypted] = s
+	return s, nil
 }
 
 type built struct {
@@ -665,10 +688,8 @@ func (b *builder) build(g group) (*built, error) {
 		if err != nil {
 			return nil, err
 		}
-		hdrEnd := bytes.Index(ent, []byte("\r\n\r\n"))
-		hv, _ := mime.ReadHeader(bufio.NewReader(bytes.NewReader(ent[:hdrEnd+4])), 0)
-		ctype = hv.Get("Content-Type")
-		if _, err := out.Write(ent[hdrEnd+4:]); err != nil {
+		ctype = ent.ctype
+		if _, err := io.Copy(out, ent.body.Reader()); err != nil {
 			return nil, fmt.Errorf("crypto: outbound: %w", err)
 		}
 	case encrypted && g.cls.proto == ProtoOpenPGP && g.cls.inline && b.inlineable():
@@ -689,32 +710,38 @@ func (b *builder) build(g group) (*built, error) {
 			return nil, err
 		}
 	case encrypted && g.cls.proto == ProtoSMIME:
-		var content []byte
+		var content io.Reader
+		var size int64
 		if b.sg.smime != nil {
 			ent, err := b.smimeSigned(true)
 			if err != nil {
 				return nil, err
 			}
-			content = ent
+			content, size = ent.reader()
 		} else {
-			c, err := b.entityBytes(true)
-			if err != nil {
-				return nil, err
-			}
-			content = c
+			content, size = b.entitySized(true)
 		}
 		certs := make([]*x509.Certificate, 0, len(g.rcpts))
 		for _, r := range g.rcpts {
 			certs = append(certs, r.cert)
 		}
-		der, err := smime.Encrypt(content, certs)
-		if err != nil {
+		// The DER goes straight through a base64 encoder into the copy.
+		bw := bufio.NewWriterSize(out, 64<<10)
+		lw := &base64Lines{w: bw}
+		enc := base64.NewEncoder(base64.StdEncoding, lw)
+		if err := smime.EncryptTo(enc, content, size, certs); err != nil {
+			return nil, fmt.Errorf("crypto: outbound: %w", err)
+		}
+		if err := enc.Close(); err != nil {
+			return nil, fmt.Errorf("crypto: outbound: %w", err)
+		}
+		if err := lw.Close(); err != nil {
+			return nil, fmt.Errorf("crypto: outbound: %w", err)
+		}
+		if err := bw.Flush(); err != nil {
 			return nil, fmt.Errorf("crypto: outbound: %w", err)
 		}
 		ctype, cte = mime.EnvelopedContentType, "base64"
-		if err := mime.WriteBase64(out, der); err != nil {
-			return nil, fmt.Errorf("crypto: outbound: %w", err)
-		}
 	default:
 		return nil, fmt.Errorf("crypto: outbound: no way to build a %s copy", g.cls)
 	}
@@ -826,4 +853,42 @@ func copyCRLFText(w io.Writer, r io.Reader) error {
 		return fmt.Errorf("crypto: outbound: %w", err)
 	}
 	return cw.Close()
+}
+
+// base64Lines breaks base64 text written to it into CRLF lines of 76
+// characters, the last one shorter and also ended by CRLF on Close (the
+// layout of mime.WriteBase64).
+type base64Lines struct {
+	w   io.Writer
+	col int
+}
+
+func (l *base64Lines) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := min(76-l.col, len(p))
+		if _, err := l.w.Write(p[:k]); err != nil {
+			return n, err
+		}
+		n += k
+		l.col += k
+		p = p[k:]
+		if l.col == 76 {
+			if _, err := io.WriteString(l.w, "\r\n"); err != nil {
+				return n, err
+			}
+			l.col = 0
+		}
+	}
+	return n, nil
+}
+
+// Close ends a last, partial line.
+func (l *base64Lines) Close() error {
+	if l.col == 0 {
+		return nil
+	}
+	l.col = 0
+	_, err := io.WriteString(l.w, "\r\n")
+	return err
 }

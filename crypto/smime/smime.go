@@ -15,7 +15,10 @@
 // definite lengths by toDER.
 //
 // The package works on DER/BER bytes; MIME parsing, canonicalisation and
-// result headers belong to the callers.
+// result headers belong to the callers. The outbound side streams:
+// SignDetachedReader hashes its content as it reads it and EncryptTo
+// encrypts from a reader into a writer, so that neither holds a message
+// in memory.
 package smime
 
 import (
