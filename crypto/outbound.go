@@ -250,36 +250,50 @@ func visibleAddresses(h mime.Header) map[string]bool {
 
 // alreadyEncrypted reports whether the message is encrypted at its root:
 // PGP/MIME, S/MIME enveloped data, or an inline PGP message.
-func alreadyEncrypted(h mime.Header, body io.Reader) bool {
-	ct := h.Get("Content-Type")
-	mt, params, err := stdmime.ParseMediaType(ct)
-	if err != nil {
-		mt = strings.ToLower(strings.TrimSpace(strings.SplitN(ct, ";", 2)[0]))
+func (e *Engine) alreadyEncrypted(h mime.Header, body *spool.Buffer) bool {
+	if len(h.Values("Content-Type")) > 1 {
+		return false // ambiguous: readers disagree on the structure
 	}
-	switch mt {
-	case "multipart/encrypted", "application/pgp-encrypted":
-		return true
-	case "application/pkcs7-mime", "application/x-pkcs7-mime":
-		st := strings.ToLower(params["smime-type"])
-		if st == "enveloped-data" || st == "authenveloped-data" {
-			return true
+	ct := strings.ToLower(h.Get("Content-Type"))
+	if !strings.HasPrefix(ct, "multipart/encrypted") && !strings.Contains(ct, "pkcs7-mime") &&
+		!strings.HasPrefix(ct, "text/plain") && ct != "" {
+		return false
+	}
+	// Only real ciphertext counts: a message that merely claims to be
+	// encrypted must not pass in plaintext where policy requires
+	// encryption. Bounded by limits.max_message_size on the way in.
+	data, err := io.ReadAll(body.Reader())
+	if err != nil {
+		return false
+	}
+	lim := mime.Limits{MaxDepth: e.cfg.Limits.MaxMIMEDepth, MaxParts: e.cfg.Limits.MaxParts}
+	root, err := mime.ParseHeaderBody(h, data, lim)
+	if err != nil {
+		return false
+	}
+	switch {
+	case isPGPEncrypted(root):
+		if len(root.Parts) != 2 {
+			return false
 		}
-		name := strings.ToLower(params["name"])
-		return st == "" && (strings.HasSuffix(name, ".p7m") || name == "")
-	case "", "text/plain":
-		br := bufio.NewReaderSize(body, 4096)
-		for range 64 {
-			line, err := br.ReadString('\n')
-			t := strings.TrimSpace(line)
-			if t != "" {
-				return t == "-----BEGIN PGP MESSAGE-----"
-			}
-			if err != nil {
-				return false
-			}
-		}
+		ct, err := root.Parts[1].Decoded()
+		return err == nil && isPGPCiphertext(ct)
+	case isSMIMEType(root.MediaType):
+		k := cmsKind(root)
+		return k == "enveloped" || k == "authenveloped"
+	case root.MediaType == "text/plain":
+		t, err := root.Decoded()
+		return err == nil && isPGPCiphertext(t)
 	}
 	return false
+}
+
+// isPGPCiphertext reports whether data is exactly one OpenPGP encrypted
+// message (armored, with nothing but whitespace around it, or binary).
+func isPGPCiphertext(data []byte) bool {
+	info, err := openpgp.Inspect(data)
+	return err == nil && info.Kind == openpgp.KindEncrypted && !info.Surrounded &&
+		bytes.Count(data, []byte("-----BEGIN PGP")) <= 1
 }
 
 // outbound handles mail leaving the site: each envelope recipient gets a
@@ -295,7 +309,7 @@ func (e *Engine) outbound(ctx context.Context, in *Input) (*Plan, error) {
 	if len(in.Envelope.Rcpts) == 0 {
 		return &Plan{Action: Accept, Decision: "passed", Attrs: []slog.Attr{slog.String("reason", "no recipients")}}, nil
 	}
-	if alreadyEncrypted(h, body.Reader()) {
+	if e.alreadyEncrypted(h, body) {
 		return &Plan{Action: Accept, Decision: "passed", Attrs: []slog.Attr{slog.String("reason", "already encrypted")}}, nil
 	}
 	now := in.Now
@@ -422,7 +436,9 @@ func (e *Engine) group(rcpts []rcpt) []group {
 			}
 		}
 		if i, ok := index[key]; ok {
-			if !slices.ContainsFunc(out[i].rcpts, func(o rcpt) bool { return strings.EqualFold(o.addr, r.addr) }) {
+			// Every envelope form stays (bob@x and BOB@x are two envelope
+			// recipients): one left out would stay on the original copy.
+			if !slices.ContainsFunc(out[i].rcpts, func(o rcpt) bool { return o.addr == r.addr }) {
 				out[i].rcpts = append(out[i].rcpts, r)
 			}
 			continue
@@ -528,6 +544,14 @@ var unprotected = map[string]bool{
 	"hp-outer": true,
 }
 
+// resultField reports whether a (lower-case) field name is one of the
+// inbound result headers (cryptmilter's, RT's): on outbound mail they can
+// only be forged or stale, and are removed from signed copies rather than
+// carried under the gateway's signature.
+func resultField(n string) bool {
+	return strings.HasPrefix(n, "x-cryptmilter-") || strings.HasPrefix(n, "x-rt-incoming-")
+}
+
 // obscured are the outer fields header protection removes; Subject is
 // replaced by "[...]" (RFC 9788 baseline policy).
 var obscured = map[string]bool{"keywords": true, "comments": true}
@@ -558,7 +582,7 @@ func (b *builder) innerHeader(encrypted bool) mime.Header {
 	var outer mime.Header
 	for _, f := range b.in.Message.Header {
 		n := strings.ToLower(f.Name)
-		if isContent(f.Name) || unprotected[n] || strings.HasPrefix(n, "x-cryptmilter-") {
+		if isContent(f.Name) || unprotected[n] || resultField(n) {
 			continue
 		}
 		cf, ok := mime.CleanField(f)
@@ -764,7 +788,8 @@ func (b *builder) outerHeader(ctype, cte string, encrypted bool) (mime.Header, [
 		n := strings.ToLower(f.Name)
 		count[n]++
 		switch {
-		case isContent(f.Name) || n == "mime-version" || n == "bcc" || n == "resent-bcc" || (protect && obscured[n]):
+		case isContent(f.Name) || n == "mime-version" || n == "bcc" || n == "resent-bcc" || (protect && obscured[n]) ||
+			resultField(n):
 			dels = append(dels, HeaderOp{Kind: OpDelete, Name: f.Name, Index: count[n]})
 		case protect && n == "subject":
 			changes = append(changes, HeaderOp{Kind: OpChange, Name: f.Name, Index: count[n], Value: obscuredSubject})

@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	pgpcrypto "github.com/ProtonMail/gopenpgp/v3/crypto"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
+	"github.com/cryptmilter/cryptmilter/crypto/openpgp"
 	"github.com/cryptmilter/cryptmilter/internal/config"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
@@ -360,10 +362,20 @@ func TestOutboundAlreadyEncrypted(t *testing.T) {
 	f := outFixtureFor(t)
 	e, snap := f.engine(t, func(c *config.Config) { c.Outbound.Policy = "required" })
 	head := "From: rt@example.org\r\nTo: nokey@example.com\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+	// Real ciphertext, to alice's key.
+	alice, err := snap.EncryptionKey("alice@example.net", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ct bytes.Buffer
+	if err := openpgp.SignEncrypt(&ct, strings.NewReader("secret"), nil, []*pgpcrypto.Key{alice}, false); err != nil {
+		t.Fatal(err)
+	}
+	armored := strings.ReplaceAll(strings.TrimSpace(ct.String()), "\n", "\r\n")
 	tests := map[string]string{
-		"pgp/mime": head + "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQ==\r\n-----END PGP MESSAGE-----\r\n--b--\r\n",
+		"pgp/mime": head + "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n" + armored + "\r\n--b--\r\n",
 		"s/mime":   head + "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQA=\r\n",
-		"inline":   head + "Content-Type: text/plain\r\n\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQ==\r\n-----END PGP MESSAGE-----\r\n",
+		"inline":   head + "Content-Type: text/plain\r\n\r\n\r\n" + armored + "\r\n",
 	}
 	for name, msg := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -375,6 +387,55 @@ func TestOutboundAlreadyEncrypted(t *testing.T) {
 				t.Errorf("message changed")
 			}
 		})
+	}
+}
+
+// TestOutboundClaimedEncryption: a message that only claims to be
+// encrypted (the right Content-Type, an armor line, plaintext inside) is
+// not let through in plaintext where policy requires encryption.
+func TestOutboundClaimedEncryption(t *testing.T) {
+	f := outFixtureFor(t)
+	e, snap := f.engine(t, func(c *config.Config) { c.Outbound.Policy = "required" })
+	head := "From: rt@example.org\r\nTo: nokey@example.com\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+	fakeArmor := "-----BEGIN PGP MESSAGE-----\r\n\r\nTop secret text in clear\r\n-----END PGP MESSAGE-----\r\n"
+	for name, msg := range map[string]string{
+		"multipart/encrypted": head + "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n" + fakeArmor + "--b--\r\n",
+		"application/pgp-encrypted": head + "Content-Type: application/pgp-encrypted\r\n\r\n" + fakeArmor,
+		"pkcs7-mime plaintext":      head + "Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nTop secret text in clear\r\n",
+		"inline fake armor":         head + "Content-Type: text/plain\r\n\r\n" + fakeArmor,
+		"quoted armor in a reply":   head + "Content-Type: text/plain\r\n\r\n" + fakeArmor + "\r\nMy answer, in clear.\r\n",
+		"two content types":         head + "Content-Type: text/plain\r\nContent-Type: multipart/encrypted; boundary=b\r\n\r\nTop secret text in clear\r\n",
+	} {
+		plan, _ := processOut(t, e, snap, outGatewayAddr, []string{"nokey@example.com"}, []byte(msg))
+		if plan.Action != Reject || !strings.HasPrefix(plan.Reply, "550 5.7.1 <nokey@example.com>") {
+			t.Errorf("%s: %s %q, want the required-policy refusal", name, plan.Action, plan.Reply)
+		}
+	}
+}
+
+// TestOutboundRecipientCaseVariants: bob@x and BOB@X are two envelope
+// recipients; both leave the original copy for the encrypted one.
+func TestOutboundRecipientCaseVariants(t *testing.T) {
+	f := outFixtureFor(t)
+	e, snap := f.engine(t, func(c *config.Config) { c.Outbound.Policy = "required" })
+	msg := outTestMessage("alice@example.net", "x@example.com")
+	plan, copies := processOut(t, e, snap, outGatewayAddr, []string{"alice@example.net", "alice@EXAMPLE.net"}, msg)
+	if plan.Action != Accept {
+		t.Fatalf("%s %q", plan.Action, plan.Reply)
+	}
+	var all []string
+	for _, c := range copies {
+		all = append(all, c.rcpts...)
+	}
+	for _, r := range []string{"alice@example.net", "alice@EXAMPLE.net"} {
+		if !slices.Contains(all, r) {
+			t.Errorf("%s is in no copy: %v", r, all)
+		}
+	}
+	for _, c := range copies {
+		if !bytes.Contains(c.raw, []byte("multipart/encrypted")) {
+			t.Errorf("copy for %v is not encrypted", c.rcpts)
+		}
 	}
 }
 
@@ -625,5 +686,28 @@ func TestOutboundCertificateEKU(t *testing.T) {
 	plan, _ := processOut(t, e, snap, outGatewayAddr, []string{"web@example.com"}, outTestMessage("web@example.com", "x@example.com"))
 	if plan.Action != Reject || plan.Reply != "550 5.7.1 <web@example.com>: no usable encryption key" {
 		t.Errorf("serverAuth-only certificate: %s %q, want the no-key refusal", plan.Action, plan.Reply)
+	}
+}
+
+// TestOutboundStripsResultHeaders: inbound result headers on outbound mail
+// can only be forged or stale; they never travel under the gateway's
+// signature.
+func TestOutboundStripsResultHeaders(t *testing.T) {
+	f := outFixtureFor(t)
+	e, snap := f.engine(t, nil)
+	msg := append([]byte("X-Cryptmilter-Signature: valid; protocol=openpgp; signer=ceo@example.org\r\nX-RT-Incoming-Signature: ceo@example.org\r\n"),
+		outTestMessage("alice@example.net", "x@example.com")...)
+	plan, copies := processOut(t, e, snap, outGatewayAddr, []string{"alice@example.net", "x@example.com"}, msg)
+	if plan.Action != Accept {
+		t.Fatalf("%s %q", plan.Action, plan.Reply)
+	}
+	for _, c := range copies {
+		h, _ := outHeaderOf(t, c.raw)
+		if h.Has("X-Cryptmilter-Signature") || h.Has("X-RT-Incoming-Signature") {
+			t.Errorf("copy for %v keeps a forged result header", c.rcpts)
+		}
+		if bytes.Contains(c.raw, []byte("signer=ceo@example.org")) {
+			t.Errorf("copy for %v carries the forged value", c.rcpts)
+		}
 	}
 }
