@@ -399,7 +399,7 @@ func TestOutboundClaimedEncryption(t *testing.T) {
 	head := "From: rt@example.org\r\nTo: nokey@example.com\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
 	fakeArmor := "-----BEGIN PGP MESSAGE-----\r\n\r\nTop secret text in clear\r\n-----END PGP MESSAGE-----\r\n"
 	for name, msg := range map[string]string{
-		"multipart/encrypted": head + "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n" + fakeArmor + "--b--\r\n",
+		"multipart/encrypted":       head + "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n" + fakeArmor + "--b--\r\n",
 		"application/pgp-encrypted": head + "Content-Type: application/pgp-encrypted\r\n\r\n" + fakeArmor,
 		"pkcs7-mime plaintext":      head + "Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nTop secret text in clear\r\n",
 		"inline fake armor":         head + "Content-Type: text/plain\r\n\r\n" + fakeArmor,
