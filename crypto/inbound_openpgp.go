@@ -294,8 +294,8 @@ func pgpSig(r openpgp.SigResult) sigResult {
 
 // toCRLF makes every line end CRLF.
 func toCRLF(b []byte) []byte {
-	if !bytes.Contains(b, []byte("\n")) {
-		return b
+	if bytes.Count(b, []byte("\n")) == bytes.Count(b, []byte("\r\n")) {
+		return b // already CRLF: no copy (plaintext can be large)
 	}
 	lf := bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
 	return bytes.ReplaceAll(lf, []byte("\n"), []byte("\r\n"))

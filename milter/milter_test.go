@@ -69,6 +69,9 @@ func startServer(t *testing.T, mod func(*config.Config), engine Processor) *test
 		engine = crypto.New(cfg, sp)
 	}
 	env := &Env{Engine: engine, Config: cfg, Spool: sp, Keys: holder}
+	if n := cfg.Limits.MaxConcurrent; n > 0 {
+		env.Slots = make(chan struct{}, n)
+	}
 	logs := &syncBuffer{}
 	srv := &Server{Env: func() *Env { return env }, Logger: slog.New(slog.NewTextHandler(logs, nil))}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -620,5 +623,38 @@ func TestRcptDefer(t *testing.T) {
 			t.Errorf("%s: second rcpt got %c %d %q, want %d 4.5.3", tt.name, a.Code, a.SMTPCode, a.SMTPText, tt.want)
 		}
 		s.Close()
+	}
+}
+
+// TestMaxConcurrent: with one processing slot, a second message waits for
+// it and is tempfailed when message_timeout passes first.
+func TestMaxConcurrent(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 2)
+	eng := processorFunc(func(context.Context, *crypto.Input) (*crypto.Plan, error) {
+		started <- struct{}{}
+		<-release
+		return &crypto.Plan{Action: crypto.Accept}, nil
+	})
+	ts := startServer(t, func(c *config.Config) {
+		c.Limits.MaxConcurrent = 1
+		c.Limits.MessageTimeout = config.Duration(500 * time.Millisecond)
+	}, eng)
+	first := make(chan outcome, 1)
+	go func() { first <- send(t, session(t, ts), plain) }()
+	<-started
+	o := send(t, session(t, ts), plain)
+	if o.act.SMTPCode != 451 {
+		t.Errorf("second message while the slot is taken: %c %d %q, want 451", o.act.Code, o.act.SMTPCode, o.act.SMTPText)
+	}
+	select {
+	case <-started:
+		t.Error("the engine ran a second message at once")
+	default:
+	}
+	close(release)
+	<-first
+	if !strings.Contains(ts.logs.String(), "no free processing slot") {
+		t.Errorf("log does not say why:\n%s", ts.logs)
 	}
 }

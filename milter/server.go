@@ -36,6 +36,10 @@ type Env struct {
 	Spool  *spool.Dir
 	// Keys gives the keyring snapshot a message starts with.
 	Keys *keystore.Holder
+	// Slots, when not nil, bounds the messages processed at once
+	// (limits.max_concurrent): a message waits for a free slot up to
+	// limits.message_timeout, then is tempfailed.
+	Slots chan struct{}
 }
 
 // Server is a milter server. Set Env and Logger, then call Serve for each

@@ -269,7 +269,17 @@ func (h *handler) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.MessageTimeout.D())
 	defer cancel()
-	plan, err := process(ctx, msg.env.Engine, in)
+	release := func() {}
+	if slots := msg.env.Slots; slots != nil {
+		select {
+		case slots <- struct{}{}:
+			release = func() { <-slots }
+		case <-ctx.Done():
+			log.Error("no free processing slot within limits.message_timeout", "queue_id", qid, "action", "tempfail", "max_concurrent", cap(slots))
+			return reply(crypto.TempfailReply), nil
+		}
+	}
+	plan, err := process(ctx, msg.env.Engine, in, release)
 	if errors.Is(err, errEngineTimeout) {
 		// The engine may still be reading the body: it is released when
 		// the engine returns, not here.
@@ -325,7 +335,9 @@ func (h *handler) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 }
 
 // process runs the engine, bounded by ctx; a panic becomes an error.
-func process(ctx context.Context, p Processor, in *crypto.Input) (*crypto.Plan, error) {
+// release is called when the engine has returned (after the reply, when
+// it timed out), so that its processing slot stays taken while it works.
+func process(ctx context.Context, p Processor, in *crypto.Input, release func()) (*crypto.Plan, error) {
 	type result struct {
 		plan *crypto.Plan
 		err  error
@@ -342,6 +354,7 @@ func process(ctx context.Context, p Processor, in *crypto.Input) (*crypto.Plan, 
 	}()
 	select {
 	case r := <-ch:
+		release()
 		return r.plan, r.err
 	case <-ctx.Done():
 		// The engine may still be reading the body: answer now, and
@@ -351,6 +364,7 @@ func process(ctx context.Context, p Processor, in *crypto.Input) (*crypto.Plan, 
 			if r := <-ch; r.plan != nil {
 				r.plan.Close()
 			}
+			release()
 			if in.Message.Body != nil {
 				in.Message.Body.Close()
 			}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -106,11 +107,12 @@ func keystoreOptions(cfg *config.Config, log *slog.Logger) keystore.Options {
 
 // daemonState is what a reload swaps.
 type daemonState struct {
-	cfg  *config.Config
-	env  atomic.Pointer[milter.Env]
-	keys *keystore.Holder
-	log  *slog.Logger
-	sp   *spool.Dir
+	cfg   *config.Config
+	env   atomic.Pointer[milter.Env]
+	keys  *keystore.Holder
+	log   *slog.Logger
+	sp    *spool.Dir
+	slots chan struct{}
 }
 
 func serve(cfg *config.Config, log *slog.Logger) error {
@@ -143,8 +145,12 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	st := &daemonState{cfg: cfg, keys: holder, log: log, sp: sp}
-	st.env.Store(newEnv(cfg, sp, holder))
+	n := cfg.Limits.MaxConcurrent
+	if n == 0 {
+		n = 2 * runtime.NumCPU()
+	}
+	st := &daemonState{cfg: cfg, keys: holder, log: log, sp: sp, slots: make(chan struct{}, n)}
+	st.env.Store(st.newEnv(cfg))
 
 	lns, err := listen.Systemd()
 	if err != nil {
@@ -249,8 +255,10 @@ loop:
 	return serveErr
 }
 
-func newEnv(cfg *config.Config, sp *spool.Dir, keys *keystore.Holder) *milter.Env {
-	return &milter.Env{Engine: crypto.New(cfg, sp), Config: cfg, Spool: sp, Keys: keys}
+// newEnv is what messages starting now are processed with. The slots are
+// the daemon's, so a reload does not raise the concurrency.
+func (st *daemonState) newEnv(cfg *config.Config) *milter.Env {
+	return &milter.Env{Engine: crypto.New(cfg, st.sp), Config: cfg, Spool: st.sp, Keys: st.keys, Slots: st.slots}
 }
 
 // reload re-reads the configuration file and the keystore. A bad
@@ -281,6 +289,6 @@ func (st *daemonState) reload() {
 		st.log.Error("reload: keystore unreadable, keeping the loaded keys", "error", err)
 	}
 	st.cfg = cfg
-	st.env.Store(newEnv(cfg, st.sp, st.keys))
+	st.env.Store(st.newEnv(cfg))
 	st.log.Info("reloaded", "config", nameOf(cfg), "configuration", cfgNote)
 }

@@ -113,6 +113,9 @@ type Limits struct {
 	MaxDecompressedSize Size     `toml:"max_decompressed_size"`
 	MessageTimeout      Duration `toml:"message_timeout"`
 	MemorySpool         Size     `toml:"memory_spool"`
+	// MaxConcurrent bounds the messages the engine works on at once
+	// (0: twice the number of CPUs); others wait, up to message_timeout.
+	MaxConcurrent int `toml:"max_concurrent"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -161,9 +164,10 @@ func Default() *Config {
 			MaxMIMEDepth:        20,
 			MaxParts:            500,
 			MaxHeaderSize:       1 << 20,
-			MaxDecompressedSize: 200 << 20,
+			MaxDecompressedSize: 64 << 20,
 			MessageTimeout:      Duration(120 * time.Second),
 			MemorySpool:         1 << 20,
+			MaxConcurrent:       0,
 		},
 		Metrics: Metrics{Listen: ""},
 	}
@@ -388,6 +392,8 @@ func (c *Config) finish(doc []byte) error {
 		return bad("limits.message_timeout", "must be positive")
 	case l.MemorySpool < 0:
 		return bad("limits.memory_spool", "must not be negative")
+	case l.MaxConcurrent < 0:
+		return bad("limits.max_concurrent", "must not be negative")
 	}
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
