@@ -276,10 +276,29 @@ func (st *daemonState) reload() {
 			st.log.Error("reload: configuration rejected, keeping the running one", "error", err)
 			cfgNote = "configuration rejected, running one kept"
 		} else {
-			if strings.Join(n.Listen, " ") != strings.Join(cfg.Listen, " ") || n.Keystore != cfg.Keystore || n.SpoolDir() != cfg.SpoolDir() {
-				st.log.Warn("reload: listen, keystore and spool changes take effect at restart")
-				n.Listen, n.Sockets, n.Keystore, n.Spool = cfg.Listen, cfg.Sockets, cfg.Keystore, cfg.Spool
+			// Settings bound at start keep their running values.
+			var fixed []string
+			same := func(name string, a, b any) {
+				if fmt.Sprint(a) != fmt.Sprint(b) {
+					fixed = append(fixed, name)
+				}
 			}
+			same("listen", n.Listen, cfg.Listen)
+			same("socket_mode", n.SocketMode, cfg.SocketMode)
+			same("socket_group", n.SocketGroup, cfg.SocketGroup)
+			same("keystore", n.Keystore, cfg.Keystore)
+			same("spool", n.SpoolDir(), cfg.SpoolDir())
+			same("log", n.Log, cfg.Log)
+			same("keyring.watch", n.Keyring.Watch, cfg.Keyring.Watch)
+			same("limits.memory_spool", n.Limits.MemorySpool, cfg.Limits.MemorySpool)
+			same("limits.max_concurrent", n.Limits.MaxConcurrent, cfg.Limits.MaxConcurrent)
+			same("metrics.listen", n.Metrics.Listen, cfg.Metrics.Listen)
+			if len(fixed) > 0 {
+				st.log.Warn("reload: these settings take effect at restart; the running values are kept", "settings", strings.Join(fixed, ","))
+			}
+			n.Listen, n.Sockets, n.SocketMode, n.SocketGroup = cfg.Listen, cfg.Sockets, cfg.SocketMode, cfg.SocketGroup
+			n.Keystore, n.Spool, n.Log, n.Keyring.Watch = cfg.Keystore, cfg.Spool, cfg.Log, cfg.Keyring.Watch
+			n.Limits.MemorySpool, n.Limits.MaxConcurrent, n.Metrics = cfg.Limits.MemorySpool, cfg.Limits.MaxConcurrent, cfg.Metrics
 			cfg = n
 		}
 	}
