@@ -3,6 +3,7 @@ package keystore
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -94,6 +95,11 @@ func (h *Holder) logProblems(s *Snapshot) {
 // ReloadDebounce) until ctx is done. It returns nil when ctx ends, or an
 // error if watching cannot start.
 func (h *Holder) Watch(ctx context.Context) error {
+	// The options may change (SetOptions) while watching; the directory
+	// cannot.
+	h.mu.Lock()
+	dir := h.opts.Dir
+	h.mu.Unlock()
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("keystore: watch: %w", err)
@@ -101,11 +107,11 @@ func (h *Holder) Watch(ctx context.Context) error {
 	defer w.Close()
 	watched := map[string]bool{}
 	addAll := func() {
-		dirs := []string{h.opts.Dir}
+		dirs := []string{dir}
 		for _, kd := range kindDirs {
-			dirs = append(dirs, filepath.Join(h.opts.Dir, kd.dir))
+			dirs = append(dirs, filepath.Join(dir, kd.dir))
 		}
-		dirs = append(dirs, filepath.Join(h.opts.Dir, DirPrivate))
+		dirs = append(dirs, filepath.Join(dir, DirPrivate))
 		for _, d := range dirs {
 			if watched[d] {
 				continue
@@ -118,8 +124,8 @@ func (h *Holder) Watch(ctx context.Context) error {
 		}
 	}
 	addAll()
-	if !watched[h.opts.Dir] {
-		return fmt.Errorf("keystore: watch %s: cannot watch the directory", h.opts.Dir)
+	if !watched[dir] {
+		return fmt.Errorf("keystore: watch %s: cannot watch the directory", dir)
 	}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -144,11 +150,18 @@ func (h *Holder) Watch(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			h.opts.logger().Warn("keystore watch error", "error", err)
+			h.logger().Warn("keystore watch error", "error", err)
 			timer.Reset(ReloadDebounce)
 		case <-timer.C:
 			addAll() // subdirectories created since
 			h.Reload()
 		}
 	}
+}
+
+// logger returns the options' logger, under the lock.
+func (h *Holder) logger() *slog.Logger {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.opts.logger()
 }
