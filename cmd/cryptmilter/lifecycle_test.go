@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -295,5 +296,38 @@ func TestServeRefusesBusySocket(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "another process is serving on") {
 		t.Errorf("second daemon: %v\n%s", err, out)
+	}
+}
+
+// TestBench drives a real daemon with `cryptmilter bench`.
+func TestBench(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts daemons")
+	}
+	dir := t.TempDir()
+	port := freePort(t)
+	os.WriteFile(filepath.Join(dir, "c.toml"), []byte(fmt.Sprintf("keystore = \"keys\"\nlisten = [\"inet:127.0.0.1:%d\"]\n[direction]\ninternal_hosts = []\n", port)), 0o644)
+	startDaemon(t, dir)
+	var out, errb bytes.Buffer
+	code := run([]string{"bench", "--connect", fmt.Sprintf("inet:127.0.0.1:%d", port), "--direction", "in",
+		"--from", "a@example.net", "--rcpt", "rt@example.org", "--size", "20000", "--messages", "20", "--concurrency", "3", "--json"},
+		nil, &out, &errb)
+	if code != 0 {
+		t.Fatalf("bench exit %d: %s", code, errb.String())
+	}
+	var res benchResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("bench output: %v\n%s", err, out.String())
+	}
+	// Inbound: every message accepted with the two result headers.
+	if res.Messages != 20 || res.Errors != 0 || res.Actions["accept"] != 20 || res.Modifications != 40 || res.PerSecond <= 0 || res.LatencyMaxMs <= 0 {
+		t.Errorf("bench result %+v", res)
+	}
+	// A dead socket is an error, with exit 1.
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"bench", "--connect", fmt.Sprintf("inet:127.0.0.1:%d", freePort(t)), "--direction", "out",
+		"--from", "a@example.net", "--rcpt", "b@example.org", "--messages", "2"}, nil, &out, &errb); code != 1 || !strings.Contains(errb.String(), "2 of 2 messages failed") {
+		t.Errorf("bench against nothing: exit %d, %s", code, errb.String())
 	}
 }

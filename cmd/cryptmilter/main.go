@@ -23,6 +23,8 @@ Usage:
   cryptmilter process [-c FILE] --direction in|out --from ADDR --rcpt ADDR [--rcpt ADDR]...
                       [--macro NAME=VALUE]... [--out DIR] < message
   cryptmilter keys    [-c FILE] import|list|show|remove|export|check|init ...
+  cryptmilter bench   --connect SOCKET --direction in|out --from ADDR --rcpt ADDR...
+                      --size BYTES --messages N --concurrency C [--json]
   cryptmilter version
 
 serve runs the milter. Without -c it uses the embedded default: it listens
@@ -36,6 +38,9 @@ writes DIR/result.json and one DIR/N.eml per copy. Exit status: 0 accept,
 65 reject, 75 tempfail.
 
 keys manages the on-disk keyring; "cryptmilter keys -h" tells more.
+
+bench drives a running milter as an MTA would and reports throughput and
+latency; "cryptmilter bench -h" tells more.
 
 Examples:
   cryptmilter serve
@@ -65,6 +70,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runProcess(rest, stdin, stdout, stderr)
 	case "keys":
 		return runKeysCommand(rest, stdin, stdout, stderr)
+	case "bench":
+		return runBench(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "cryptmilter %s\n", versionString())
 		return 0
@@ -73,7 +80,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 0
 	}
 	errorf(stderr, "unknown command %q", cmd)
-	hintf(stderr, "the commands are serve, process, keys and version; run \"cryptmilter help\"")
+	hintf(stderr, "the commands are serve, process, keys, bench and version; run \"cryptmilter help\"")
 	return 1
 }
 
