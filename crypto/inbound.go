@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	stdmime "mime"
 	"net/mail"
 	"strings"
 	"time"
@@ -296,6 +297,22 @@ func isSMIMEType(mt string) bool {
 	return mt == "application/pkcs7-mime" || mt == "application/x-pkcs7-mime"
 }
 
+// isP7MOctetStream tells application/octet-stream with a .p7m file name,
+// which some agents send instead of application/pkcs7-mime (RFC 8551
+// 3.2.1); what it holds is decided from the CMS content type.
+func isP7MOctetStream(e *mime.Entity) bool {
+	if e.MediaType != "application/octet-stream" {
+		return false
+	}
+	name := strings.ToLower(e.Params["name"])
+	if name == "" {
+		if _, p, err := stdmime.ParseMediaType(e.Header.Get("Content-Disposition")); err == nil {
+			name = strings.ToLower(p["filename"])
+		}
+	}
+	return strings.HasSuffix(name, ".p7m")
+}
+
 // smimeType returns the smime-type of an application/pkcs7-mime entity,
 // guessing from the file name when the parameter is absent.
 func smimeType(e *mime.Entity) string {
@@ -306,7 +323,7 @@ func smimeType(e *mime.Entity) string {
 }
 
 func isSMIMEEnveloped(e *mime.Entity) bool {
-	if !isSMIMEType(e.MediaType) {
+	if !isSMIMEType(e.MediaType) && !isP7MOctetStream(e) {
 		return false
 	}
 	switch smimeType(e) {
@@ -320,7 +337,7 @@ func isSMIMEEnveloped(e *mime.Entity) bool {
 }
 
 func isSMIMEOpaque(e *mime.Entity) bool {
-	if !isSMIMEType(e.MediaType) {
+	if !isSMIMEType(e.MediaType) && !isP7MOctetStream(e) {
 		return false
 	}
 	switch smimeType(e) {

@@ -72,3 +72,26 @@ func TestInboundForgedAuthResultsForms(t *testing.T) {
 		t.Errorf("Authentication-Results left: %q, want only other.example.net's", got)
 	}
 }
+
+// TestInboundP7MOctetStream: some agents send S/MIME as
+// application/octet-stream with a .p7m name (RFC 8551 3.2.1).
+func TestInboundP7MOctetStream(t *testing.T) {
+	f := inSMIMEFixture(t)
+	e := inEngine(t, nil)
+	for _, name := range []string{"env-cbc-rsa2048", "sig-ecdsa-opaque"} {
+		m := f.msgs[name]
+		m = bytes.Replace(m, []byte("Content-Type: application/pkcs7-mime; smime-type=enveloped-data;"), []byte("Content-Type: application/octet-stream;"), 1)
+		m = bytes.Replace(m, []byte("Content-Type: application/pkcs7-mime; smime-type=signed-data;"), []byte("Content-Type: application/octet-stream;"), 1)
+		if bytes.Contains(m, []byte("pkcs7-mime")) {
+			t.Fatalf("%s: fixture not rewritten", name)
+		}
+		r := inProcess(t, e, f.keys, m, time.Time{})
+		want := map[string]string{"env-cbc-rsa2048": "decrypted; protocol=smime", "sig-ecdsa-opaque": "none"}[name]
+		if !strings.HasPrefix(r.enc(), want) {
+			t.Errorf("%s as octet-stream: encryption %q, want %q…", name, r.enc(), want)
+		}
+		if name == "sig-ecdsa-opaque" && !strings.HasPrefix(r.sig(), "valid; protocol=smime") {
+			t.Errorf("%s as octet-stream: signature %q", name, r.sig())
+		}
+	}
+}
