@@ -46,7 +46,7 @@ lint:
 # the size of the generated keyring (default 100000 keys + 10000 certs; it
 # is generated once, about a minute, and cached under $TMPDIR).
 bench:
-	$(GO) test -run '^$$' -bench 'Load|Reload' -benchmem -benchtime $(BENCHTIME) ./keystore/
+	$(GO) test -run '^$$' -bench '^Benchmark(Load|ReloadUnchanged)$$' -benchmem -benchtime $(BENCHTIME) ./keystore/
 	$(GO) test -run '^$$' -bench 'Lookup' -benchmem ./keystore/
 	$(GO) test -run '^$$' -bench . -benchmem ./crypto/... ./milter/
 
