@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/cryptmilter/cryptmilter/internal/ber"
 )
 
 // Seeds: small valid inputs of each kind, made here (no fixtures needed).
@@ -90,9 +92,9 @@ func FuzzParsePEMOrDER(f *testing.F) {
 func FuzzPKCS12(f *testing.F) {
 	fuzzSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if der, err := berToDER(data); err == nil {
-			if _, err := berToDER(der); err != nil {
-				t.Fatalf("DER output of berToDER is not accepted again: %v", err)
+		if der, err := ber.ToDER(data); err == nil {
+			if _, err := ber.ToDER(der); err != nil {
+				t.Fatalf("DER output of ber.ToDER is not accepted again: %v", err)
 			}
 		}
 		parsePKCS12BER(data, []byte("nss"))

@@ -18,6 +18,8 @@ import (
 	"unicode/utf16"
 
 	gocrypto "crypto"
+
+	"github.com/cryptmilter/cryptmilter/internal/ber"
 )
 
 // A small PKCS#12 reader for what go-pkcs12 refuses: BER encoding at every
@@ -123,7 +125,7 @@ type pbeParams struct {
 // unmarshalBER converts BER to DER and unmarshals it, requiring that
 // nothing follows.
 func unmarshalBER(in []byte, v any) error {
-	der, err := berToDER(in)
+	der, err := ber.ToDER(in)
 	if err != nil {
 		return err
 	}
@@ -389,7 +391,7 @@ func parsePKCS12BER(data, password []byte) (gocrypto.Signer, *x509.Certificate, 
 						return nil, nil, nil, fmt.Errorf("PKCS#12: key: %w", err)
 					}
 				}
-				if pk, err = berToDER(pk); err != nil {
+				if pk, err = ber.ToDER(pk); err != nil {
 					return nil, nil, nil, fmt.Errorf("PKCS#12: key: %w", err)
 				}
 				k, err := x509.ParsePKCS8PrivateKey(pk)

@@ -32,6 +32,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/cryptobyte"
+
+	"github.com/cryptmilter/cryptmilter/internal/ber"
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
@@ -276,3 +278,6 @@ func readContentInfo(ber []byte) (asn1.ObjectIdentifier, cryptobyte.String, bool
 	}
 	return oid, content, true
 }
+
+// toDER normalizes BER input to DER (see package ber).
+func toDER(b []byte) ([]byte, error) { return ber.ToDER(b) }

@@ -1,4 +1,7 @@
-package smime
+// Package ber converts BER, as mail clients and NSS write CMS and PKCS#12,
+// to DER. Written by hand: encoding/asn1, cryptobyte and the PKCS#12 and
+// CMS libraries read only definite lengths.
+package ber
 
 import (
 	"errors"
@@ -8,9 +11,9 @@ import (
 // clients nests about a dozen levels deep (certificates included).
 const maxBERDepth = 48
 
-var errBER = errors.New("smime: malformed ber")
+var errBER = errors.New("ber: malformed BER encoding")
 
-// toDER rewrites a BER encoding, as mail clients send it, into the
+// ToDER rewrites a BER encoding, as mail clients send it, into the
 // definite-length form that cryptobyte reads: indefinite lengths become
 // minimal definite lengths, and constructed OCTET STRINGs and character
 // strings of the universal class are flattened into primitive ones.
@@ -20,7 +23,7 @@ var errBER = errors.New("smime: malformed ber")
 //
 // Only the first element is converted; trailing zero bytes (padding some
 // clients append) are tolerated, anything else after it is an error.
-func toDER(ber []byte) ([]byte, error) {
+func ToDER(ber []byte) ([]byte, error) {
 	out, rest, err := convertBER(make([]byte, 0, len(ber)), ber, 0)
 	if err != nil {
 		return nil, err

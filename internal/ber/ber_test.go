@@ -1,4 +1,4 @@
-package smime
+package ber
 
 import (
 	"bytes"
@@ -44,18 +44,18 @@ func TestToDER(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			in, _ := hex.DecodeString(tc.in)
-			got, err := toDER(in)
+			got, err := ToDER(in)
 			if tc.wantErr {
 				if err == nil {
-					t.Fatalf("toDER(%s) = %x, want error", tc.in, got)
+					t.Fatalf("ToDER(%s) = %x, want error", tc.in, got)
 				}
 				return
 			}
 			if err != nil {
-				t.Fatalf("toDER(%s): %v", tc.in, err)
+				t.Fatalf("ToDER(%s): %v", tc.in, err)
 			}
 			if diff := cmp.Diff(tc.out, hex.EncodeToString(got)); diff != "" {
-				t.Errorf("toDER(%s) (-want +got):\n%s", tc.in, diff)
+				t.Errorf("ToDER(%s) (-want +got):\n%s", tc.in, diff)
 			}
 		})
 	}
@@ -69,7 +69,7 @@ func TestToDERDepthLimit(t *testing.T) {
 	for i := 0; i < maxBERDepth+2; i++ {
 		b.WriteString("\x00\x00")
 	}
-	if _, err := toDER(b.Bytes()); err == nil {
+	if _, err := ToDER(b.Bytes()); err == nil {
 		t.Error("deep nesting accepted")
 	}
 }
