@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"math/big"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -59,15 +58,11 @@ func Init(opts Options, addrs []string, csr bool, now time.Time) ([]string, erro
 	if err := ensureDirs(opts.Dir); err != nil {
 		return nil, err
 	}
-	unlock, err := lockExclusive(opts.Dir)
+	snap, unlock, err := lockedSnapshot(opts)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	snap, err := load(opts, nil, false, max(runtime.GOMAXPROCS(0), 4))
-	if err != nil {
-		return nil, err
-	}
 	var created []string
 	for _, addr := range addrs {
 		norm := opts.norm(addr)

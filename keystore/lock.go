@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 )
@@ -42,6 +43,21 @@ func lockExclusive(dir string) (func(), error) {
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	}, nil
+}
+
+// lockedSnapshot takes the writers' lock and loads the keystore under it,
+// for a change: the caller writes, then calls unlock.
+func lockedSnapshot(opts Options) (snap *Snapshot, unlock func(), err error) {
+	unlock, err = lockExclusive(opts.Dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	snap, err = load(opts, nil, false, max(runtime.GOMAXPROCS(0), 4))
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return snap, unlock, nil
 }
 
 // writeFileAtomic writes data to dir/name through a temporary file in the

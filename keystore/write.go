@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,15 +70,11 @@ func ImportAll(opts Options, inputs []Input, asCA bool, passphrase []byte, now t
 	if err := ensureDirs(opts.Dir); err != nil {
 		return nil, err
 	}
-	unlock, err := lockExclusive(opts.Dir)
+	snap, unlock, err := lockedSnapshot(opts)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	snap, err := load(opts, nil, false, max(runtime.GOMAXPROCS(0), 4))
-	if err != nil {
-		return nil, err
-	}
 	im := &importer{opts: opts, snap: snap, now: now, asCA: asCA, pass: passphrase, seen: map[string]string{}}
 	var errs []error
 	for _, in := range inputs {
@@ -513,15 +508,11 @@ func Remove(opts Options, fpr string, secret bool) ([]string, error) {
 	if f == "" {
 		return nil, fmt.Errorf("keystore: remove: %q is not a fingerprint", fpr)
 	}
-	unlock, err := lockExclusive(opts.Dir)
+	snap, unlock, err := lockedSnapshot(opts)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	snap, err := load(opts, nil, false, max(runtime.GOMAXPROCS(0), 4))
-	if err != nil {
-		return nil, err
-	}
 	var files []string
 	if k, ok := snap.pgpByFpr[f]; ok {
 		if k.secret && !secret {
