@@ -188,25 +188,11 @@ func deleteOps(h mime.Header, del map[int]bool) []HeaderOp {
 	return ops
 }
 
-// validFieldName reports whether name is an RFC 5322 field name: printable
-// ASCII without the colon.
-func validFieldName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		if name[i] < 33 || name[i] > 126 || name[i] == ':' {
-			return false
-		}
-	}
-	return true
-}
-
 // contentFields are the Content-* fields of an entity.
 func contentFields(e *mime.Entity) mime.Header {
 	var out mime.Header
 	for _, f := range e.Header {
-		if mime.IsContentField(f.Name) && validFieldName(f.Name) {
+		if mime.IsContentField(f.Name) && mime.ValidFieldName(f.Name) {
 			// The fields come from inside the message (decrypted or
 			// signed content): a bare CR or LF in them must not become a
 			// line break, and so a field, of the outer header.

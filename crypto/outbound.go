@@ -582,7 +582,7 @@ func (b *builder) innerHeader(encrypted bool) mime.Header {
 	var outer mime.Header
 	for _, f := range b.in.Message.Header {
 		n := strings.ToLower(f.Name)
-		if isContent(f.Name) || unprotected[n] || resultField(n) {
+		if mime.IsContentField(f.Name) || unprotected[n] || resultField(n) {
 			continue
 		}
 		cf, ok := mime.CleanField(f)
@@ -603,10 +603,6 @@ func (b *builder) innerHeader(encrypted bool) mime.Header {
 		}
 	}
 	return append(out, outer...)
-}
-
-func isContent(name string) bool {
-	return len(name) >= 8 && strings.EqualFold(name[:8], "Content-")
 }
 
 // entity returns the inner entity (header and canonical body).
@@ -788,7 +784,7 @@ func (b *builder) outerHeader(ctype, cte string, encrypted bool) (mime.Header, [
 		n := strings.ToLower(f.Name)
 		count[n]++
 		switch {
-		case isContent(f.Name) || n == "mime-version" || n == "bcc" || n == "resent-bcc" || (protect && obscured[n]) ||
+		case mime.IsContentField(f.Name) || n == "mime-version" || n == "bcc" || n == "resent-bcc" || (protect && obscured[n]) ||
 			resultField(n):
 			dels = append(dels, HeaderOp{Kind: OpDelete, Name: f.Name, Index: count[n]})
 		case protect && n == "subject":

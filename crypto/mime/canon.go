@@ -65,7 +65,7 @@ const maxLine = 998
 func ContentFields(h Header) Header {
 	var out Header
 	for _, f := range h {
-		if isContentField(f.Name) {
+		if IsContentField(f.Name) {
 			out = append(out, f)
 		}
 	}
@@ -495,7 +495,7 @@ func cleanField(f Field) Field {
 // continuation lines. ok is false for a field whose name is invalid (it
 // must be left out).
 func CleanField(f Field) (clean Field, ok bool) {
-	if !validName(f.Name) {
+	if !ValidFieldName(f.Name) {
 		return f, false
 	}
 	return cleanField(f), true
@@ -506,7 +506,7 @@ func CleanField(f Field) (clean Field, ok bool) {
 func cleanHeader(h Header) Header {
 	out := make(Header, 0, len(h))
 	for _, f := range h {
-		if validName(f.Name) {
+		if ValidFieldName(f.Name) {
 			out = append(out, cleanField(f))
 		}
 	}
@@ -517,14 +517,16 @@ func cleanHeader(h Header) Header {
 func otherFields(h Header) Header {
 	var out Header
 	for _, f := range h {
-		if !isContentField(f.Name) && validName(f.Name) {
+		if !IsContentField(f.Name) && ValidFieldName(f.Name) {
 			out = append(out, cleanField(f))
 		}
 	}
 	return out
 }
 
-func validName(n string) bool {
+// ValidFieldName reports whether n is an RFC 5322 field name: printable
+// ASCII without the colon.
+func ValidFieldName(n string) bool {
 	if n == "" {
 		return false
 	}
@@ -770,11 +772,6 @@ func (q *QPWriter) Close() error {
 	}
 	_, err := q.w.Write(q.out)
 	return err
-}
-
-// isContentField reports whether name is a Content-* field.
-func isContentField(name string) bool {
-	return len(name) >= 8 && strings.EqualFold(name[:8], "Content-")
 }
 
 // SevenBitField returns f with a value holding 8-bit bytes made 7-bit:

@@ -301,6 +301,5 @@ func (e *Entity) Walk(fn func(*Entity)) {
 // ContentFields are the header fields that describe an entity's content;
 // they move with the body when a message is rewritten.
 func IsContentField(name string) bool {
-	n := strings.ToLower(name)
-	return strings.HasPrefix(n, "content-")
+	return len(name) >= 8 && strings.EqualFold(name[:8], "Content-")
 }
