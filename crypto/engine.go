@@ -194,6 +194,25 @@ const (
 // cryptmilter sets them.
 var rtHeaders = []string{"X-RT-Incoming-Encryption", "X-RT-Incoming-Signature", "X-RT-Privacy"}
 
+// deleteOps turns positions to delete into per-name indexed deletions,
+// last first so that the indexes stay right however the MTA counts.
+func deleteOps(h mime.Header, del map[int]bool) []HeaderOp {
+	var ops []HeaderOp
+	for i := len(h) - 1; i >= 0; i-- {
+		if !del[i] {
+			continue
+		}
+		n := 0
+		for j := 0; j <= i; j++ {
+			if strings.EqualFold(h[j].Name, h[i].Name) {
+				n++
+			}
+		}
+		ops = append(ops, HeaderOp{Kind: OpDelete, Name: h[i].Name, Index: n})
+	}
+	return ops
+}
+
 // ApplyHeader returns h with the plan's header operations applied, as an
 // MTA applies them.
 func (p *Plan) ApplyHeader(h mime.Header) mime.Header {

@@ -169,25 +169,6 @@ func indexesOf(h mime.Header, name string) []int {
 	return out
 }
 
-// deleteOps turns positions to delete into per-name indexed deletions,
-// last first so that the indexes stay right however the MTA counts.
-func deleteOps(h mime.Header, del map[int]bool) []HeaderOp {
-	var ops []HeaderOp
-	for i := len(h) - 1; i >= 0; i-- {
-		if !del[i] {
-			continue
-		}
-		n := 0
-		for j := 0; j <= i; j++ {
-			if strings.EqualFold(h[j].Name, h[i].Name) {
-				n++
-			}
-		}
-		ops = append(ops, HeaderOp{Kind: OpDelete, Name: h[i].Name, Index: n})
-	}
-	return ops
-}
-
 // contentFields are the Content-* fields of an entity.
 func contentFields(e *mime.Entity) mime.Header {
 	var out mime.Header

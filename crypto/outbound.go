@@ -778,15 +778,16 @@ func (b *builder) outerHeader(ctype, cte string, encrypted bool) (mime.Header, [
 	orig := b.in.Message.Header
 	protect := encrypted && b.e.cfg.Outbound.ProtectHeaders
 	count := map[string]int{}
-	var dels, changes []HeaderOp
+	del := map[int]bool{}
+	var changes []HeaderOp
 	var hdr mime.Header
-	for _, f := range orig {
+	for i, f := range orig {
 		n := strings.ToLower(f.Name)
 		count[n]++
 		switch {
 		case mime.IsContentField(f.Name) || n == "mime-version" || n == "bcc" || n == "resent-bcc" || (protect && obscured[n]) ||
 			resultField(n):
-			dels = append(dels, HeaderOp{Kind: OpDelete, Name: f.Name, Index: count[n]})
+			del[i] = true
 		case protect && n == "subject":
 			changes = append(changes, HeaderOp{Kind: OpChange, Name: f.Name, Index: count[n], Value: obscuredSubject})
 			hdr = append(hdr, mime.Field{Name: f.Name, Value: obscuredSubject})
@@ -808,13 +809,8 @@ func (b *builder) outerHeader(ctype, cte string, encrypted bool) (mime.Header, [
 	for _, a := range adds {
 		hdr = append(hdr, mime.Field{Name: a.Name, Value: a.Value})
 	}
-	ops := make([]HeaderOp, 0, len(dels)+len(changes)+len(adds))
-	for i := len(dels) - 1; i >= 0; i-- {
-		ops = append(ops, dels[i])
-	}
-	ops = append(ops, changes...)
-	ops = append(ops, adds...)
-	return hdr, ops
+	ops := append(deleteOps(orig, del), changes...)
+	return hdr, append(ops, adds...)
 }
 
 // inlineable reports whether the message is a single text/plain part,
