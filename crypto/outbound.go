@@ -259,6 +259,15 @@ func (e *Engine) alreadyEncrypted(h mime.Header, body *spool.Buffer) bool {
 		!strings.HasPrefix(ct, "text/plain") && ct != "" {
 		return false
 	}
+	if plain := ct == "" || strings.HasPrefix(ct, "text/plain"); plain &&
+		!strings.EqualFold(strings.TrimSpace(h.Get("Content-Transfer-Encoding")), "base64") {
+		// Most outbound mail: look at the start before reading it all.
+		head := make([]byte, 4096)
+		n, _ := io.ReadFull(body.Reader(), head)
+		if !bytes.HasPrefix(bytes.TrimLeft(head[:n], " \t\r\n"), []byte("-----BEGIN PGP MESSAGE-----")) {
+			return false
+		}
+	}
 	// Only real ciphertext counts: a message that merely claims to be
 	// encrypted must not pass in plaintext where policy requires
 	// encryption. Bounded by limits.max_message_size on the way in.
