@@ -188,7 +188,8 @@ func (sc *sigCheck) result(sig *packet.Signature, now time.Time, recipientFpr []
 			return res
 		}
 	}
-	if _, err := e.VerifyPrimaryKey(now, cfg); err != nil {
+	// keyState turns a key validity error into the verdict.
+	keyState := func(err error) SigResult {
 		switch {
 		case errors.Is(err, pgperrors.ErrKeyRevoked):
 			res.Status, res.Reason = StatusRevoked, "key-revoked"
@@ -199,17 +200,12 @@ func (sc *sigCheck) result(sig *packet.Signature, now time.Time, recipientFpr []
 		}
 		return res
 	}
+	if _, err := e.VerifyPrimaryKey(now, cfg); err != nil {
+		return keyState(err)
+	}
 	if good.subkey != nil {
 		if _, err := good.subkey.Verify(now, cfg); err != nil {
-			switch {
-			case errors.Is(err, pgperrors.ErrKeyRevoked):
-				res.Status, res.Reason = StatusRevoked, "key-revoked"
-			case errors.Is(err, pgperrors.ErrKeyExpired):
-				res.Status, res.Reason = StatusExpired, "key-expired"
-			default:
-				return bad("unusable-key")
-			}
-			return res
+			return keyState(err)
 		}
 	}
 	if _, ok := e.SigningKeyById(now, sc.issuer, cfg); !ok {
