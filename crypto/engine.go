@@ -159,6 +159,9 @@ const (
 type Engine struct {
 	cfg   *config.Config
 	spool *spool.Dir
+	// waitUntil waits for the decryption floor (tests observe it instead
+	// of timing it); nil means waiting on a timer.
+	waitUntil func(ctx context.Context, deadline time.Time)
 }
 
 // New returns an engine for cfg spooling to sp.

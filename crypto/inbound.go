@@ -98,7 +98,7 @@ func (e *Engine) inbound(ctx context.Context, in *Input) (*Plan, error) {
 	start := time.Now()
 	res, err := a.analyze(ctx, root, in.Message.Header)
 	if err == nil && (res.failure || res.enc.status == encDecrypted) {
-		decryptFloor(ctx, start, len(body))
+		e.decryptFloor(ctx, start, len(body))
 	}
 	if errors.Is(err, mime.ErrLimits) {
 		return &Plan{Action: Reject, Decision: "refused",
@@ -134,8 +134,13 @@ const (
 
 // decryptFloor waits until the floor for a message of size bytes, or
 // until ctx ends.
-func decryptFloor(ctx context.Context, start time.Time, size int) {
-	d := time.Until(start.Add(decryptBase + time.Duration(size)*decryptPerByte))
+func (e *Engine) decryptFloor(ctx context.Context, start time.Time, size int) {
+	deadline := start.Add(decryptBase + time.Duration(size)*decryptPerByte)
+	if e.waitUntil != nil {
+		e.waitUntil(ctx, deadline)
+		return
+	}
+	d := time.Until(deadline)
 	if d <= 0 {
 		return
 	}

@@ -8,7 +8,7 @@ import (
 // BenchmarkInboundFailureTiming measures how long each kind of decryption
 // failure takes, next to a successful decryption of a message of the same
 // kind, so that timing differences between outcomes (an oracle) can be
-// seen: all should sit at the floor of decryptFloor. Run with: go test -run '^$' -bench InboundFailureTiming ./crypto/
+// seen: all should sit at the floor of Engine.decryptFloor. Run with: go test -run '^$' -bench InboundFailureTiming ./crypto/
 func BenchmarkInboundFailureTiming(b *testing.B) {
 	pgp := inPGPFixture(b)
 	sm := inSMIMEFixture(b)

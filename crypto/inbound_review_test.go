@@ -2,6 +2,7 @@ package crypto
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +93,35 @@ func TestInboundP7MOctetStream(t *testing.T) {
 		}
 		if name == "sig-ecdsa-opaque" && !strings.HasPrefix(r.sig(), "valid; protocol=smime") {
 			t.Errorf("%s as octet-stream: signature %q", name, r.sig())
+		}
+	}
+}
+
+// TestInboundDecryptFloor: every decryption with the gateway's keys,
+// successful or failed, waits for the same size-based floor; mail that is
+// not for the gateway or not encrypted does not. (The floor is observed
+// here; BenchmarkInboundFailureTiming measures the time.)
+func TestInboundDecryptFloor(t *testing.T) {
+	f := inPGPFixture(t)
+	e := inEngine(t, nil)
+	var waited []time.Duration
+	e.waitUntil = func(_ context.Context, deadline time.Time) { waited = append(waited, time.Until(deadline)) }
+	for _, c := range []struct {
+		msg  string
+		want bool
+	}{
+		{"enc", true}, {"u-tampered", true}, {"u-garbage", true}, {"u-nomdc", true},
+		{"notforus", false}, {"signed", false},
+	} {
+		waited = nil
+		inProcess(t, e, f.keys, f.msgs[c.msg], time.Time{})
+		switch {
+		case c.want && len(waited) != 1:
+			t.Errorf("%s: floor applied %d times, want once", c.msg, len(waited))
+		case c.want && waited[0] < decryptBase/2:
+			t.Errorf("%s: floor %v from now, want about %v", c.msg, waited[0], decryptBase)
+		case !c.want && len(waited) != 0:
+			t.Errorf("%s: floor applied to mail the gateway did not decrypt", c.msg)
 		}
 	}
 }
