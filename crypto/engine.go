@@ -169,8 +169,6 @@ func New(cfg *config.Config, sp *spool.Dir) *Engine {
 	return &Engine{cfg: cfg, spool: sp}
 }
 
-// Config returns the engine's configuration.
-func (e *Engine) Config() *config.Config { return e.cfg }
 
 // Process decides on one message. A returned error is an internal failure
 // (the caller tempfails); every expected outcome is a Plan.

@@ -3,7 +3,6 @@
 package listen
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -121,6 +120,3 @@ func openOne(cfg *config.Config, s config.Socket) (*Listener, error) {
 	}
 	return l, nil
 }
-
-// ErrNone is returned when there is nothing to listen on.
-var ErrNone = errors.New("listen: no sockets")
