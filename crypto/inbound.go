@@ -67,9 +67,12 @@ type inboundResult struct {
 	// restore are protected header fields from inside the encryption to
 	// put on the outer message.
 	restore mime.Header
-	// failure is set when decryption for the gateway failed (policy
-	// on_decrypt_error applies).
-	failure bool
+	// failure is set when decryption for the gateway failed;
+	// authenticated tells whether the ciphertext had an integrity check
+	// (OpenPGP MDC/AEAD, CMS AuthEnvelopedData): only then may
+	// [actions] on_decrypt_error refuse the message (a refusal of CBC
+	// EnvelopedData would be a padding oracle).
+	failure, authenticated bool
 }
 
 // inbound handles mail arriving from outside: it decrypts what is
@@ -81,12 +84,10 @@ func (e *Engine) inbound(ctx context.Context, in *Input) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	lim := mime.Limits{MaxDepth: e.cfg.Limits.MaxMIMEDepth, MaxParts: e.cfg.Limits.MaxParts}
+	lim := e.mimeLimits()
 	root, err := mime.ParseHeaderBody(in.Message.Header, body, lim)
 	if errors.Is(err, mime.ErrLimits) {
-		return &Plan{Action: Reject, Decision: "refused",
-			Reply: fmt.Sprintf("552 5.3.4 Message structure too complex (more than %d parts or deeper than %d)", lim.MaxParts, lim.MaxDepth),
-			Attrs: []slog.Attr{slog.String("reason", "limits")}}, nil
+		return e.refuse(e.pol.Actions.OnLimits, LimitReply, "refused", "limits"), nil
 	}
 	if err != nil {
 		// A multipart whose delimiters are broken: nothing in it is
@@ -95,29 +96,55 @@ func (e *Engine) inbound(ctx context.Context, in *Input) (*Plan, error) {
 		root.MediaType = "application/octet-stream"
 	}
 	a := &analyzer{e: e, in: in, keys: in.Keys, lim: lim}
-	start := time.Now()
 	res, err := a.analyze(ctx, root, in.Message.Header)
-	if err == nil && (res.failure || res.enc.status == encDecrypted) {
-		e.decryptFloor(ctx, start, len(body))
+	var notBefore time.Time
+	if a.attempted {
+		notBefore = decryptDeadline(in.Now, len(body))
 	}
 	if errors.Is(err, mime.ErrLimits) {
-		return &Plan{Action: Reject, Decision: "refused",
-			Reply: fmt.Sprintf("552 5.3.4 Decrypted message structure too complex (more than %d parts or deeper than %d)", lim.MaxParts, lim.MaxDepth),
-			Attrs: []slog.Attr{slog.String("reason", "limits")}}, nil
+		p := e.refuse(e.pol.Actions.OnLimits, LimitReply, "refused", "limits")
+		p.NotBefore = notBefore
+		return p, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	if res.failure && e.cfg.Inbound.OnDecryptError != "tag" {
-		p := &Plan{Action: Reject, Decision: "undecryptable",
-			Reply: "550 5.7.5 Message could not be decrypted",
-			Attrs: []slog.Attr{slog.String("encryption", encFailed), slog.String("protocol", res.enc.protocol)}}
-		if e.cfg.Inbound.OnDecryptError == "tempfail" {
-			p.Action, p.Reply = Tempfail, "451 4.7.5 Message could not be decrypted, try again later"
-		}
-		return p, nil
+	var p *Plan
+	if res.failure && res.authenticated && e.pol.Actions.OnDecryptError != Accept {
+		p = e.decryptFailed(res)
+	} else if p, err = e.inboundPlan(in, res, body); err != nil {
+		return nil, err
 	}
-	return e.inboundPlan(in, res, body)
+	p.NotBefore = notBefore
+	return p, nil
+}
+
+// decryptFailed is the plan for a failed decryption of authenticated
+// ciphertext when [actions] on_decrypt_error does not tag it.
+func (e *Engine) decryptFailed(res *inboundResult) *Plan {
+	attrs := []slog.Attr{slog.String("encryption", encFailed), slog.String("protocol", res.enc.protocol)}
+	switch e.pol.Actions.OnDecryptError {
+	case Tempfail:
+		return &Plan{Action: Tempfail, Reply: DecryptTempfailReply, Decision: "undecryptable", Attrs: attrs}
+	case Quarantine:
+		return &Plan{Action: Quarantine, Quarantine: "cryptmilter: message could not be decrypted", Decision: "undecryptable", Attrs: attrs}
+	}
+	return &Plan{Action: Reject, Reply: DecryptRejectReply, Decision: "undecryptable", Attrs: attrs}
+}
+
+// refuse is the plan for a message refused by action (reject or tempfail;
+// tempfail turns reply into its temporary form).
+func (e *Engine) refuse(action Action, reply Reply, decision, reason string) *Plan {
+	p := &Plan{Action: Reject, Reply: reply, Decision: decision, Attrs: []slog.Attr{slog.String("reason", reason)}}
+	if action == Tempfail {
+		p.Action, p.Reply = Tempfail, TempfailOf(reply)
+	}
+	return p
+}
+
+// mimeLimits are the structure limits of the policy.
+func (e *Engine) mimeLimits() mime.Limits {
+	return mime.Limits{MaxDepth: e.pol.Limits.MaxMIMEDepth, MaxParts: e.pol.Limits.MaxParts}
 }
 
 // Every decryption with the gateway's keys, successful or not, is answered
@@ -132,24 +159,10 @@ const (
 	decryptPerByte = 100 * time.Nanosecond
 )
 
-// decryptFloor waits until the floor for a message of size bytes, or
-// until ctx ends.
-func (e *Engine) decryptFloor(ctx context.Context, start time.Time, size int) {
-	deadline := start.Add(decryptBase + time.Duration(size)*decryptPerByte)
-	if e.waitUntil != nil {
-		e.waitUntil(ctx, deadline)
-		return
-	}
-	d := time.Until(deadline)
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
+// decryptDeadline is the earliest time a decryption of a message of size
+// bytes that began at start may be answered.
+func decryptDeadline(start time.Time, size int) time.Time {
+	return start.Add(decryptBase + time.Duration(size)*decryptPerByte)
 }
 
 // readBody reads a spooled body (bounded by limits.max_message_size when
@@ -174,6 +187,9 @@ type analyzer struct {
 	// err is the first local failure (spool, read): the message is
 	// tempfailed, never reported as undecryptable.
 	err error
+	// attempted is set once a decryption with the gateway's keys was
+	// tried: the reply then waits for the decryption deadline.
+	attempted bool
 }
 
 func (a *analyzer) fail(err error) {

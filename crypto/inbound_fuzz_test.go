@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
-	"github.com/cryptmilter/cryptmilter/internal/config"
 	"github.com/cryptmilter/cryptmilter/internal/spool"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
@@ -44,15 +43,16 @@ func FuzzInbound(f *testing.F) {
 		f.Fatal(err)
 	}
 	var engines []*Engine
-	for _, policy := range []string{"tag", "reject", "tempfail"} {
-		cfg := config.Default()
-		cfg.Hostname = inHost
-		cfg.Inbound.OnDecryptError = policy
-		cfg.Inbound.RTHeaders = policy == "tag"
-		cfg.Inbound.UnwrapSigned = policy == "reject"
-		cfg.Inbound.KeepOriginal = policy == "tempfail"
-		cfg.Limits.MaxMIMEDepth, cfg.Limits.MaxParts = 8, 40
-		engines = append(engines, New(cfg, sp))
+	for _, action := range []Action{Accept, Reject, Tempfail} {
+		pol := testPolicy(func(p *Policy) {
+			p.Hostname = inHost
+			p.Actions.OnDecryptError = action
+			p.Inbound.RTHeaders = action == Accept
+			p.Inbound.UnwrapSigned = action == Reject
+			p.Inbound.KeepOriginal = action == Tempfail
+			p.Limits.MaxMIMEDepth, p.Limits.MaxParts = 8, 40
+		})
+		engines = append(engines, New(pol, sp))
 	}
 
 	hdr := "From: a@example.net\r\nTo: rt@example.org\r\nSubject: s\r\n"
@@ -112,16 +112,16 @@ func FuzzInbound(f *testing.F) {
 		defer plan.Close()
 		switch plan.Action {
 		case Accept:
-			if plan.Reply != "" {
+			if !plan.Reply.IsZero() {
 				t.Errorf("accept with reply %q", plan.Reply)
 			}
 		case Reject:
-			if !inReject5xx.MatchString(plan.Reply) {
+			if !inReject5xx.MatchString(plan.Reply.String()) {
 				t.Errorf("reject with reply %q", plan.Reply)
 			}
 			return
 		case Tempfail:
-			if !inTempfail4xx.MatchString(plan.Reply) {
+			if !inTempfail4xx.MatchString(plan.Reply.String()) {
 				t.Errorf("tempfail with reply %q", plan.Reply)
 			}
 			return

@@ -18,7 +18,6 @@ import (
 	_ "github.com/emersion/go-message/charset" // iso-8859-1 and friends in inLeaves
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
-	"github.com/cryptmilter/cryptmilter/internal/config"
 	"github.com/cryptmilter/cryptmilter/internal/spool"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
@@ -31,19 +30,19 @@ const inHost = "mx.example.org"
 
 // inEngine returns an inbound engine with a spool in t.TempDir() and the
 // default configuration changed by mod.
-func inEngine(t testing.TB, mod func(*config.Config)) *Engine {
+func inEngine(t testing.TB, mod func(*Policy)) *Engine {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Hostname = inHost
-	cfg.Identity.Addresses = []string{"rt@example.org"}
-	if mod != nil {
-		mod(cfg)
-	}
+	pol := testPolicy(func(p *Policy) {
+		p.Hostname = inHost
+		if mod != nil {
+			mod(p)
+		}
+	})
 	sp, err := spool.Open(t.TempDir(), 64<<10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(cfg, sp)
+	return New(pol, sp)
 }
 
 // inResult is one message after the engine: the plan and the message as

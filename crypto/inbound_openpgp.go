@@ -29,13 +29,14 @@ func (l snapLookup) ByKeyID(id uint64) []*pgpcrypto.Key {
 func (a *analyzer) lookup() openpgp.KeyLookup { return snapLookup{a.keys} }
 
 func (a *analyzer) pgpLimits() openpgp.Limits {
-	return openpgp.Limits{MaxDecompressed: int64(a.e.cfg.Limits.MaxDecompressedSize), SpoolDir: a.e.spool.Path()}
+	return openpgp.Limits{MaxDecompressed: int64(a.e.pol.Limits.MaxDecompressedSize), SpoolDir: a.e.spool.Path()}
 }
 
 // pgpDecrypt decrypts an OpenPGP message for the gateway. On a decryption
 // failure it records the uniform verdict and returns nil; a local failure
 // (spool, read) is an error, so that the message is tempfailed.
 func (a *analyzer) pgpDecrypt(ct []byte, res *inboundResult) ([]byte, error) {
+	a.attempted = true
 	res.enc.protocol = protoOpenPGP
 	var gw *pgpcrypto.KeyRing
 	if a.keys != nil {
@@ -48,7 +49,7 @@ func (a *analyzer) pgpDecrypt(ct []byte, res *inboundResult) ([]byte, error) {
 		return nil, nil
 	case errors.Is(err, openpgp.ErrDecrypt), errors.Is(err, openpgp.ErrNotEncrypted):
 		// Every decryption failure looks the same from outside.
-		res.enc.status, res.enc.reason, res.failure = encFailed, "decrypt-failed", true
+		res.enc.status, res.enc.reason, res.failure, res.authenticated = encFailed, "decrypt-failed", true, true
 		return nil, nil
 	case err != nil:
 		return nil, fmt.Errorf("crypto: openpgp plaintext: %w", err)
@@ -72,14 +73,15 @@ func (a *analyzer) pgpDecrypt(ct []byte, res *inboundResult) ([]byte, error) {
 
 // decryptPGPMIME decrypts an RFC 3156 multipart/encrypted message.
 func (a *analyzer) decryptPGPMIME(root *mime.Entity, res *inboundResult) (*mime.Entity, error) {
+	a.attempted = true
 	res.enc.protocol = protoOpenPGP
 	if len(root.Parts) != 2 {
-		res.enc.status, res.enc.reason, res.failure = encFailed, "decrypt-failed", true
+		res.enc.status, res.enc.reason, res.failure, res.authenticated = encFailed, "decrypt-failed", true, true
 		return nil, nil
 	}
 	ct, err := root.Parts[1].Decoded()
 	if err != nil {
-		res.enc.status, res.enc.reason, res.failure = encFailed, "decrypt-failed", true
+		res.enc.status, res.enc.reason, res.failure, res.authenticated = encFailed, "decrypt-failed", true, true
 		return nil, nil
 	}
 	data, err := a.pgpDecrypt(ct, res)
@@ -204,7 +206,7 @@ func (a *analyzer) inlinePGP(e *mime.Entity, res *inboundResult) {
 			return
 		}
 		res.sig = pgpSig(r)
-		if a.e.cfg.Inbound.UnwrapSigned {
+		if a.e.pol.Inbound.UnwrapSigned {
 			res.content = textEntity(text, charset)
 		}
 	default:

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/cryptmilter/cryptmilter/internal/config"
 )
 
 // TestInboundOpenPGPRoundTrip proves, with messages made by the real gpg
@@ -153,7 +151,7 @@ func TestInboundOpenPGPAttachmentBytes(t *testing.T) {
 // are delivered as their signed content only, with the verdict kept.
 func TestInboundOpenPGPUnwrapSigned(t *testing.T) {
 	f := inPGPFixture(t)
-	e := inEngine(t, func(c *config.Config) { c.Inbound.UnwrapSigned = true })
+	e := inEngine(t, func(c *Policy) { c.Inbound.UnwrapSigned = true })
 	aliceValid := "valid; protocol=openpgp; signer=alice@example.net; key=" + f.fpr["alice"]
 	for _, tc := range []struct{ msg, enc, ctype, text string }{
 		{"signed", "none", "text/plain", inUTF8Text},

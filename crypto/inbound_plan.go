@@ -16,7 +16,7 @@ import (
 // content changes, a new body.
 func (e *Engine) inboundPlan(in *Input, res *inboundResult, body []byte) (*Plan, error) {
 	h := in.Message.Header
-	fold := e.cfg.Keyring.FoldLocalPart
+	fold := e.pol.FoldLocalPart
 	from := fromAddresses(h)
 	restore := res.restore
 	// A From protected inside the encryption must name the outer From;
@@ -40,13 +40,13 @@ func (e *Engine) inboundPlan(in *Input, res *inboundResult, body []byte) (*Plan,
 		}
 	}
 	strip(func(f mime.Field) bool { return hasPrefixFold(f.Name, "X-Cryptmilter-") })
-	if e.cfg.Inbound.RTHeaders {
+	if e.pol.Inbound.RTHeaders {
 		strip(func(f mime.Field) bool {
 			return slices.ContainsFunc(rtHeaders, func(n string) bool { return strings.EqualFold(n, f.Name) })
 		})
 	}
 	strip(func(f mime.Field) bool {
-		return strings.EqualFold(f.Name, "Authentication-Results") && authservID(f.Value) == strings.ToLower(e.cfg.Hostname)
+		return strings.EqualFold(f.Name, "Authentication-Results") && authservID(f.Value) == strings.ToLower(e.pol.Hostname)
 	})
 
 	var adds []HeaderOp
@@ -54,7 +54,7 @@ func (e *Engine) inboundPlan(in *Input, res *inboundResult, body []byte) (*Plan,
 		strip(func(f mime.Field) bool { return mime.IsContentField(f.Name) })
 		newBody := contentBody(res.content)
 		fields := contentFields(res.content)
-		if e.cfg.Inbound.KeepOriginal && res.enc.status == encDecrypted {
+		if e.pol.Inbound.KeepOriginal && res.enc.status == encDecrypted {
 			fields, newBody = keepOriginal(fields, newBody, h, body)
 		}
 		if !h.Has("MIME-Version") {
@@ -93,7 +93,7 @@ func (e *Engine) inboundPlan(in *Input, res *inboundResult, body []byte) (*Plan,
 	if ar := e.authResults(res); ar != "" {
 		top = append(top, mime.Field{Name: "Authentication-Results", Value: ar})
 	}
-	if e.cfg.Inbound.RTHeaders {
+	if e.pol.Inbound.RTHeaders {
 		top = append(top, rtFields(res)...)
 	}
 	for i := len(top) - 1; i >= 0; i-- {
@@ -286,7 +286,7 @@ func (e *Engine) authResults(res *inboundResult) string {
 		result = "neutral"
 	}
 	var b strings.Builder
-	b.WriteString(e.cfg.Hostname + "; smime=" + result)
+	b.WriteString(e.pol.Hostname + "; smime=" + result)
 	if res.sig.reason != "" {
 		b.WriteString(" (" + sanitize(res.sig.reason) + ")")
 	}

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-
-	"github.com/cryptmilter/cryptmilter/internal/config"
 )
 
 // inBodyOf returns the Content-Type field and body of a message, to embed
@@ -54,8 +52,8 @@ func TestInboundRootOnly(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for _, policy := range []string{"tag", "reject"} {
-				e := inEngine(t, func(c *config.Config) { c.Inbound.OnDecryptError = policy })
+			for _, policy := range []Action{Accept, Reject} {
+				e := inEngine(t, func(c *Policy) { c.Actions.OnDecryptError = policy })
 				r := inProcess(t, e, f.keys, []byte(tt.msg), time.Time{})
 				if r.plan.Action != Accept {
 					t.Fatalf("%s: action %s %q, want accept", policy, r.plan.Action, r.plan.Reply)
@@ -92,7 +90,7 @@ func TestInboundNestedSignature(t *testing.T) {
 		{"cleartext-in-mixed", hdr + "Content-Type: multipart/mixed; boundary=\"cl\"\r\n\r\n--cl\r\n" + string(toCRLF(f.msgs["clearsign"][bytes.Index(f.msgs["clearsign"], []byte("Content-Type")):])) + "\r\n--cl--\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := inProcess(t, inEngine(t, func(c *config.Config) { c.Inbound.UnwrapSigned = true }), f.keys, []byte(tc.msg), time.Time{})
+			r := inProcess(t, inEngine(t, func(c *Policy) { c.Inbound.UnwrapSigned = true }), f.keys, []byte(tc.msg), time.Time{})
 			inWant(t, r, "none", "partial; reason=nested-part")
 			inUnchanged(t, r)
 		})
@@ -118,13 +116,13 @@ func TestInboundNoIntegrityProtection(t *testing.T) {
 func TestInboundDecompressionCap(t *testing.T) {
 	f := inPGPFixture(t)
 	for _, tc := range []struct {
-		limit config.Size
+		limit int64
 		enc   string
 	}{
 		{64 << 10, "failed; protocol=openpgp; reason=decrypt-failed"},
 		{2 << 20, "decrypted; protocol=openpgp; key=" + f.fpr["gw"]},
 	} {
-		e := inEngine(t, func(c *config.Config) { c.Limits.MaxDecompressedSize = tc.limit })
+		e := inEngine(t, func(c *Policy) { c.Limits.MaxDecompressedSize = tc.limit })
 		r := inProcess(t, e, f.keys, f.msgs["u-bomb"], time.Time{})
 		if got := r.enc(); got != tc.enc {
 			t.Errorf("cap %d: %s = %q, want %q", tc.limit, HeaderEncryption, got, tc.enc)
@@ -160,7 +158,7 @@ func TestInboundForgedHeaders(t *testing.T) {
 			"valid; protocol=openpgp; signer=alice@example.net; key=" + f.fpr["alice"], true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := inEngine(t, func(c *config.Config) { c.Inbound.RTHeaders = tc.rt })
+			e := inEngine(t, func(c *Policy) { c.Inbound.RTHeaders = tc.rt })
 			r := inProcess(t, e, f.keys, []byte(forged+tc.msg), time.Time{})
 			inWant(t, r, tc.enc, tc.sig)
 			if r.header[0].Name != HeaderEncryption || r.header[1].Name != HeaderSignature {
@@ -210,14 +208,18 @@ func TestInboundForgedHeaders(t *testing.T) {
 func TestInboundUniformFailure(t *testing.T) {
 	f := inPGPFixture(t)
 	cases := []string{"u-tampered", "u-truncated", "u-garbage", "u-wrong-session-key", "u-rsa-padding", "u-nomdc", "u-bomb"}
-	small := func(c *config.Config) { c.Limits.MaxDecompressedSize = 64 << 10 }
-	for _, policy := range []struct{ name, reply string }{
-		{"tag", ""},
-		{"reject", "550 5.7.5 Message could not be decrypted"},
-		{"tempfail", "451 4.7.5 Message could not be decrypted, try again later"},
+	small := func(c *Policy) { c.Limits.MaxDecompressedSize = 64 << 10 }
+	for _, policy := range []struct {
+		name   string
+		action Action
+		reply  string
+	}{
+		{"tag", Accept, ""},
+		{"reject", Reject, "550 5.7.5 Message could not be decrypted"},
+		{"tempfail", Tempfail, "451 4.7.5 Message could not be decrypted, try again later"},
 	} {
 		t.Run(policy.name, func(t *testing.T) {
-			e := inEngine(t, func(c *config.Config) { small(c); c.Inbound.OnDecryptError = policy.name })
+			e := inEngine(t, func(c *Policy) { small(c); c.Actions.OnDecryptError = policy.action })
 			var first *Plan
 			for _, name := range cases {
 				r := inProcess(t, e, f.keys, f.msgs[name], time.Time{})
@@ -232,7 +234,7 @@ func TestInboundUniformFailure(t *testing.T) {
 					}
 					inWant(t, r, "failed; protocol=openpgp; reason=decrypt-failed", "none")
 				default:
-					if p.Reply != policy.reply {
+					if p.Reply.String() != policy.reply {
 						t.Errorf("%s: reply %q, want %q", name, p.Reply, policy.reply)
 					}
 				}
@@ -258,8 +260,8 @@ func TestInboundUniformFailure(t *testing.T) {
 // passes untouched, tagged, whatever on_decrypt_error says.
 func TestInboundNotForGateway(t *testing.T) {
 	f := inPGPFixture(t)
-	for _, policy := range []string{"tag", "reject", "tempfail"} {
-		e := inEngine(t, func(c *config.Config) { c.Inbound.OnDecryptError = policy })
+	for _, policy := range []Action{Accept, Reject, Tempfail} {
+		e := inEngine(t, func(c *Policy) { c.Actions.OnDecryptError = policy })
 		r := inProcess(t, e, f.keys, f.msgs["notforus"], time.Time{})
 		if r.plan.Action != Accept {
 			t.Errorf("%s: action %s %q, want accept", policy, r.plan.Action, r.plan.Reply)
@@ -288,13 +290,13 @@ func TestInboundLimits(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := inProcess(t, inEngine(t, nil), f.keys, []byte(tc.msg), time.Time{})
-			if r.plan.Action != Reject || !reply.MatchString(r.plan.Reply) {
+			if r.plan.Action != Reject || !reply.MatchString(r.plan.Reply.String()) {
 				t.Errorf("plan %s %q, want reject 552 5.3.4", r.plan.Action, r.plan.Reply)
 			}
 		})
 	}
 	// Within the limits the same shapes pass.
-	r := inProcess(t, inEngine(t, func(c *config.Config) { c.Limits.MaxMIMEDepth = 40 }), f.keys, []byte(hdr+inNested(30)), time.Time{})
+	r := inProcess(t, inEngine(t, func(c *Policy) { c.Limits.MaxMIMEDepth = 40 }), f.keys, []byte(hdr+inNested(30)), time.Time{})
 	if r.plan.Action != Accept {
 		t.Errorf("depth 30 with max_mime_depth 40: %s %q", r.plan.Action, r.plan.Reply)
 	}
@@ -307,7 +309,7 @@ func TestInboundSanitize(t *testing.T) {
 	f := inPGPFixture(t)
 	for _, name := range []string{"evil-se", "evil-filename"} {
 		t.Run(name, func(t *testing.T) {
-			r := inProcess(t, inEngine(t, func(c *config.Config) { c.Inbound.RTHeaders = true }), f.keys, f.msgs[name], time.Time{})
+			r := inProcess(t, inEngine(t, func(c *Policy) { c.Inbound.RTHeaders = true }), f.keys, f.msgs[name], time.Time{})
 			if !strings.HasPrefix(r.enc(), "decrypted;") {
 				t.Errorf("%s = %q, want decrypted", HeaderEncryption, r.enc())
 			}
@@ -341,7 +343,7 @@ func TestInboundSanitize(t *testing.T) {
 // for byte.
 func TestInboundKeepOriginal(t *testing.T) {
 	f := inPGPFixture(t)
-	e := inEngine(t, func(c *config.Config) { c.Inbound.KeepOriginal = true })
+	e := inEngine(t, func(c *Policy) { c.Inbound.KeepOriginal = true })
 	r := inProcess(t, e, f.keys, f.msgs["se"], time.Time{})
 	inWant(t, r, "decrypted; protocol=openpgp; key="+f.fpr["gw"], "valid; protocol=openpgp; signer=alice@example.net; key="+f.fpr["alice"])
 	if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "multipart/mixed") {
@@ -406,7 +408,7 @@ func TestInboundFromRule(t *testing.T) {
 		{"not an address", false, "mismatch; protocol=openpgp; signer=alice@example.net" + key + "; reason=from-count"},
 	} {
 		msg := inHeader(tc.from, "From rule") + ct + "\r\n\r\n" + string(body)
-		e := inEngine(t, func(c *config.Config) { c.Keyring.FoldLocalPart = tc.fold })
+		e := inEngine(t, func(c *Policy) { c.FoldLocalPart = tc.fold })
 		r := inProcess(t, e, f.keys, []byte(msg), time.Time{})
 		if got := r.sig(); got != tc.sig {
 			t.Errorf("From %q (fold %v): %s\n got %q\nwant %q", tc.from, tc.fold, HeaderSignature, got, tc.sig)
@@ -430,7 +432,7 @@ func TestInboundInlineSignedArmored(t *testing.T) {
 // signatures are untrusted, nothing fails.
 func TestInboundNoKeystore(t *testing.T) {
 	f := inPGPFixture(t)
-	e := inEngine(t, func(c *config.Config) { c.Inbound.OnDecryptError = "reject" })
+	e := inEngine(t, func(c *Policy) { c.Actions.OnDecryptError = Reject })
 	r := inProcess(t, e, nil, f.msgs["se"], time.Time{})
 	inWant(t, r, "failed; protocol=openpgp; reason=not-for-gateway", "none")
 	inUnchanged(t, r)

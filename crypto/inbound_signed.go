@@ -6,7 +6,7 @@ import "github.com/cryptmilter/cryptmilter/crypto/mime"
 // unwrap_signed the signed part is shown instead of e, and a signature
 // over encrypted content is followed into the encryption.
 func (a *analyzer) signedContent(e *mime.Entity, res *inboundResult) {
-	if a.e.cfg.Inbound.UnwrapSigned {
+	if a.e.pol.Inbound.UnwrapSigned {
 		res.content = e.Parts[0]
 	}
 	a.encryptedInsideSignature(e.Parts[0], res)

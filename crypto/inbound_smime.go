@@ -23,7 +23,14 @@ func (a *analyzer) smimeIdentities() []smime.Identity {
 
 // decryptSMIME decrypts an application/pkcs7-mime enveloped-data entity.
 func (a *analyzer) decryptSMIME(e *mime.Entity, res *inboundResult) (*mime.Entity, error) {
+	a.attempted = true
 	res.enc.protocol = protoSMIME
+	// EnvelopedData (AES-CBC) has no integrity check: tampered ciphertext
+	// with valid padding decrypts to garbage, with bad padding it fails.
+	// A reply that told the two apart would be a padding oracle, so
+	// [actions] on_decrypt_error applies only to authenticated encryption
+	// (AuthEnvelopedData); the others are always tagged.
+	res.authenticated = cmsKind(e) == "authenveloped"
 	der, err := e.Decoded()
 	if err != nil {
 		res.enc.status, res.enc.reason, res.failure = encFailed, "decrypt-failed", true
@@ -35,13 +42,7 @@ func (a *analyzer) decryptSMIME(e *mime.Entity, res *inboundResult) (*mime.Entit
 		res.enc.status, res.enc.reason = encFailed, "not-for-gateway"
 		return nil, nil
 	case err != nil:
-		res.enc.status, res.enc.reason = encFailed, "decrypt-failed"
-		// EnvelopedData (AES-CBC) has no integrity check: tampered
-		// ciphertext with valid padding decrypts to garbage, with bad
-		// padding it fails. A reply that told the two apart would be a
-		// padding oracle, so on_decrypt_error applies only to
-		// authenticated encryption (AuthEnvelopedData); these are tagged.
-		res.failure = cmsKind(e) == "authenveloped"
+		res.enc.status, res.enc.reason, res.failure = encFailed, "decrypt-failed", true
 		return nil, nil
 	}
 	res.enc = encResult{status: encDecrypted, protocol: protoSMIME, key: info.Serial}
@@ -49,7 +50,7 @@ func (a *analyzer) decryptSMIME(e *mime.Entity, res *inboundResult) (*mime.Entit
 }
 
 func (a *analyzer) smimeOptions() smime.VerifyOptions {
-	o := smime.VerifyOptions{Now: a.in.Now, AllowSHA1: a.e.cfg.Inbound.AllowSHA1}
+	o := smime.VerifyOptions{Now: a.in.Now, AllowSHA1: a.e.pol.Inbound.AllowSHA1}
 	if a.keys != nil {
 		o.Roots = a.keys.TrustAnchors()
 		o.CRLs = a.keys.CRLs()

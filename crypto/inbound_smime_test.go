@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/cryptmilter/cryptmilter/internal/config"
 )
 
 // TestInboundSMIMERoundTrip proves, with messages made by openssl as the
@@ -117,13 +115,17 @@ func TestInboundSMIMERoundTrip(t *testing.T) {
 func TestInboundSMIMEUniformFailure(t *testing.T) {
 	f := inSMIMEFixture(t)
 	cbc := []string{"su-cbc-padding", "su-rsa-padding", "su-truncated", "su-garbage"}
-	for _, policy := range []struct{ name, reply string }{
-		{"tag", ""},
-		{"reject", "550 5.7.5 Message could not be decrypted"},
-		{"tempfail", "451 4.7.5 Message could not be decrypted, try again later"},
+	for _, policy := range []struct {
+		name   string
+		action Action
+		reply  string
+	}{
+		{"tag", Accept, ""},
+		{"reject", Reject, "550 5.7.5 Message could not be decrypted"},
+		{"tempfail", Tempfail, "451 4.7.5 Message could not be decrypted, try again later"},
 	} {
 		t.Run(policy.name, func(t *testing.T) {
-			e := inEngine(t, func(c *config.Config) { c.Inbound.OnDecryptError = policy.name })
+			e := inEngine(t, func(c *Policy) { c.Actions.OnDecryptError = policy.action })
 			var first string
 			for _, name := range cbc {
 				r := inProcess(t, e, f.keys, f.msgs[name], time.Time{})
@@ -131,7 +133,7 @@ func TestInboundSMIMEUniformFailure(t *testing.T) {
 				if p.Body != nil {
 					t.Errorf("%s: body replaced", name)
 				}
-				if p.Action != Accept || p.Reply != "" {
+				if p.Action != Accept || !p.Reply.IsZero() {
 					t.Errorf("%s: %s %q, want accept (tagged) for unauthenticated encryption", name, p.Action, p.Reply)
 				}
 				inWant(t, r, "failed; protocol=smime; reason=decrypt-failed", "none")
@@ -148,7 +150,7 @@ func TestInboundSMIMEUniformFailure(t *testing.T) {
 				if got := fmt.Sprintf("%s|%s|%s|%v", r.plan.Action, r.plan.Reply, r.plan.Decision, r.plan.HeaderOps); got != first {
 					t.Errorf("su-gcm-tag under tag differs:\n got %s\nwant %s", got, first)
 				}
-			} else if r.plan.Reply != policy.reply {
+			} else if r.plan.Reply.String() != policy.reply {
 				t.Errorf("su-gcm-tag: reply %q, want %q", r.plan.Reply, policy.reply)
 			}
 		})
@@ -158,7 +160,7 @@ func TestInboundSMIMEUniformFailure(t *testing.T) {
 // TestInboundSMIMERTHeaders proves RT's headers for S/MIME.
 func TestInboundSMIMERTHeaders(t *testing.T) {
 	f := inSMIMEFixture(t)
-	e := inEngine(t, func(c *config.Config) { c.Inbound.RTHeaders = true })
+	e := inEngine(t, func(c *Policy) { c.Inbound.RTHeaders = true })
 	r := inProcess(t, e, f.keys, f.msgs["sign-then-encrypt"], time.Time{})
 	for name, want := range map[string]string{
 		"X-RT-Incoming-Encryption": "Success",
@@ -191,7 +193,7 @@ func TestInboundSMIMERootOnly(t *testing.T) {
 			}
 			msg := hdr + "Content-Type: multipart/mixed; boundary=\"atk\"\r\n\r\n--atk\r\nContent-Type: text/plain\r\n\r\nAttacker text.\r\n" +
 				"--atk\r\n" + part.String() + "\r\n" + string(body) + "\r\n--atk--\r\n"
-			e := inEngine(t, func(c *config.Config) { c.Inbound.OnDecryptError = "reject" })
+			e := inEngine(t, func(c *Policy) { c.Actions.OnDecryptError = Reject })
 			r := inProcess(t, e, f.keys, []byte(msg), time.Time{})
 			if r.plan.Action != Accept {
 				t.Fatalf("action %s %q", r.plan.Action, r.plan.Reply)

@@ -25,7 +25,6 @@ import (
 	"github.com/ProtonMail/gopenpgp/v3/profile"
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
-	"github.com/cryptmilter/cryptmilter/internal/config"
 	"github.com/cryptmilter/cryptmilter/internal/spool"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
@@ -62,8 +61,7 @@ func outBenchKeystore(b *testing.B, n int) (string, []string) {
 
 func outBenchEngine(b *testing.B, ks string, threshold int64) (*Engine, *keystore.Snapshot, *spool.Dir) {
 	b.Helper()
-	cfg := config.Default()
-	cfg.Keystore = ks
+	pol := testPolicy(nil)
 	sp, err := spool.Open(b.TempDir(), threshold)
 	if err != nil {
 		b.Fatal(err)
@@ -72,7 +70,7 @@ func outBenchEngine(b *testing.B, ks string, threshold int64) (*Engine, *keystor
 	if err != nil {
 		b.Fatal(err)
 	}
-	return New(cfg, sp), snap, sp
+	return New(pol, sp), snap, sp
 }
 
 // BenchmarkOutbound20Recipients: one 10 KB message to 20 recipients, each

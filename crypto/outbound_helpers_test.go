@@ -21,7 +21,6 @@ import (
 	gomessage "github.com/emersion/go-message"
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
-	"github.com/cryptmilter/cryptmilter/internal/config"
 	"github.com/cryptmilter/cryptmilter/internal/spool"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
@@ -195,14 +194,9 @@ func (f *outFixture) cleanup() {
 
 // engine returns an engine with the fixture's keystore and cfg changed by
 // mod.
-func (f *outFixture) engine(t testing.TB, mod func(*config.Config)) (*Engine, *keystore.Snapshot) {
+func (f *outFixture) engine(t testing.TB, mod func(*Policy)) (*Engine, *keystore.Snapshot) {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Keystore = f.ksDir
-	cfg.Identity.Addresses = []string{outGatewayAddr}
-	if mod != nil {
-		mod(cfg)
-	}
+	pol := testPolicy(mod)
 	sp, err := spool.Open(t.TempDir(), 1<<20)
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +205,7 @@ func (f *outFixture) engine(t testing.TB, mod func(*config.Config)) (*Engine, *k
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(cfg, sp), snap
+	return New(pol, sp), snap
 }
 
 // outCopy is one message as it leaves the MTA.

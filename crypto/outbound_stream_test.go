@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cryptmilter/cryptmilter/internal/config"
-
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
 )
 
@@ -88,8 +86,8 @@ func TestOutboundSMIMELargeStreamed(t *testing.T) {
 		outCheckInner(t, f.smimeDecrypt(t, addr, raw), msg, "cipher")
 	}
 
-	e, snap = f.engine(t, func(c *config.Config) {
-		c.Outbound.Rules = []config.Rule{{Match: "*", Policy: "sign-only"}}
+	e, snap = f.engine(t, func(c *Policy) {
+		c.Outbound.Rules = []Rule{{Match: "*", Policy: SignOnly}}
 	})
 	_, copies = processOut(t, e, snap, outGatewayAddr, []string{"dave@example.com"}, msg)
 	raw := outCopyFor(t, copies, "dave@example.com")

@@ -16,7 +16,6 @@ import (
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/crypto/openpgp"
-	"github.com/cryptmilter/cryptmilter/internal/config"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
 
@@ -207,7 +206,7 @@ func TestOutboundPerRecipient(t *testing.T) {
 
 func TestOutboundByClass(t *testing.T) {
 	f := outFixtureFor(t)
-	e, snap := f.engine(t, func(c *config.Config) { c.Outbound.Split = "by-class" })
+	e, snap := f.engine(t, func(c *Policy) { c.Outbound.Split = ByClass })
 	msg := outTestMessage("alice@example.net, bob@example.net, dave@example.com", "erin@example.com")
 	rcpts := []string{"alice@example.net", "bob@example.net", "carol@example.net", "dave@example.com", "erin@example.com", "nokey@example.com", "nokey2@example.com"}
 	_, copies := processOut(t, e, snap, outGatewayAddr, rcpts, msg)
@@ -242,7 +241,7 @@ func TestOutboundPolicy(t *testing.T) {
 	msg := outTestMessage("x@example.com", "y@example.com")
 	tests := []struct {
 		name   string
-		mod    func(*config.Config)
+		mod    func(*Policy)
 		rcpts  []string
 		action Action
 		reply  string
@@ -250,40 +249,40 @@ func TestOutboundPolicy(t *testing.T) {
 	}{
 		{
 			name:   "required without key rejects",
-			mod:    func(c *config.Config) { c.Outbound.Rules = []config.Rule{{Match: "@example.com", Policy: "required"}} },
+			mod:    func(c *Policy) { c.Outbound.Rules = []Rule{{Match: "@example.com", Policy: Required}} },
 			rcpts:  []string{"alice@example.net", "nokey@example.com"},
 			action: Reject, reply: "550 5.7.1 <nokey@example.com>: no usable encryption key",
 		},
 		{
 			name:   "required policy by default",
-			mod:    func(c *config.Config) { c.Outbound.Policy = "required" },
+			mod:    func(c *Policy) { c.Outbound.Default = Required },
 			rcpts:  []string{"<Nokey@Example.COM>"},
 			action: Reject, reply: "550 5.7.1 <Nokey@Example.COM>: no usable encryption key",
 		},
 		{
 			name:   "required with key encrypts",
-			mod:    func(c *config.Config) { c.Outbound.Rules = []config.Rule{{Match: "@example.com", Policy: "required"}} },
+			mod:    func(c *Policy) { c.Outbound.Rules = []Rule{{Match: "@example.com", Policy: Required}} },
 			rcpts:  []string{"dave@example.com"},
 			action: Accept, kind: map[string]string{"dave@example.com": "application/pkcs7-mime"},
 		},
 		{
 			name: "first match wins",
-			mod: func(c *config.Config) {
-				c.Outbound.Rules = []config.Rule{{Match: "nokey@example.com", Policy: "none"}, {Match: "@example.com", Policy: "required"}}
+			mod: func(c *Policy) {
+				c.Outbound.Rules = []Rule{{Match: "nokey@example.com", Policy: NoCrypto}, {Match: "@example.com", Policy: Required}}
 			},
 			rcpts:  []string{"nokey@example.com"},
 			action: Accept, kind: map[string]string{"nokey@example.com": ""},
 		},
 		{
 			name:   "none leaves the message alone",
-			mod:    func(c *config.Config) { c.Outbound.Rules = []config.Rule{{Match: "*", Policy: "none"}} },
+			mod:    func(c *Policy) { c.Outbound.Rules = []Rule{{Match: "*", Policy: NoCrypto}} },
 			rcpts:  []string{"alice@example.net", "dave@example.com"},
 			action: Accept, kind: map[string]string{"alice@example.net": "", "dave@example.com": ""},
 		},
 		{
 			name: "sign-only signs even with a key",
-			mod: func(c *config.Config) {
-				c.Outbound.Rules = []config.Rule{{Match: "alice@example.net", Policy: "sign-only"}}
+			mod: func(c *Policy) {
+				c.Outbound.Rules = []Rule{{Match: "alice@example.net", Policy: SignOnly}}
 			},
 			rcpts:  []string{"alice@example.net", "bob@example.net"},
 			action: Accept, kind: map[string]string{"alice@example.net": "multipart/signed", "bob@example.net": "multipart/encrypted"},
@@ -295,7 +294,7 @@ func TestOutboundPolicy(t *testing.T) {
 		},
 		{
 			name:   "prefer smime",
-			mod:    func(c *config.Config) { c.Outbound.Prefer = "smime" },
+			mod:    func(c *Policy) { c.Outbound.Prefer = SMIME },
 			rcpts:  []string{"both@example.net"},
 			action: Accept, kind: map[string]string{"both@example.net": "application/pkcs7-mime"},
 		},
@@ -304,7 +303,7 @@ func TestOutboundPolicy(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e, snap := f.engine(t, tt.mod)
 			plan, copies := processOut(t, e, snap, outGatewayAddr, tt.rcpts, msg)
-			if plan.Action != tt.action || plan.Reply != tt.reply {
+			if plan.Action != tt.action || plan.Reply.String() != tt.reply {
 				t.Fatalf("plan %s %q, want %s %q", plan.Action, plan.Reply, tt.action, tt.reply)
 			}
 			if tt.action != Accept {
@@ -332,8 +331,8 @@ func TestOutboundPolicy(t *testing.T) {
 
 func TestOutboundSMIMESigned(t *testing.T) {
 	f := outFixtureFor(t)
-	e, snap := f.engine(t, func(c *config.Config) {
-		c.Outbound.Rules = []config.Rule{{Match: "*", Policy: "sign-only"}}
+	e, snap := f.engine(t, func(c *Policy) {
+		c.Outbound.Rules = []Rule{{Match: "*", Policy: SignOnly}}
 	})
 	msg := outTestMessage("dave@example.com", "nokey@example.com")
 	// dave uses S/MIME, so his signed copy is S/MIME; nokey gets the
@@ -347,7 +346,7 @@ func TestOutboundSMIMESigned(t *testing.T) {
 
 func TestOutboundNoHeaderProtection(t *testing.T) {
 	f := outFixtureFor(t)
-	e, snap := f.engine(t, func(c *config.Config) { c.Outbound.ProtectHeaders = false })
+	e, snap := f.engine(t, func(c *Policy) { c.Outbound.ProtectHeaders = false })
 	msg := outTestMessage("alice@example.net", "dave@example.com")
 	_, copies := processOut(t, e, snap, outGatewayAddr, []string{"alice@example.net", "dave@example.com"}, msg)
 	raw := outCopyFor(t, copies, "alice@example.net")
@@ -360,7 +359,7 @@ func TestOutboundNoHeaderProtection(t *testing.T) {
 
 func TestOutboundAlreadyEncrypted(t *testing.T) {
 	f := outFixtureFor(t)
-	e, snap := f.engine(t, func(c *config.Config) { c.Outbound.Policy = "required" })
+	e, snap := f.engine(t, func(c *Policy) { c.Outbound.Default = Required })
 	head := "From: rt@example.org\r\nTo: nokey@example.com\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
 	// Real ciphertext, to alice's key.
 	alice, err := snap.EncryptionKey("alice@example.net", time.Now())
@@ -395,7 +394,7 @@ func TestOutboundAlreadyEncrypted(t *testing.T) {
 // not let through in plaintext where policy requires encryption.
 func TestOutboundClaimedEncryption(t *testing.T) {
 	f := outFixtureFor(t)
-	e, snap := f.engine(t, func(c *config.Config) { c.Outbound.Policy = "required" })
+	e, snap := f.engine(t, func(c *Policy) { c.Outbound.Default = Required })
 	head := "From: rt@example.org\r\nTo: nokey@example.com\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
 	fakeArmor := "-----BEGIN PGP MESSAGE-----\r\n\r\nTop secret text in clear\r\n-----END PGP MESSAGE-----\r\n"
 	for name, msg := range map[string]string{
@@ -407,7 +406,7 @@ func TestOutboundClaimedEncryption(t *testing.T) {
 		"two content types":         head + "Content-Type: text/plain\r\nContent-Type: multipart/encrypted; boundary=b\r\n\r\nTop secret text in clear\r\n",
 	} {
 		plan, _ := processOut(t, e, snap, outGatewayAddr, []string{"nokey@example.com"}, []byte(msg))
-		if plan.Action != Reject || !strings.HasPrefix(plan.Reply, "550 5.7.1 <nokey@example.com>") {
+		if plan.Action != Reject || !strings.HasPrefix(plan.Reply.String(), "550 5.7.1 <nokey@example.com>") {
 			t.Errorf("%s: %s %q, want the required-policy refusal", name, plan.Action, plan.Reply)
 		}
 	}
@@ -417,7 +416,7 @@ func TestOutboundClaimedEncryption(t *testing.T) {
 // recipients; both leave the original copy for the encrypted one.
 func TestOutboundRecipientCaseVariants(t *testing.T) {
 	f := outFixtureFor(t)
-	e, snap := f.engine(t, func(c *config.Config) { c.Outbound.Policy = "required" })
+	e, snap := f.engine(t, func(c *Policy) { c.Outbound.Default = Required })
 	msg := outTestMessage("alice@example.net", "x@example.com")
 	plan, copies := processOut(t, e, snap, outGatewayAddr, []string{"alice@example.net", "alice@EXAMPLE.net"}, msg)
 	if plan.Action != Accept {
@@ -447,7 +446,7 @@ func TestOutboundNoKeystore(t *testing.T) {
 	if plan.Action != Accept || !bytes.Equal(copies[0].raw, msg) {
 		t.Errorf("without a keystore opportunistic mail must pass unchanged: %s", plan.Action)
 	}
-	e, _ = f.engine(t, func(c *config.Config) { c.Outbound.Policy = "required" })
+	e, _ = f.engine(t, func(c *Policy) { c.Outbound.Default = Required })
 	plan, _ = processOut(t, e, nil, outGatewayAddr, []string{"alice@example.net"}, msg)
 	if plan.Action != Reject {
 		t.Errorf("without a keystore required mail must be refused: %s", plan.Action)
@@ -484,59 +483,59 @@ func TestOutboundHeaderOps(t *testing.T) {
 }
 
 func TestRule(t *testing.T) {
-	cfg := config.Default().Outbound
-	cfg.Policy = "opportunistic"
-	cfg.Rules = []config.Rule{
-		{Match: "boss@partner.example", Policy: "sign-only"},
-		{Match: "@partner.example", Policy: "required", Inline: true},
-		{Match: "@PUBLIC.example", Policy: "none"},
+	cfg := testPolicy(nil).Outbound
+	cfg.Rules = []Rule{
+		{Match: "boss@partner.example", Policy: SignOnly},
+		{Match: "@partner.example", Policy: Required, Inline: true},
+		{Match: "@PUBLIC.example", Policy: NoCrypto},
 	}
 	tests := []struct {
-		addr, policy string
-		inline       bool
+		addr   string
+		policy OutboundPolicy
+		inline bool
 	}{
-		{"boss@partner.example", "sign-only", false},
-		{"<Boss@Partner.Example>", "sign-only", false},
-		{"x@partner.example", "required", true},
-		{"x@sub.partner.example", "opportunistic", false},
-		{"x@public.example", "none", false},
-		{"partner.example@other.example", "opportunistic", false},
+		{"boss@partner.example", SignOnly, false},
+		{"<Boss@Partner.Example>", SignOnly, false},
+		{"x@partner.example", Required, true},
+		{"x@sub.partner.example", Opportunistic, false},
+		{"x@public.example", NoCrypto, false},
+		{"partner.example@other.example", Opportunistic, false},
 	}
 	for _, tt := range tests {
-		p, in := rule(&cfg, tt.addr)
+		p, in := ruleFor(&cfg, tt.addr)
 		if p != tt.policy || in != tt.inline {
-			t.Errorf("rule(%q) = %q %v, want %q %v", tt.addr, p, in, tt.policy, tt.inline)
+			t.Errorf("ruleFor(%q) = %v %v, want %v %v", tt.addr, p, in, tt.policy, tt.inline)
 		}
 	}
-	cfg.Rules = append([]config.Rule{{Match: "*", Policy: "none"}}, cfg.Rules...)
-	if p, _ := rule(&cfg, "boss@partner.example"); p != "none" {
-		t.Errorf("* first: %q, want none", p)
+	cfg.Rules = append([]Rule{{Match: "*", Policy: NoCrypto}}, cfg.Rules...)
+	if p, _ := ruleFor(&cfg, "boss@partner.example"); p != NoCrypto {
+		t.Errorf("* first: %v, want none", p)
 	}
 }
 
 func TestRcptDefer(t *testing.T) {
 	f := outFixtureFor(t)
 	tests := []struct {
-		split        string
+		split        Split
 		defer_       bool
 		first, rcpt  string
 		wantDeferred bool
 	}{
-		{"per-recipient", false, "alice@example.net", "bob@example.net", false},
-		{"per-recipient", true, "", "alice@example.net", false},
-		{"per-recipient", true, "alice@example.net", "bob@example.net", true},
-		{"per-recipient", true, "alice@example.net", "alice@example.net", false},
-		{"by-class", true, "alice@example.net", "bob@example.net", false},
-		{"by-class", true, "alice@example.net", "dave@example.com", true},
-		{"by-class", true, "nokey@example.com", "nokey2@example.com", false},
-		{"per-recipient", true, "nokey@example.com", "nokey2@example.com", false},
-		{"by-class", true, "nokey@example.com", "alice@example.net", true},
+		{PerRecipient, false, "alice@example.net", "bob@example.net", false},
+		{PerRecipient, true, "", "alice@example.net", false},
+		{PerRecipient, true, "alice@example.net", "bob@example.net", true},
+		{PerRecipient, true, "alice@example.net", "alice@example.net", false},
+		{ByClass, true, "alice@example.net", "bob@example.net", false},
+		{ByClass, true, "alice@example.net", "dave@example.com", true},
+		{ByClass, true, "nokey@example.com", "nokey2@example.com", false},
+		{PerRecipient, true, "nokey@example.com", "nokey2@example.com", false},
+		{ByClass, true, "nokey@example.com", "alice@example.net", true},
 	}
 	for _, tt := range tests {
-		e, snap := f.engine(t, func(c *config.Config) { c.Outbound.Split = tt.split; c.Outbound.DeferRcpt = tt.defer_ })
+		e, snap := f.engine(t, func(c *Policy) { c.Outbound.Split = tt.split; c.Outbound.DeferRcpt = tt.defer_ })
 		got := e.RcptDefer(snap, time.Now(), outGatewayAddr, tt.first, tt.rcpt)
-		if (got != "") != tt.wantDeferred || got != "" && !strings.HasPrefix(got, "452 4.5.3 ") {
-			t.Errorf("%s defer=%v first=%q rcpt=%q: %q", tt.split, tt.defer_, tt.first, tt.rcpt, got)
+		if !got.IsZero() != tt.wantDeferred || !got.IsZero() && got != DeferReply {
+			t.Errorf("%v defer=%v first=%q rcpt=%q: %q", tt.split, tt.defer_, tt.first, tt.rcpt, got)
 		}
 	}
 }
@@ -560,7 +559,7 @@ func TestOutboundSigner(t *testing.T) {
 		{"someone@example.org", "support@example.org", "support@example.org"},
 		{"someone@example.org", "", "rt@example.org"},
 	} {
-		e, _ := f.engine(t, func(c *config.Config) { c.Outbound.SignAs = tt.signAs })
+		e, _ := f.engine(t, func(c *Policy) { c.Outbound.SignAs = tt.signAs })
 		msg := bytes.Replace(outTestMessage("alice@example.net", "x@example.com"), []byte("From: RT <rt@example.org>"), []byte("From: "+tt.from), 1)
 		plan, _ := processOut(t, e, snap, tt.from, []string{"alice@example.net"}, msg)
 		var got string
@@ -602,8 +601,8 @@ func outCopyDir(t *testing.T, src, dst string) {
 // messages to the same recipient stay PGP/MIME.
 func TestOutboundInline(t *testing.T) {
 	f := outFixtureFor(t)
-	e, snap := f.engine(t, func(c *config.Config) {
-		c.Outbound.Rules = []config.Rule{{Match: "alice@example.net", Policy: "required", Inline: true}}
+	e, snap := f.engine(t, func(c *Policy) {
+		c.Outbound.Rules = []Rule{{Match: "alice@example.net", Policy: Required, Inline: true}}
 	})
 	msg := []byte("From: rt@example.org\r\nTo: alice@example.net\r\nSubject: inline\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" +
@@ -643,7 +642,7 @@ func TestOutboundInline(t *testing.T) {
 // refused with a clear reply, not tempfailed forever.
 func TestOutboundLimits(t *testing.T) {
 	f := outFixtureFor(t)
-	e, snap := f.engine(t, func(c *config.Config) { c.Limits.MaxMIMEDepth = 3 })
+	e, snap := f.engine(t, func(c *Policy) { c.Limits.MaxMIMEDepth = 3 })
 	var b strings.Builder
 	b.WriteString("From: rt@example.org\r\nTo: alice@example.net\r\nBcc: carol@example.net\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n")
 	for i := 1; i <= 5; i++ {
@@ -682,9 +681,9 @@ func TestOutboundCertificateEKU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, _ := f.engine(t, func(c *config.Config) { c.Outbound.Policy = "required" })
+	e, _ := f.engine(t, func(c *Policy) { c.Outbound.Default = Required })
 	plan, _ := processOut(t, e, snap, outGatewayAddr, []string{"web@example.com"}, outTestMessage("web@example.com", "x@example.com"))
-	if plan.Action != Reject || plan.Reply != "550 5.7.1 <web@example.com>: no usable encryption key" {
+	if plan.Action != Reject || plan.Reply.String() != "550 5.7.1 <web@example.com>: no usable encryption key" {
 		t.Errorf("serverAuth-only certificate: %s %q, want the no-key refusal", plan.Action, plan.Reply)
 	}
 }

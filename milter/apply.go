@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"slices"
 
 	gomilter "github.com/emersion/go-milter"
 
@@ -14,10 +15,11 @@ import (
 // (libmilter's MILTER_CHUNK_SIZE).
 const maxBodyPacket = 65535
 
-// apply carries out the plan's modifications: header deletions and changes
-// (in the plan's order, which lists deletions last-first), insertions and
-// additions, body replacement and recipient changes.
-func apply(m *gomilter.Modifier, p *crypto.Plan) error {
+// apply changes the original message as the plan says: header deletions
+// and changes (in the plan's order, which lists deletions last-first),
+// insertions and additions, body replacement, and the recipients of the
+// original's delivery (d) against the envelope's (rcpts).
+func apply(m *gomilter.Modifier, p *crypto.Plan, d crypto.Delivery, rcpts []string) error {
 	for _, op := range p.HeaderOps {
 		var err error
 		switch op.Kind {
@@ -41,14 +43,23 @@ func apply(m *gomilter.Modifier, p *crypto.Plan) error {
 			return err
 		}
 	}
-	for _, r := range p.AddRcpts {
-		if err := m.AddRecipient(r); err != nil {
-			return fmt.Errorf("milter: add recipient: %w", err)
+	for _, r := range d.Recipients {
+		if !slices.Contains(rcpts, r) {
+			if err := m.AddRecipient(r); err != nil {
+				return fmt.Errorf("milter: add recipient: %w", err)
+			}
 		}
 	}
-	for _, r := range p.DelRcpts {
-		if err := m.DeleteRecipient(r); err != nil {
-			return fmt.Errorf("milter: delete recipient: %w", err)
+	for _, r := range rcpts {
+		if !slices.Contains(d.Recipients, r) {
+			if err := m.DeleteRecipient(r); err != nil {
+				return fmt.Errorf("milter: delete recipient: %w", err)
+			}
+		}
+	}
+	if p.Action == crypto.Quarantine {
+		if err := m.Quarantine(p.Quarantine); err != nil {
+			return fmt.Errorf("milter: quarantine: %w", err)
 		}
 	}
 	return nil

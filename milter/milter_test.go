@@ -66,9 +66,9 @@ func startServer(t *testing.T, mod func(*config.Config), engine Processor) *test
 		t.Fatal(err)
 	}
 	if engine == nil {
-		engine = crypto.New(cfg, sp)
+		engine = crypto.New(cfg.EnginePolicy(), sp)
 	}
-	env := &Env{Engine: engine, Config: cfg, Spool: sp, Keys: holder}
+	env := &Env{Engine: engine, Policy: cfg.EnginePolicy(), Config: cfg, Spool: sp, Keys: holder}
 	if n := cfg.Limits.MaxConcurrent; n > 0 {
 		env.Slots = make(chan struct{}, n)
 	}
@@ -311,7 +311,7 @@ func TestFailuresTempfail(t *testing.T) {
 			return &crypto.Plan{Action: crypto.Accept}, nil
 		}, func(c *config.Config) { c.Limits.MessageTimeout = config.Duration(100 * time.Millisecond) }},
 		{"bad-reply", func(context.Context, *crypto.Input) (*crypto.Plan, error) {
-			return &crypto.Plan{Action: crypto.Reject, Reply: "250 ok"}, nil
+			return &crypto.Plan{Action: crypto.Reject, Reply: crypto.Reply{Code: 250, Enhanced: "2.0.0", Text: "ok"}}, nil
 		}, nil},
 		{"copies-without-reinject", func(context.Context, *crypto.Input) (*crypto.Plan, error) {
 			return &crypto.Plan{Action: crypto.Accept, Copies: []crypto.Copy{{Recipients: []string{"x@example.net"}}}}, nil
@@ -349,7 +349,7 @@ func TestLimits(t *testing.T) {
 
 func TestReplyEscapesPercent(t *testing.T) {
 	eng := processorFunc(func(context.Context, *crypto.Input) (*crypto.Plan, error) {
-		return &crypto.Plan{Action: crypto.Reject, Reply: "550 5.7.1 <100%@example.net>: no usable encryption key"}, nil
+		return &crypto.Plan{Action: crypto.Reject, Reply: crypto.NoKeyReply("100%@example.net", false)}, nil
 	})
 	ts := startServer(t, nil, eng)
 	o := send(t, session(t, ts), plain)
@@ -575,11 +575,11 @@ func TestDrainTimeout(t *testing.T) {
 // deferEngine defers every recipient after the first.
 type deferEngine struct{ processorFunc }
 
-func (deferEngine) RcptDefer(_ *keystore.Snapshot, _ time.Time, _, first, rcpt string) string {
+func (deferEngine) RcptDefer(_ *keystore.Snapshot, _ time.Time, _, first, rcpt string) crypto.Reply {
 	if rcpt != first {
 		return crypto.DeferReply
 	}
-	return ""
+	return crypto.Reply{}
 }
 
 func TestRcptDefer(t *testing.T) {

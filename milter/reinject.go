@@ -13,12 +13,12 @@ import (
 	"github.com/cryptmilter/cryptmilter/internal/config"
 )
 
-// handOver gives each extra copy of the plan to the re-injection listener
-// and, once all were accepted, schedules removing their recipients from the
-// original. Any failure fails the whole message (the caller tempfails):
-// copies already handed over may then be delivered twice, never lost.
-func handOver(ctx context.Context, cfg *config.Config, msg *message, p *crypto.Plan, helo string) error {
-	if len(p.Copies) == 0 {
+// handOver gives each extra copy to the re-injection listener. Any failure
+// fails the whole message (the caller tempfails): copies already handed
+// over may then be delivered twice, never lost. The recipients of the
+// copies are removed from the original only after this returns.
+func handOver(ctx context.Context, cfg *config.Config, from, helo string, copies []crypto.Delivery) error {
+	if len(copies) == 0 {
 		return nil
 	}
 	if cfg.Outbound.Reinject == "" {
@@ -28,18 +28,15 @@ func handOver(ctx context.Context, cfg *config.Config, msg *message, p *crypto.P
 	if err != nil {
 		return err
 	}
-	for i, c := range p.Copies {
-		if err := sendCopy(ctx, sock, cfg.Hostname, msg.from, c); err != nil {
-			return fmt.Errorf("milter: copy %d of %d to %s: %w", i+1, len(p.Copies), sock, err)
+	for i, c := range copies {
+		if err := sendCopy(ctx, sock, cfg.Hostname, from, c); err != nil {
+			return fmt.Errorf("milter: copy %d of %d to %s: %w", i+1, len(copies), sock, err)
 		}
-	}
-	for _, c := range p.Copies {
-		p.DelRcpts = append(p.DelRcpts, c.Recipients...)
 	}
 	return nil
 }
 
-func sendCopy(ctx context.Context, sock config.Socket, hostname, from string, c crypto.Copy) error {
+func sendCopy(ctx context.Context, sock config.Socket, hostname, from string, c crypto.Delivery) error {
 	d := net.Dialer{Timeout: 30 * time.Second}
 	nc, err := d.DialContext(ctx, sock.Network, sock.Address)
 	if err != nil {

@@ -32,6 +32,11 @@ type Processor interface {
 // started with, so a reload never changes a message in flight.
 type Env struct {
 	Engine Processor
+	// Policy is the engine's policy: the milter takes the limits of its
+	// intake and the actions for refusals and internal errors from it.
+	Policy crypto.Policy
+	// Config holds the milter's own settings (direction, re-injection,
+	// timeouts).
 	Config *config.Config
 	Spool  *spool.Dir
 	// Keys gives the keyring snapshot a message starts with.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"net/textproto"
@@ -16,9 +17,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/cryptmilter/cryptmilter/crypto"
-	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/internal/config"
-	"github.com/cryptmilter/cryptmilter/internal/spool"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
 
@@ -40,17 +39,13 @@ type conn struct {
 
 // message is the state of one message.
 type message struct {
-	env        *Env
-	keys       *keystore.Snapshot
-	from       string
-	rcpts      []string
-	header     mime.Header
-	headerSize int64
-	body       *spool.Buffer
-	tooBig     string // reply when a limit was exceeded
-	spoolErr   error
-	macros     map[string]string
-	started    time.Time
+	env     *Env
+	keys    *keystore.Snapshot
+	from    string
+	rcpts   []string
+	intake  *crypto.Intake
+	macros  map[string]string
+	started time.Time
 }
 
 func (c *conn) isBusy() bool {
@@ -63,8 +58,8 @@ func (c *conn) isBusy() bool {
 func (c *conn) reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.msg != nil && c.msg.body != nil {
-		c.msg.body.Close()
+	if c.msg != nil && c.msg.intake != nil {
+		c.msg.intake.Close()
 	}
 	c.msg = nil
 	c.busy = false
@@ -106,7 +101,7 @@ func (h *handler) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 		env:     env,
 		keys:    env.Keys.Current(),
 		from:    from,
-		body:    env.Spool.New(),
+		intake:  crypto.NewIntake(env.Policy.Limits, env.Spool),
 		macros:  map[string]string{},
 		started: c.srv.now(),
 	}
@@ -125,8 +120,8 @@ func (h *handler) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 	}
 	c.srv.mu.Unlock()
 	if draining {
-		msg.body.Close()
-		return reply("451 4.3.2 Service shutting down, try again later"), nil
+		msg.intake.Close()
+		return reply(crypto.ShuttingDownReply), nil
 	}
 	c.merge(m)
 	return gomilter.RespContinue, nil
@@ -138,7 +133,7 @@ func (h *handler) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 		return reply(crypto.TempfailReply), nil
 	}
 	c.merge(m)
-	if r := c.deferRcpt(rcpt); r != "" {
+	if r := c.deferRcpt(rcpt); !r.IsZero() {
 		return reply(r), nil
 	}
 	c.msg.rcpts = append(c.msg.rcpts, rcpt)
@@ -149,25 +144,25 @@ func (h *handler) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 // defer_rcpt): recipients of another class are deferred with 452 4.5.3 so
 // that the client sends them in a new transaction.
 type rcptDeferrer interface {
-	RcptDefer(keys *keystore.Snapshot, now time.Time, envFrom, first, rcpt string) string
+	RcptDefer(keys *keystore.Snapshot, now time.Time, envFrom, first, rcpt string) crypto.Reply
 }
 
-// deferRcpt returns the RCPT reply deferring rcpt, or "". It never defers
+// deferRcpt returns the RCPT reply deferring rcpt, or none. It never defers
 // mail that may come from Postfix's non_smtpd_milters (a fake connection
 // from localhost at 127.0.0.1), where RCPT rejections are a configuration
 // error: those messages get copies through re-injection instead.
-func (c *conn) deferRcpt(rcpt string) string {
+func (c *conn) deferRcpt(rcpt string) crypto.Reply {
 	msg := c.msg
 	cfg := msg.env.Config
 	if !cfg.Outbound.DeferRcpt || len(msg.rcpts) == 0 || c.maybeNonSMTP() {
-		return ""
+		return crypto.Reply{}
 	}
 	if direction(cfg, msg.macros, c.clientAddr) != crypto.Outbound {
-		return ""
+		return crypto.Reply{}
 	}
 	d, ok := msg.env.Engine.(rcptDeferrer)
 	if !ok {
-		return ""
+		return crypto.Reply{}
 	}
 	return d.RcptDefer(msg.keys, c.srv.now(), msg.from, msg.rcpts[0], rcpt)
 }
@@ -183,12 +178,7 @@ func (h *handler) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 	if msg == nil {
 		return reply(crypto.TempfailReply), nil
 	}
-	msg.headerSize += int64(len(name) + len(value) + 4)
-	if msg.headerSize > int64(msg.env.Config.Limits.MaxHeaderSize) {
-		msg.tooBig = crypto.HeaderTooBigReply
-		return gomilter.RespContinue, nil
-	}
-	msg.header = append(msg.header, mime.FromMilter(name, value))
+	msg.intake.Field(name, value)
 	return gomilter.RespContinue, nil
 }
 
@@ -202,16 +192,7 @@ func (h *handler) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Respon
 	if msg == nil {
 		return reply(crypto.TempfailReply), nil
 	}
-	if msg.tooBig != "" || msg.spoolErr != nil {
-		return gomilter.RespContinue, nil
-	}
-	if msg.body.Size()+int64(len(chunk)) > int64(msg.env.Config.Limits.MaxMessageSize) {
-		msg.tooBig = crypto.TooBigReply
-		return gomilter.RespContinue, nil
-	}
-	if _, err := msg.body.Write(chunk); err != nil {
-		msg.spoolErr = err
-	}
+	msg.intake.Write(chunk)
 	return gomilter.RespContinue, nil
 }
 
@@ -220,21 +201,15 @@ func (h *handler) Abort(m *gomilter.Modifier) error {
 	return nil
 }
 
-// Body is called at the end of the message: run the engine, apply the plan.
-// Every failure becomes a 451 4.3.0 reply, never an error (which would drop
-// the connection) and never an accept of a half-changed message.
+// Body is called at the end of the message: decide (the engine, in a
+// processing slot), carry the decision out (hand over copies, change the
+// message), wait for the plan's NotBefore (outside the slot), log, reply.
+// Every failure becomes the internal-error reply, never an error (which
+// would drop the connection) and never an accept of a half-changed
+// message.
 func (h *handler) Body(m *gomilter.Modifier) (resp gomilter.Response, err error) {
 	c := h.c
-	// The direction macros come from the SMTP session; what the MTA sends
-	// at end of message may come from another daemon (Postfix's cleanup)
-	// and must not override them.
-	if c.msg != nil {
-		for _, k := range []string{"{daemon_name}", "{client_addr}", "{auth_authen}"} {
-			if _, ok := c.msg.macros[k]; ok {
-				delete(m.Macros, k)
-			}
-		}
-	}
+	c.keepSessionMacros(m)
 	c.merge(m)
 	msg := c.msg
 	log := c.srv.logger()
@@ -243,94 +218,220 @@ func (h *handler) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 		return reply(crypto.TempfailReply), nil
 	}
 	defer c.reset()
-	qid := msg.macros["i"]
+	o := &disposition{qid: msg.macros["i"], dir: direction(msg.env.Config, msg.macros, c.clientAddr)}
 	defer func() {
 		if v := recover(); v != nil {
-			log.Error("panic in message handling", "queue_id", qid, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			resp, err = reply(crypto.TempfailReply), nil
+			log.Error("panic in message handling", "queue_id", o.qid, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			resp, err = reply(msg.internalError()), nil
 		}
 	}()
-	if msg.tooBig != "" {
-		log.Warn("message refused", "queue_id", qid, "action", "reject", "reason", msg.tooBig)
-		return reply(msg.tooBig), nil
-	}
-	if msg.spoolErr != nil {
-		log.Error("spool error", "queue_id", qid, "action", "tempfail", "error", msg.spoolErr)
-		return reply(crypto.TempfailReply), nil
-	}
-	cfg := msg.env.Config
-	in := &crypto.Input{
-		Direction: direction(cfg, msg.macros, c.clientAddr),
-		Envelope:  crypto.Envelope{From: msg.from, Rcpts: msg.rcpts, Macros: msg.macros},
-		Message:   crypto.Message{Header: msg.header, Body: msg.body},
-		QueueID:   qid,
-		Now:       c.srv.now(),
-		Keys:      msg.keys,
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.MessageTimeout.D())
+	ctx, cancel := context.WithTimeout(context.Background(), msg.env.Config.Limits.MessageTimeout.D())
 	defer cancel()
+	c.decide(ctx, msg, o)
+	defer o.close()
+	if o.plan != nil {
+		c.carryOut(ctx, m, msg, o)
+	}
+	o.wait(ctx)
+	c.logOutcome(msg, o)
+	return o.response(), nil
+}
+
+// keepSessionMacros drops the direction macros the MTA sends at end of
+// message: they may come from another daemon (Postfix's cleanup) and must
+// not override the SMTP session's.
+func (c *conn) keepSessionMacros(m *gomilter.Modifier) {
+	if c.msg == nil {
+		return
+	}
+	for _, k := range []string{"{daemon_name}", "{client_addr}", "{auth_authen}"} {
+		if _, ok := c.msg.macros[k]; ok {
+			delete(m.Macros, k)
+		}
+	}
+}
+
+// disposition is what became of one message.
+type disposition struct {
+	qid  string
+	dir  crypto.Direction
+	plan *crypto.Plan // nil when refused before or by a failure
+	// reply answers the message when there is no plan or the plan could
+	// not be carried out (set together with level and why).
+	reply crypto.Reply
+	level slog.Level
+	why   string
+	err   error
+	// copies is the number of copies handed over.
+	copies int
+}
+
+// fail records a failure that ends the message with reply.
+func (o *disposition) fail(reply crypto.Reply, why string, err error) {
+	o.reply, o.level, o.why, o.err = reply, slog.LevelError, why, err
+}
+
+func (o *disposition) close() {
+	if o.plan != nil {
+		o.plan.Close()
+	}
+}
+
+// wait waits for the plan's NotBefore (or the message's deadline).
+func (o *disposition) wait(ctx context.Context) {
+	if o.plan == nil || o.plan.NotBefore.IsZero() || !o.reply.IsZero() {
+		return
+	}
+	d := time.Until(o.plan.NotBefore)
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// response is the milter's answer.
+func (o *disposition) response() gomilter.Response {
+	if !o.reply.IsZero() {
+		return reply(o.reply)
+	}
+	switch o.plan.Action {
+	case crypto.Accept, crypto.Quarantine:
+		return gomilter.RespAccept
+	case crypto.Discard:
+		return gomilter.RespDiscard
+	}
+	return reply(o.plan.Reply)
+}
+
+// internalError is the reply for an internal failure ([actions]
+// on_internal_error).
+func (msg *message) internalError() crypto.Reply {
+	if msg.env.Policy.Actions.OnInternalError == crypto.Reject {
+		return crypto.InternalRejectReply
+	}
+	return crypto.TempfailReply
+}
+
+// decide runs the engine on the message received, holding a processing
+// slot only while the engine works.
+func (c *conn) decide(ctx context.Context, msg *message, o *disposition) {
+	m, refused, err := msg.intake.Message()
+	if !refused.IsZero() {
+		p := &crypto.Plan{Action: crypto.Reject, Reply: refused, Decision: "refused"}
+		if msg.env.Policy.Actions.OnLimits == crypto.Tempfail {
+			p.Action, p.Reply = crypto.Tempfail, crypto.TempfailOf(refused)
+		}
+		o.plan, o.level, o.why = p, slog.LevelWarn, "limits"
+		return
+	}
+	if err != nil {
+		o.fail(msg.internalError(), "spool error", err)
+		return
+	}
 	release := func() {}
 	if slots := msg.env.Slots; slots != nil {
 		select {
 		case slots <- struct{}{}:
 			release = func() { <-slots }
 		case <-ctx.Done():
-			log.Error("no free processing slot within limits.message_timeout", "queue_id", qid, "action", "tempfail", "max_concurrent", cap(slots))
-			return reply(crypto.TempfailReply), nil
+			o.fail(msg.internalError(), "no free processing slot within limits.message_timeout", ctx.Err())
+			return
 		}
+	}
+	in := &crypto.Input{
+		Direction: o.dir,
+		Envelope:  crypto.Envelope{From: msg.from, Rcpts: msg.rcpts, Macros: msg.macros},
+		Message:   m,
+		QueueID:   o.qid,
+		Now:       c.srv.now(),
+		Keys:      msg.keys,
 	}
 	plan, err := process(ctx, msg.env.Engine, in, release)
 	if errors.Is(err, errEngineTimeout) {
-		// The engine may still be reading the body: it is released when
+		// The engine may still be reading the body: it is closed when
 		// the engine returns, not here.
 		c.mu.Lock()
-		msg.body = nil
+		msg.intake.Release()
 		c.mu.Unlock()
 	}
 	if err != nil {
-		log.Error("message processing failed", "queue_id", qid, "direction", in.Direction.String(), "action", "tempfail", "error", err)
-		return reply(crypto.TempfailReply), nil
+		o.fail(msg.internalError(), "message processing failed", err)
+		return
 	}
-	defer plan.Close()
-	if err := checkPlan(plan); err != nil {
-		log.Error("engine returned a bad plan", "queue_id", qid, "action", "tempfail", "error", err)
-		return reply(crypto.TempfailReply), nil
+	if err := plan.Check(); err != nil {
+		plan.Close()
+		o.fail(msg.internalError(), "engine returned a bad plan", err)
+		return
 	}
-	if plan.Action == crypto.Accept {
-		if err := handOver(ctx, cfg, msg, plan, c.helo); err != nil {
-			log.Error("re-injection failed", "queue_id", qid, "action", "tempfail", "error", err)
-			return reply(crypto.TempfailReply), nil
+	o.plan, o.level = plan, slog.LevelInfo
+}
+
+// carryOut hands the extra copies over, then changes the message in place.
+func (c *conn) carryOut(ctx context.Context, m *gomilter.Modifier, msg *message, o *disposition) {
+	if o.plan.Action != crypto.Accept && o.plan.Action != crypto.Quarantine {
+		return
+	}
+	orig, _, _ := msg.intake.Message()
+	ds, err := o.plan.Deliveries(orig, msg.rcpts)
+	if err != nil {
+		o.fail(msg.internalError(), "engine returned a bad plan", err)
+		return
+	}
+	if err := handOver(ctx, msg.env.Config, msg.from, c.helo, ds[1:]); err != nil {
+		o.fail(msg.internalError(), "re-injection failed", err)
+		return
+	}
+	o.copies = len(ds) - 1
+	if err := apply(m, o.plan, ds[0], msg.rcpts); err != nil {
+		// Changes may have been sent in part: the failure reply makes the
+		// MTA discard them with the message. (If the connection is
+		// broken, the MTA applies milter_default_action.)
+		o.fail(msg.internalError(), "applying changes failed", err)
+	}
+}
+
+// logOutcome writes the message's one log line.
+func (c *conn) logOutcome(msg *message, o *disposition) {
+	attrs := []slog.Attr{slog.String("queue_id", o.qid), slog.String("direction", o.dir.String())}
+	decision, action := "failed", ""
+	if o.plan != nil {
+		decision, action = o.plan.Decision, o.plan.Action.String()
+	}
+	if !o.reply.IsZero() {
+		action = "tempfail"
+		if o.reply.Code/100 == 5 {
+			action = "reject"
 		}
-		if err := apply(m, plan); err != nil {
-			// Changes may have been sent in part: a tempfail makes the
-			// MTA discard them with the message. (If the connection is
-			// broken, the MTA applies milter_default_action.)
-			log.Error("applying changes failed", "queue_id", qid, "action", "tempfail", "error", err)
-			return reply(crypto.TempfailReply), nil
+	}
+	attrs = append(attrs, slog.String("decision", decision), slog.String("action", action),
+		slog.String("from", msg.from), slog.Int("rcpts", len(msg.rcpts)),
+		slog.Int64("size", msg.intake.Size()), slog.Int64("ms", time.Since(msg.started).Milliseconds()))
+	if o.copies > 0 {
+		attrs = append(attrs, slog.Int("copies", o.copies))
+	}
+	if o.plan != nil && o.reply.IsZero() {
+		attrs = append(attrs, o.plan.Attrs...)
+		if !o.plan.Reply.IsZero() {
+			attrs = append(attrs, slog.String("reply", o.plan.Reply.String()))
 		}
 	}
-	attrs := []any{
-		"queue_id", qid, "direction", in.Direction.String(), "decision", plan.Decision,
-		"action", string(plan.Action), "from", msg.from, "rcpts", len(msg.rcpts),
-		"size", msg.body.Size(), "ms", time.Since(msg.started).Milliseconds(),
+	if o.why != "" {
+		attrs = append(attrs, slog.String("reason", o.why))
 	}
-	for _, a := range plan.Attrs {
-		attrs = append(attrs, a)
+	if o.err != nil {
+		attrs = append(attrs, slog.String("error", o.err.Error()))
 	}
-	if plan.Reply != "" {
-		attrs = append(attrs, "reply", plan.Reply)
+	if !o.reply.IsZero() {
+		attrs = append(attrs, slog.String("reply", o.reply.String()))
 	}
-	log.Info("message", attrs...)
+	c.srv.logger().LogAttrs(context.Background(), o.level, "message", attrs...)
 	if c.srv.Observe != nil {
-		c.srv.Observe(in.Direction.String(), plan.Decision, string(plan.Action), time.Since(msg.started))
-	}
-	switch plan.Action {
-	case crypto.Accept:
-		return gomilter.RespAccept, nil
-	case crypto.Discard:
-		return gomilter.RespDiscard, nil
-	default:
-		return reply(plan.Reply), nil
+		c.srv.Observe(o.dir.String(), decision, action, time.Since(msg.started))
 	}
 }
 
@@ -377,32 +478,9 @@ func process(ctx context.Context, p Processor, in *crypto.Input, release func())
 // within limits.message_timeout.
 var errEngineTimeout = errors.New("milter: engine timed out")
 
-// checkPlan refuses plans the milter cannot carry out faithfully.
-func checkPlan(p *crypto.Plan) error {
-	switch p.Action {
-	case crypto.Accept, crypto.Discard:
-	case crypto.Reject:
-		if !validReply(p.Reply, '5') {
-			return fmt.Errorf("milter: reject reply %q is not \"5XX 5.X.X text\"", p.Reply)
-		}
-	case crypto.Tempfail:
-		if !validReply(p.Reply, '4') {
-			return fmt.Errorf("milter: tempfail reply %q is not \"4XX 4.X.X text\"", p.Reply)
-		}
-	default:
-		return fmt.Errorf("milter: unknown action %q", p.Action)
-	}
-	return nil
-}
-
-func validReply(r string, class byte) bool {
-	return len(r) > 10 && r[0] == class && r[3] == ' ' && r[4] == class && r[5] == '.' &&
-		!strings.ContainsAny(r, "\r\n")
-}
-
 // reply builds a custom SMTP reply; % is escaped as the MTA expands it.
-func reply(text string) gomilter.Response {
-	return gomilter.NewResponseStr('y', strings.ReplaceAll(text, "%", "%%"))
+func reply(r crypto.Reply) gomilter.Response {
+	return gomilter.NewResponseStr('y', strings.ReplaceAll(r.String(), "%", "%%"))
 }
 
 // direction decides inbound or outbound as OpenDKIM does: the daemon name,
@@ -411,7 +489,7 @@ func direction(cfg *config.Config, macros map[string]string, addr net.IP) crypto
 	if slices.Contains(cfg.Direction.OriginatingDaemons, macros["{daemon_name}"]) {
 		return crypto.Outbound
 	}
-	if macros["{auth_authen}"] != "" && cfg.Direction.Authenticated == "outbound" {
+	if macros["{auth_authen}"] != "" && cfg.Direction.Authenticated == config.AuthOutbound {
 		return crypto.Outbound
 	}
 	ip, ok := netip.AddrFromSlice(addr)

@@ -4,12 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -106,7 +104,7 @@ func runProcess(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		errorf(stderr, "process: %v", err)
 		hintf(stderr, "the milter would tempfail this message (451 4.3.0); nothing was changed")
-		res = &result{Action: string(crypto.Tempfail), Reply: crypto.TempfailReply, Copies: []resultCopy{}}
+		res = &result{Action: crypto.Tempfail.String(), Reply: crypto.TempfailReply.String(), Copies: []resultCopy{}}
 		msgs = nil
 	}
 	if *out != "" {
@@ -114,7 +112,7 @@ func runProcess(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			errorf(stderr, "process: %v", err)
 			return exitTempfail
 		}
-	} else if res.Action == string(crypto.Accept) && len(msgs) > 0 {
+	} else if len(msgs) > 0 {
 		if len(msgs) > 1 {
 			hintf(stderr, "%d copies were made; only the first is on standard output (use --out DIR)", len(msgs))
 		}
@@ -123,19 +121,20 @@ func runProcess(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return exitTempfail
 		}
 	}
-	switch crypto.Action(res.Action) {
-	case crypto.Reject:
+	switch res.Action {
+	case crypto.Reject.String():
 		fmt.Fprintf(stderr, "cryptmilter: %s\n", res.Reply)
 		return exitReject
-	case crypto.Tempfail:
+	case crypto.Tempfail.String():
 		fmt.Fprintf(stderr, "cryptmilter: %s\n", res.Reply)
 		return exitTempfail
 	}
 	return 0
 }
 
-// processMessage runs the engine on the message read from r and returns the
-// result and the text of each copy (LF line ends).
+// processMessage runs the engine on the message read from r, through the
+// milter's intake and plan application, and returns the result and the
+// text of each copy (LF line ends).
 func processMessage(cfg *config.Config, dir crypto.Direction, from string, rcpts []string, macros map[string]string, r io.Reader, stderr io.Writer) (*result, [][]byte, error) {
 	tmp, err := os.MkdirTemp("", "cryptmilter-process-")
 	if err != nil {
@@ -146,6 +145,7 @@ func processMessage(cfg *config.Config, dir crypto.Direction, from string, rcpts
 	if err != nil {
 		return nil, nil, err
 	}
+	pol := cfg.EnginePolicy()
 	br := bufio.NewReader(r)
 	// An mbox "From " separator line is not part of the message.
 	if peek, _ := br.Peek(5); string(peek) == "From " {
@@ -153,23 +153,22 @@ func processMessage(cfg *config.Config, dir crypto.Direction, from string, rcpts
 			return nil, nil, fmt.Errorf("standard input: %w", err)
 		}
 	}
-	// Over a limit the milter rejects; so does process.
-	refuse := func(reply string) (*result, [][]byte, error) {
-		return &result{Action: string(crypto.Reject), Reply: reply, Copies: []resultCopy{}}, nil, nil
+	intake := crypto.NewIntake(pol.Limits, sp)
+	defer intake.Close()
+	if err := intake.ReadMessage(br); err != nil {
+		return nil, nil, fmt.Errorf("standard input: %w", err)
 	}
-	h, err := mime.ReadHeader(br, int64(cfg.Limits.MaxHeaderSize))
-	if errors.Is(err, mime.ErrHeaderTooLarge) {
-		return refuse(crypto.HeaderTooBigReply)
+	msg, refused, err := intake.Message()
+	if !refused.IsZero() {
+		// Over a limit the milter refuses; so does process.
+		res := &result{Action: crypto.Reject.String(), Reply: refused.String(), Copies: []resultCopy{}}
+		if pol.Actions.OnLimits == crypto.Tempfail {
+			res.Action, res.Reply = crypto.Tempfail.String(), crypto.TempfailOf(refused).String()
+		}
+		return res, nil, nil
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("standard input: %w", err)
-	}
-	body := sp.New()
-	defer body.Close()
-	if err := copyCRLF(body, br, int64(cfg.Limits.MaxMessageSize)); errors.Is(err, errTooBig) {
-		return refuse(crypto.TooBigReply)
-	} else if err != nil {
-		return nil, nil, fmt.Errorf("standard input: %w", err)
+		return nil, nil, err
 	}
 	var snap *keystore.Snapshot
 	if _, err := os.Stat(cfg.Keystore); err == nil {
@@ -184,50 +183,49 @@ func processMessage(cfg *config.Config, dir crypto.Direction, from string, rcpts
 	in := &crypto.Input{
 		Direction: dir,
 		Envelope:  crypto.Envelope{From: from, Rcpts: rcpts, Macros: macros},
-		Message:   crypto.Message{Header: h, Body: body},
+		Message:   msg,
 		QueueID:   macros["i"],
 		Now:       time.Now(),
 		Keys:      snap,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.MessageTimeout.D())
 	defer cancel()
-	plan, err := crypto.New(cfg, sp).Process(ctx, in)
+	plan, err := crypto.New(pol, sp).Process(ctx, in)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer plan.Close()
-	res := &result{Action: string(plan.Action), Reply: plan.Reply, Copies: []resultCopy{}}
-	if plan.Action != crypto.Accept {
-		return res, nil, nil
+	if err := plan.Check(); err != nil {
+		return nil, nil, err
 	}
-	// Copy 1: the original as changed, for the recipients left on it.
-	left := []string{}
-	removed := slices.Clone(plan.DelRcpts)
-	for _, c := range plan.Copies {
-		removed = append(removed, c.Recipients...)
+	res, msgs, err := renderPlan(plan, msg, rcpts)
+	// The reply waits for the plan's deadline, as the milter's does.
+	if d := time.Until(plan.NotBefore); d > 0 {
+		time.Sleep(d)
 	}
-	for _, r := range append(slices.Clone(rcpts), plan.AddRcpts...) {
-		if !slices.Contains(removed, r) {
-			left = append(left, r)
-		}
-	}
-	newBody := body
-	if plan.Body != nil {
-		newBody = plan.Body
-	}
-	first, err := render(plan.ApplyHeader(h), newBody)
+	return res, msgs, err
+}
+
+// renderPlan turns the plan's deliveries into result.json's copies and
+// their text.
+func renderPlan(plan *crypto.Plan, msg crypto.Message, rcpts []string) (*result, [][]byte, error) {
+	res := &result{Action: plan.Action.String(), Reply: plan.Reply.String(), Copies: []resultCopy{}}
+	ds, err := plan.Deliveries(msg, rcpts)
 	if err != nil {
 		return nil, nil, err
 	}
-	msgs := [][]byte{first}
-	res.Copies = append(res.Copies, resultCopy{Recipients: left, File: "1.eml"})
-	for i, c := range plan.Copies {
-		b, err := render(c.Header, c.Body)
+	var msgs [][]byte
+	for i, d := range ds {
+		b, err := render(d.Header, d.Body)
 		if err != nil {
 			return nil, nil, err
 		}
 		msgs = append(msgs, b)
-		res.Copies = append(res.Copies, resultCopy{Recipients: c.Recipients, File: fmt.Sprintf("%d.eml", i+2)})
+		recipients := d.Recipients
+		if recipients == nil {
+			recipients = []string{}
+		}
+		res.Copies = append(res.Copies, resultCopy{Recipients: recipients, File: fmt.Sprintf("%d.eml", i+1)})
 	}
 	return res, msgs, nil
 }
@@ -242,46 +240,6 @@ func render(h mime.Header, body *spool.Buffer) ([]byte, error) {
 		}
 	}
 	return []byte(strings.ReplaceAll(b.String(), "\r\n", "\n")), nil
-}
-
-// errTooBig is returned by copyCRLF past the size limit.
-var errTooBig = errors.New("message larger than limits.max_message_size")
-
-// copyCRLF copies r to w making every line end CRLF, failing past max bytes.
-func copyCRLF(w io.Writer, r *bufio.Reader, max int64) error {
-	bw := bufio.NewWriter(w)
-	var n int64
-	for {
-		line, err := r.ReadSlice('\n')
-		if err == bufio.ErrBufferFull {
-			n += int64(len(line))
-			if n > max {
-				return errTooBig
-			}
-			bw.Write(line)
-			continue
-		}
-		if err != nil && err != io.EOF {
-			return err
-		}
-		n += int64(len(line))
-		if n > max {
-			return errTooBig
-		}
-		if l := len(line); l > 0 && line[l-1] == '\n' {
-			line = line[:l-1]
-			if l > 1 && line[l-2] == '\r' {
-				line = line[:l-2]
-			}
-			bw.Write(line)
-			bw.WriteString("\r\n")
-		} else {
-			bw.Write(line)
-		}
-		if err == io.EOF {
-			return bw.Flush()
-		}
-	}
 }
 
 func writeOut(dir string, res *result, msgs [][]byte) error {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,10 +85,8 @@ func nameOf(cfg *config.Config) string {
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	var level slog.Level
-	level.UnmarshalText([]byte(cfg.Log.Level))
-	opts := &slog.HandlerOptions{Level: level}
-	if cfg.Log.Format == "json" {
+	opts := &slog.HandlerOptions{Level: cfg.Log.Level.Slog()}
+	if cfg.Log.Format == config.LogJSON {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
@@ -118,28 +117,9 @@ type daemonState struct {
 func serve(cfg *config.Config, log *slog.Logger) error {
 	effective, _ := json.Marshal(cfg)
 	log.Info("starting", "version", versionString(), "config", nameOf(cfg), "effective", string(effective))
-
-	if err := os.MkdirAll(cfg.Keystore, 0o700); err != nil {
-		return fmt.Errorf("keystore %s: %w", cfg.Keystore, err)
-	}
-	kopts := keystoreOptions(cfg, log)
-	if !keystore.IsInitialized(kopts) {
-		addrs := cfg.Identity.Addresses
-		if len(addrs) == 0 {
-			addrs = []string{"cryptmilter@" + cfg.Hostname}
-		}
-		created, err := keystore.Init(kopts, addrs, false, time.Now())
-		if err != nil {
-			return fmt.Errorf("creating the gateway identity in %s: %w", cfg.Keystore, err)
-		}
-		log.Info("created gateway identity on first run", "keystore", cfg.Keystore, "addresses", strings.Join(addrs, ","), "created", strings.Join(created, "; "))
-	}
-	holder, err := keystore.NewHolder(kopts)
+	holder, err := openKeystore(cfg, log)
 	if err != nil {
 		return err
-	}
-	for _, p := range holder.Current().Problems() {
-		log.Warn("keystore file skipped", "file", p.File, "error", p.Err)
 	}
 	sp, err := spool.Open(cfg.SpoolDir(), int64(cfg.Limits.MemorySpool))
 	if err != nil {
@@ -151,16 +131,15 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	}
 	st := &daemonState{cfg: cfg, keys: holder, log: log, sp: sp, slots: make(chan struct{}, n)}
 	st.env.Store(st.newEnv(cfg))
-
-	lns, err := listen.Systemd()
+	lns, err := openListeners(cfg, log)
 	if err != nil {
 		return err
 	}
-	if len(lns) > 0 {
-		log.Info("using sockets passed by systemd; listen is ignored", "count", len(lns))
-	} else if lns, err = listen.Open(cfg); err != nil {
-		return err
-	}
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
 	m := metrics.New()
 	srv := &milter.Server{Env: func() *milter.Env { return st.env.Load() }, Logger: log, Observe: m.Observe}
 
@@ -173,17 +152,10 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 			}
 		}()
 	}
-	var metricsSrv *http.Server
-	if cfg.Metrics.Listen != "" {
-		ml, err := net.Listen("tcp", cfg.Metrics.Listen)
-		if err != nil {
-			return fmt.Errorf("metrics.listen: %w", err)
-		}
-		metricsSrv = &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
-		go metricsSrv.Serve(ml)
-		log.Info("metrics listening", "address", ml.Addr().String())
+	metricsSrv, err := startMetrics(cfg, log, m)
+	if err != nil {
+		return err
 	}
-
 	errc := make(chan error, len(lns))
 	var wg sync.WaitGroup
 	for _, l := range lns {
@@ -196,56 +168,13 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 			}
 		}(l)
 	}
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
 	daemon.SdNotify(false, daemon.SdNotifyReady)
-	if iv, err := daemon.SdWatchdogEnabled(false); err == nil && iv > 0 {
-		go func() {
-			t := time.NewTicker(iv / 2)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					daemon.SdNotify(false, daemon.SdNotifyWatchdog)
-				}
-			}
-		}()
-	}
+	go watchdog(ctx)
 	log.Info("ready")
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
-	var serveErr error
-loop:
-	for {
-		select {
-		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
-				st.reload()
-				continue
-			}
-			log.Info("shutting down", "signal", sig.String())
-			break loop
-		case serveErr = <-errc:
-			log.Error("listener failed", "error", serveErr)
-			break loop
-		}
-	}
+	serveErr := st.run(errc)
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
-	dctx, dcancel := context.WithTimeout(context.Background(), st.cfg.DrainTimeout.D())
-	defer dcancel()
-	active := srv.Active()
-	if err := srv.Shutdown(dctx); err != nil {
-		log.Warn("drain timeout: closed sessions in flight; the MTA tempfails their messages", "sessions", active, "error", err)
-	} else {
-		log.Info("drained", "sessions", active)
-	}
+	st.drain(srv)
 	if metricsSrv != nil {
 		metricsSrv.Close()
 	}
@@ -255,10 +184,118 @@ loop:
 	return serveErr
 }
 
+// openKeystore opens the keystore, creating the gateway identity on first
+// start, and logs the files it skips.
+func openKeystore(cfg *config.Config, log *slog.Logger) (*keystore.Holder, error) {
+	if err := os.MkdirAll(cfg.Keystore, 0o700); err != nil {
+		return nil, fmt.Errorf("keystore %s: %w", cfg.Keystore, err)
+	}
+	kopts := keystoreOptions(cfg, log)
+	if !keystore.IsInitialized(kopts) {
+		addrs := cfg.Identity.Addresses
+		if len(addrs) == 0 {
+			addrs = []string{"cryptmilter@" + cfg.Hostname}
+		}
+		created, err := keystore.Init(kopts, addrs, false, time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("creating the gateway identity in %s: %w", cfg.Keystore, err)
+		}
+		log.Info("created gateway identity on first run", "keystore", cfg.Keystore, "addresses", strings.Join(addrs, ","), "created", strings.Join(created, "; "))
+	}
+	holder, err := keystore.NewHolder(kopts)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range holder.Current().Problems() {
+		log.Warn("keystore file skipped", "file", p.File, "error", p.Err)
+	}
+	return holder, nil
+}
+
+// openListeners returns the sockets systemd passed, or opens listen's.
+func openListeners(cfg *config.Config, log *slog.Logger) ([]*listen.Listener, error) {
+	lns, err := listen.Systemd()
+	if err != nil {
+		return nil, err
+	}
+	if len(lns) > 0 {
+		log.Info("using sockets passed by systemd; listen is ignored", "count", len(lns))
+		return lns, nil
+	}
+	return listen.Open(cfg)
+}
+
+// startMetrics serves the metrics endpoint when configured.
+func startMetrics(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*http.Server, error) {
+	if cfg.Metrics.Listen == "" {
+		return nil, nil
+	}
+	ml, err := net.Listen("tcp", cfg.Metrics.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("metrics.listen: %w", err)
+	}
+	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ml)
+	log.Info("metrics listening", "address", ml.Addr().String())
+	return srv, nil
+}
+
+// watchdog pings systemd's watchdog every half interval until ctx ends.
+func watchdog(ctx context.Context) {
+	iv, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || iv <= 0 {
+		return
+	}
+	t := time.NewTicker(iv / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+		}
+	}
+}
+
+// run handles signals until SIGTERM/SIGINT or a listener failure.
+func (st *daemonState) run(errc <-chan error) error {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				st.reload()
+				continue
+			}
+			st.log.Info("shutting down", "signal", sig.String())
+			return nil
+		case err := <-errc:
+			st.log.Error("listener failed", "error", err)
+			return err
+		}
+	}
+}
+
+// drain lets messages in flight finish for up to drain_timeout.
+func (st *daemonState) drain(srv *milter.Server) {
+	dctx, dcancel := context.WithTimeout(context.Background(), st.cfg.DrainTimeout.D())
+	defer dcancel()
+	active := srv.Active()
+	if err := srv.Shutdown(dctx); err != nil {
+		st.log.Warn("drain timeout: closed sessions in flight; the MTA tempfails their messages", "sessions", active, "error", err)
+	} else {
+		st.log.Info("drained", "sessions", active)
+	}
+}
+
 // newEnv is what messages starting now are processed with. The slots are
 // the daemon's, so a reload does not raise the concurrency.
 func (st *daemonState) newEnv(cfg *config.Config) *milter.Env {
-	return &milter.Env{Engine: crypto.New(cfg, st.sp), Config: cfg, Spool: st.sp, Keys: st.keys, Slots: st.slots}
+	pol := cfg.EnginePolicy()
+	return &milter.Env{Engine: crypto.New(pol, st.sp), Policy: pol, Config: cfg, Spool: st.sp, Keys: st.keys, Slots: st.slots}
 }
 
 // reload re-reads the configuration file and the keystore. A bad
@@ -270,37 +307,14 @@ func (st *daemonState) reload() {
 	cfgNote := "configuration reloaded"
 	if cfg.File == "" {
 		cfgNote = "embedded default configuration unchanged"
+	} else if n, err := config.Load(cfg.File); err != nil {
+		st.log.Error("reload: configuration rejected, keeping the running one", "error", err)
+		cfgNote = "configuration rejected, running one kept"
 	} else {
-		n, err := config.Load(cfg.File)
-		if err != nil {
-			st.log.Error("reload: configuration rejected, keeping the running one", "error", err)
-			cfgNote = "configuration rejected, running one kept"
-		} else {
-			// Settings bound at start keep their running values.
-			var fixed []string
-			same := func(name string, a, b any) {
-				if fmt.Sprint(a) != fmt.Sprint(b) {
-					fixed = append(fixed, name)
-				}
-			}
-			same("listen", n.Listen, cfg.Listen)
-			same("socket_mode", n.SocketMode, cfg.SocketMode)
-			same("socket_group", n.SocketGroup, cfg.SocketGroup)
-			same("keystore", n.Keystore, cfg.Keystore)
-			same("spool", n.SpoolDir(), cfg.SpoolDir())
-			same("log", n.Log, cfg.Log)
-			same("keyring.watch", n.Keyring.Watch, cfg.Keyring.Watch)
-			same("limits.memory_spool", n.Limits.MemorySpool, cfg.Limits.MemorySpool)
-			same("limits.max_concurrent", n.Limits.MaxConcurrent, cfg.Limits.MaxConcurrent)
-			same("metrics.listen", n.Metrics.Listen, cfg.Metrics.Listen)
-			if len(fixed) > 0 {
-				st.log.Warn("reload: these settings take effect at restart; the running values are kept", "settings", strings.Join(fixed, ","))
-			}
-			n.Listen, n.Sockets, n.SocketMode, n.SocketGroup = cfg.Listen, cfg.Sockets, cfg.SocketMode, cfg.SocketGroup
-			n.Keystore, n.Spool, n.Log, n.Keyring.Watch = cfg.Keystore, cfg.Spool, cfg.Log, cfg.Keyring.Watch
-			n.Limits.MemorySpool, n.Limits.MaxConcurrent, n.Metrics = cfg.Limits.MemorySpool, cfg.Limits.MaxConcurrent, cfg.Metrics
-			cfg = n
+		if fixed := keepRestartOnly(n, cfg); len(fixed) > 0 {
+			st.log.Warn("reload: these settings take effect at restart; the running values are kept", "settings", strings.Join(fixed, ","))
 		}
+		cfg = n
 	}
 	// Pins and address folding may have changed; the reload logs the
 	// files it skips.
@@ -310,4 +324,46 @@ func (st *daemonState) reload() {
 	st.cfg = cfg
 	st.env.Store(st.newEnv(cfg))
 	st.log.Info("reloaded", "config", nameOf(cfg), "configuration", cfgNote)
+}
+
+// restartOnly are the settings bound at start: a reload keeps their
+// running values. Each entry compares and copies one setting.
+var restartOnly = []struct {
+	name string
+	same func(n, old *config.Config) bool
+	keep func(n, old *config.Config)
+}{
+	{"listen", func(n, o *config.Config) bool { return slices.Equal(n.Listen, o.Listen) },
+		func(n, o *config.Config) { n.Listen, n.Sockets = o.Listen, o.Sockets }},
+	{"socket_mode", func(n, o *config.Config) bool { return n.SocketMode == o.SocketMode },
+		func(n, o *config.Config) { n.SocketMode = o.SocketMode }},
+	{"socket_group", func(n, o *config.Config) bool { return n.SocketGroup == o.SocketGroup },
+		func(n, o *config.Config) { n.SocketGroup = o.SocketGroup }},
+	{"keystore", func(n, o *config.Config) bool { return n.Keystore == o.Keystore },
+		func(n, o *config.Config) { n.Keystore = o.Keystore }},
+	{"spool", func(n, o *config.Config) bool { return n.SpoolDir() == o.SpoolDir() },
+		func(n, o *config.Config) { n.Spool = o.Spool }},
+	{"log", func(n, o *config.Config) bool { return n.Log == o.Log },
+		func(n, o *config.Config) { n.Log = o.Log }},
+	{"keyring.watch", func(n, o *config.Config) bool { return n.Keyring.Watch == o.Keyring.Watch },
+		func(n, o *config.Config) { n.Keyring.Watch = o.Keyring.Watch }},
+	{"limits.memory_spool", func(n, o *config.Config) bool { return n.Limits.MemorySpool == o.Limits.MemorySpool },
+		func(n, o *config.Config) { n.Limits.MemorySpool = o.Limits.MemorySpool }},
+	{"limits.max_concurrent", func(n, o *config.Config) bool { return n.Limits.MaxConcurrent == o.Limits.MaxConcurrent },
+		func(n, o *config.Config) { n.Limits.MaxConcurrent = o.Limits.MaxConcurrent }},
+	{"metrics.listen", func(n, o *config.Config) bool { return n.Metrics == o.Metrics },
+		func(n, o *config.Config) { n.Metrics = o.Metrics }},
+}
+
+// keepRestartOnly gives n the running values of the restart-only settings
+// and returns the names of those that differed.
+func keepRestartOnly(n, old *config.Config) []string {
+	var fixed []string
+	for _, r := range restartOnly {
+		if !r.same(n, old) {
+			fixed = append(fixed, r.name)
+		}
+		r.keep(n, old)
+	}
+	return fixed
 }

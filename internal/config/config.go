@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/cryptmilter/cryptmilter/crypto"
 )
 
 // DefaultListen is the socket of the embedded default: loopback only.
@@ -38,6 +40,7 @@ type Config struct {
 	Identity  Identity  `toml:"identity"`
 	Inbound   Inbound   `toml:"inbound"`
 	Outbound  Outbound  `toml:"outbound"`
+	Actions   Actions   `toml:"actions"`
 	Direction Direction `toml:"direction"`
 	Limits    Limits    `toml:"limits"`
 	Metrics   Metrics   `toml:"metrics"`
@@ -48,12 +51,14 @@ type Config struct {
 	Sockets []Socket `toml:"-"`
 	// InternalNets is Direction.InternalHosts parsed.
 	InternalNets []netip.Prefix `toml:"-"`
+	// actionsSet records which [actions] keys the file sets.
+	actionsSet map[string]bool
 }
 
 // Log configures logging.
 type Log struct {
-	Format string `toml:"format"` // text | json
-	Level  string `toml:"level"`  // debug | info | warn | error
+	Format LogFormat `toml:"format"`
+	Level  LogLevel  `toml:"level"`
 }
 
 // Keyring configures how the keystore is read.
@@ -71,37 +76,49 @@ type Identity struct {
 
 // Inbound configures decryption and verification.
 type Inbound struct {
-	OnDecryptError string `toml:"on_decrypt_error"` // tag | reject | tempfail
-	RTHeaders      bool   `toml:"rt_headers"`
-	KeepOriginal   bool   `toml:"keep_original"`
-	UnwrapSigned   bool   `toml:"unwrap_signed"`
-	AllowSHA1      bool   `toml:"allow_sha1"`
+	// OnDecryptError is the old name of [actions] on_decrypt_error, still
+	// read (unset: 0).
+	OnDecryptError crypto.Action `toml:"on_decrypt_error"`
+	RTHeaders      bool          `toml:"rt_headers"`
+	KeepOriginal   bool          `toml:"keep_original"`
+	UnwrapSigned   bool          `toml:"unwrap_signed"`
+	AllowSHA1      bool          `toml:"allow_sha1"`
 }
 
 // Outbound configures signing and encryption.
 type Outbound struct {
-	Policy         string `toml:"policy"` // required | opportunistic | sign-only | none
-	Prefer         string `toml:"prefer"` // openpgp | smime
-	Split          string `toml:"split"`  // per-recipient | by-class
-	Reinject       string `toml:"reinject"`
-	SignAs         string `toml:"sign_as"`
-	ProtectHeaders bool   `toml:"protect_headers"`
-	DeferRcpt      bool   `toml:"defer_rcpt"`
-	Rules          []Rule `toml:"rule"`
+	Policy         crypto.OutboundPolicy `toml:"policy"`
+	Prefer         crypto.Protocol       `toml:"prefer"`
+	Split          crypto.Split          `toml:"split"`
+	Reinject       string                `toml:"reinject"`
+	SignAs         string                `toml:"sign_as"`
+	ProtectHeaders bool                  `toml:"protect_headers"`
+	DeferRcpt      bool                  `toml:"defer_rcpt"`
+	Rules          []Rule                `toml:"rule"`
 }
 
 // Rule is one [[outbound.rule]]: first match wins.
 type Rule struct {
-	Match  string `toml:"match"`  // address, @domain or *
-	Policy string `toml:"policy"` // as Outbound.Policy
-	Inline bool   `toml:"inline"` // inline PGP instead of PGP/MIME
+	Match  string                `toml:"match"` // address, @domain or *
+	Policy crypto.OutboundPolicy `toml:"policy"`
+	Inline bool                  `toml:"inline"` // inline PGP instead of PGP/MIME
+}
+
+// Actions are the outcomes an admin chooses, as OpenDKIM's On-* settings
+// (see crypto.Actions for what each applies to and which are refused).
+type Actions struct {
+	OnDecryptError  crypto.Action `toml:"on_decrypt_error"`
+	OnNoKey         crypto.Action `toml:"on_no_key"`
+	OnLimits        crypto.Action `toml:"on_limits"`
+	OnMalformed     crypto.Action `toml:"on_malformed"`
+	OnInternalError crypto.Action `toml:"on_internal_error"`
 }
 
 // Direction configures how serve tells outbound from inbound mail.
 type Direction struct {
-	OriginatingDaemons []string `toml:"originating_daemons"`
-	InternalHosts      []string `toml:"internal_hosts"`
-	Authenticated      string   `toml:"authenticated"` // outbound | inbound
+	OriginatingDaemons []string      `toml:"originating_daemons"`
+	InternalHosts      []string      `toml:"internal_hosts"`
+	Authenticated      AuthDirection `toml:"authenticated"`
 }
 
 // Limits bounds the resources one message may use.
@@ -134,30 +151,36 @@ func Default() *Config {
 		SocketGroup:  "",
 		Spool:        "",
 		DrainTimeout: Duration(30 * time.Second),
-		Log:          Log{Format: "text", Level: "info"},
+		Log:          Log{Format: LogText, Level: LogInfo},
 		Keyring:      Keyring{FoldLocalPart: false, ServiceGroup: "", Watch: true, Pin: map[string]string{}},
 		Identity:     Identity{Addresses: []string{}},
 		Inbound: Inbound{
-			OnDecryptError: "tag",
-			RTHeaders:      false,
-			KeepOriginal:   false,
-			UnwrapSigned:   false,
-			AllowSHA1:      false,
+			RTHeaders:    false,
+			KeepOriginal: false,
+			UnwrapSigned: false,
+			AllowSHA1:    false,
 		},
 		Outbound: Outbound{
-			Policy:         "opportunistic",
-			Prefer:         "openpgp",
-			Split:          "per-recipient",
+			Policy:         crypto.Opportunistic,
+			Prefer:         crypto.OpenPGP,
+			Split:          crypto.PerRecipient,
 			Reinject:       "",
 			SignAs:         "",
 			ProtectHeaders: true,
 			DeferRcpt:      false,
 			Rules:          []Rule{},
 		},
+		Actions: Actions{
+			OnDecryptError:  crypto.Accept,
+			OnNoKey:         crypto.Reject,
+			OnLimits:        crypto.Reject,
+			OnMalformed:     crypto.Reject,
+			OnInternalError: crypto.Tempfail,
+		},
 		Direction: Direction{
 			OriginatingDaemons: []string{"ORIGINATING"},
 			InternalHosts:      []string{"127.0.0.0/8", "::1"},
-			Authenticated:      "outbound",
+			Authenticated:      AuthOutbound,
 		},
 		Limits: Limits{
 			MaxMessageSize:      50 << 20,
@@ -199,6 +222,11 @@ func Parse(data []byte) (*Config, error) {
 	// Lists replace the defaults rather than merging into them.
 	c.Listen, c.Identity.Addresses, c.Outbound.Rules = nil, nil, nil
 	c.Direction.OriginatingDaemons, c.Direction.InternalHosts = nil, nil
+	set, err := checkWords(data)
+	if err != nil {
+		return nil, err
+	}
+	c.actionsSet = set
 	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
 	if err := dec.Decode(c); err != nil {
 		return nil, describe(err)
@@ -262,39 +290,89 @@ func (e *fieldError) Error() string {
 	return fmt.Sprintf(" %s: %s", e.key, e.msg)
 }
 
-var policyWords = []string{"required", "opportunistic", "sign-only", "none"}
-
 // finish validates c and fills the derived fields. doc is the source text,
 // used to name lines in messages.
 func (c *Config) finish(doc []byte) error {
-	bad := func(key, format string, args ...any) error {
-		return &fieldError{line: lineOf(doc, key), key: key, msg: fmt.Sprintf(format, args...)}
+	v := &validator{doc: doc}
+	for _, step := range []func(*validator) error{
+		c.checkFiles, c.checkSockets, c.checkLog, c.checkAddresses,
+		c.checkActions, c.checkOutbound, c.checkDirection, c.checkLimits, c.checkMetrics,
+	} {
+		if err := step(v); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// validator makes key errors that name their line in doc.
+type validator struct{ doc []byte }
+
+func (v *validator) bad(key, format string, args ...any) error {
+	return &fieldError{line: lineOf(v.doc, key), key: key, msg: fmt.Sprintf(format, args...)}
+}
+
+// enum checks a value decoded into an int-based enum: a word is checked
+// while decoding; a bare number in the file lands here.
+func (v *validator) enum(key string, ok bool, val any, words []string) error {
+	if ok {
+		return nil
+	}
+	return v.bad(key, "%v is not one of %s (a quoted word)", val, strings.Join(words, " | "))
+}
+
+func (c *Config) checkFiles(v *validator) error {
 	if c.Keystore == "" {
-		return bad("keystore", "must not be empty")
+		return v.bad("keystore", "must not be empty")
 	}
 	if fi, err := os.Stat(c.Keystore); err == nil && !fi.IsDir() {
-		return bad("keystore", "%s is not a directory", c.Keystore)
+		return v.bad("keystore", "%s is not a directory", c.Keystore)
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return bad("keystore", "%v", err)
+		return v.bad("keystore", "%v", err)
 	} else if errors.Is(err, os.ErrNotExist) {
 		// It will be created; its parent must exist.
 		parent := filepath.Dir(filepath.Clean(c.Keystore))
 		if _, err := os.Stat(parent); err != nil {
-			return bad("keystore", "%s does not exist and cannot be created: %v", c.Keystore, err)
+			return v.bad("keystore", "%s does not exist and cannot be created: %v", c.Keystore, err)
 		}
 	}
+	if c.DrainTimeout < 0 {
+		return v.bad("drain_timeout", "must not be negative")
+	}
+	return nil
+}
+
+func (c *Config) checkSockets(v *validator) error {
 	if len(c.Listen) == 0 {
-		return bad("listen", "needs at least one socket, e.g. %q", DefaultListen)
+		return v.bad("listen", "needs at least one socket, e.g. %q", DefaultListen)
 	}
 	c.Sockets = nil
 	for i, l := range c.Listen {
 		s, err := ParseSocket(l)
 		if err != nil {
-			return bad(fmt.Sprintf("listen[%d]", i), "%v", err)
+			return v.bad(fmt.Sprintf("listen[%d]", i), "%v", err)
 		}
 		c.Sockets = append(c.Sockets, s)
 	}
+	if _, err := strconv.ParseUint(c.SocketMode, 8, 32); err != nil || len(c.SocketMode) > 4 {
+		return v.bad("socket_mode", "%q is not an octal file mode such as \"0660\"", c.SocketMode)
+	}
+	if c.Outbound.Reinject != "" {
+		if _, err := ParseSocket(c.Outbound.Reinject); err != nil {
+			return v.bad("outbound.reinject", "%v", err)
+		}
+	}
+	return nil
+}
+
+func (c *Config) checkLog(v *validator) error {
+	if err := v.enum("log.format", c.Log.Format.Valid(), int(c.Log.Format), c.Log.Format.Words()); err != nil {
+		return err
+	}
+	return v.enum("log.level", c.Log.Level.Valid(), int(c.Log.Level), c.Log.Level.Words())
+}
+
+func (c *Config) checkAddresses(v *validator) error {
 	if c.Hostname == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
@@ -303,101 +381,128 @@ func (c *Config) finish(doc []byte) error {
 		c.Hostname = h
 	}
 	if !validHostname(c.Hostname) {
-		return bad("hostname", "%q is not a host name", c.Hostname)
-	}
-	if _, err := strconv.ParseUint(c.SocketMode, 8, 32); err != nil || len(c.SocketMode) > 4 {
-		return bad("socket_mode", "%q is not an octal file mode such as \"0660\"", c.SocketMode)
-	}
-	if c.DrainTimeout < 0 {
-		return bad("drain_timeout", "must not be negative")
-	}
-	if err := oneOf(c.Log.Format, "text", "json"); err != nil {
-		return bad("log.format", "%v", err)
-	}
-	if err := oneOf(c.Log.Level, "debug", "info", "warn", "error"); err != nil {
-		return bad("log.level", "%v", err)
+		return v.bad("hostname", "%q is not a host name", c.Hostname)
 	}
 	for addr := range c.Keyring.Pin {
 		if !validAddress(addr) {
-			return bad("keyring.pin", "%q is not an e-mail address", addr)
+			return v.bad("keyring.pin", "%q is not an e-mail address", addr)
 		}
 	}
 	for i, a := range c.Identity.Addresses {
 		if !validAddress(a) {
-			return bad(fmt.Sprintf("identity.addresses[%d]", i), "%q is not an e-mail address", a)
-		}
-	}
-	if err := oneOf(c.Inbound.OnDecryptError, "tag", "reject", "tempfail"); err != nil {
-		return bad("inbound.on_decrypt_error", "%v", err)
-	}
-	if err := oneOf(c.Outbound.Policy, policyWords...); err != nil {
-		return bad("outbound.policy", "%v", err)
-	}
-	if err := oneOf(c.Outbound.Prefer, "openpgp", "smime"); err != nil {
-		return bad("outbound.prefer", "%v", err)
-	}
-	if err := oneOf(c.Outbound.Split, "per-recipient", "by-class"); err != nil {
-		return bad("outbound.split", "%v", err)
-	}
-	if c.Outbound.Reinject != "" {
-		s, err := ParseSocket(c.Outbound.Reinject)
-		if err != nil {
-			return bad("outbound.reinject", "%v", err)
-		}
-		if s.Network == "unix" {
-			// go-smtp dials either; accept both.
-			_ = s
+			return v.bad(fmt.Sprintf("identity.addresses[%d]", i), "%q is not an e-mail address", a)
 		}
 	}
 	if c.Outbound.SignAs != "" && !validAddress(c.Outbound.SignAs) {
-		return bad("outbound.sign_as", "%q is not an e-mail address", c.Outbound.SignAs)
+		return v.bad("outbound.sign_as", "%q is not an e-mail address", c.Outbound.SignAs)
 	}
-	for i, r := range c.Outbound.Rules {
+	return nil
+}
+
+// checkActions validates [actions], taking [inbound] on_decrypt_error
+// (the old name) when [actions] on_decrypt_error is not set.
+func (c *Config) checkActions(v *validator) error {
+	if old := c.Inbound.OnDecryptError; old != 0 {
+		if !old.Valid() {
+			return v.enum("inbound.on_decrypt_error", false, int(old), old.Words())
+		}
+		if c.actionsSet["on_decrypt_error"] && c.Actions.OnDecryptError != old {
+			return v.bad("inbound.on_decrypt_error", "is the old name of [actions] on_decrypt_error, which says otherwise; remove [inbound] on_decrypt_error")
+		}
+		c.Actions.OnDecryptError = old
+	}
+	a := c.Actions
+	for _, f := range []struct {
+		key string
+		val crypto.Action
+	}{
+		{"on_decrypt_error", a.OnDecryptError}, {"on_no_key", a.OnNoKey}, {"on_limits", a.OnLimits},
+		{"on_malformed", a.OnMalformed}, {"on_internal_error", a.OnInternalError},
+	} {
+		if err := v.enum("actions."+f.key, f.val.Valid(), int(f.val), f.val.Words()); err != nil {
+			return err
+		}
+	}
+	var ae *crypto.ActionError
+	if err := crypto.ValidateActions(crypto.Actions(a)); errors.As(err, &ae) {
+		key := "actions." + ae.Key
+		if ae.Key == "on_decrypt_error" && c.Inbound.OnDecryptError != 0 && !c.actionsSet["on_decrypt_error"] {
+			key = "inbound.on_decrypt_error"
+		}
+		return v.bad(key, "%s", ae.Msg)
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c *Config) checkOutbound(v *validator) error {
+	o := c.Outbound
+	if err := v.enum("outbound.policy", o.Policy.Valid(), int(o.Policy), o.Policy.Words()); err != nil {
+		return err
+	}
+	if err := v.enum("outbound.prefer", o.Prefer.Valid(), int(o.Prefer), o.Prefer.Words()); err != nil {
+		return err
+	}
+	if err := v.enum("outbound.split", o.Split.Valid(), int(o.Split), o.Split.Words()); err != nil {
+		return err
+	}
+	for i, r := range o.Rules {
 		key := fmt.Sprintf("outbound.rule[%d]", i)
 		switch {
 		case r.Match == "*":
 		case strings.HasPrefix(r.Match, "@") && validDomain(r.Match[1:]):
 		case validAddress(r.Match):
 		default:
-			return bad(key+".match", "%q: want an address, @domain or *", r.Match)
+			return v.bad(key+".match", "%q: want an address, @domain or *", r.Match)
 		}
-		if err := oneOf(r.Policy, policyWords...); err != nil {
-			return bad(key+".policy", "%v", err)
+		if err := v.enum(key+".policy", r.Policy.Valid(), int(r.Policy), r.Policy.Words()); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+func (c *Config) checkDirection(v *validator) error {
 	c.InternalNets = nil
 	for i, h := range c.Direction.InternalHosts {
 		p, err := parsePrefix(h)
 		if err != nil {
-			return bad(fmt.Sprintf("direction.internal_hosts[%d]", i), "%q is not an address or CIDR prefix", h)
+			return v.bad(fmt.Sprintf("direction.internal_hosts[%d]", i), "%q is not an address or CIDR prefix", h)
 		}
 		c.InternalNets = append(c.InternalNets, p)
 	}
-	if err := oneOf(c.Direction.Authenticated, "outbound", "inbound"); err != nil {
-		return bad("direction.authenticated", "%v", err)
-	}
+	a := c.Direction.Authenticated
+	return v.enum("direction.authenticated", a.Valid(), int(a), a.Words())
+}
+
+func (c *Config) checkLimits(v *validator) error {
 	l := c.Limits
 	switch {
 	case l.MaxMessageSize <= 0:
-		return bad("limits.max_message_size", "must be positive")
+		return v.bad("limits.max_message_size", "must be positive")
 	case l.MaxMIMEDepth <= 0:
-		return bad("limits.max_mime_depth", "must be positive")
+		return v.bad("limits.max_mime_depth", "must be positive")
 	case l.MaxParts <= 0:
-		return bad("limits.max_parts", "must be positive")
+		return v.bad("limits.max_parts", "must be positive")
 	case l.MaxHeaderSize <= 0:
-		return bad("limits.max_header_size", "must be positive")
+		return v.bad("limits.max_header_size", "must be positive")
 	case l.MaxDecompressedSize <= 0:
-		return bad("limits.max_decompressed_size", "must be positive")
+		return v.bad("limits.max_decompressed_size", "must be positive")
 	case l.MessageTimeout <= 0:
-		return bad("limits.message_timeout", "must be positive")
+		return v.bad("limits.message_timeout", "must be positive")
 	case l.MemorySpool < 0:
-		return bad("limits.memory_spool", "must not be negative")
+		return v.bad("limits.memory_spool", "must not be negative")
 	case l.MaxConcurrent < 0:
-		return bad("limits.max_concurrent", "must not be negative")
+		return v.bad("limits.max_concurrent", "must not be negative")
 	}
+	return nil
+}
+
+func (c *Config) checkMetrics(v *validator) error {
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
-			return bad("metrics.listen", "%q: want host:port", c.Metrics.Listen)
+			return v.bad("metrics.listen", "%q: want host:port", c.Metrics.Listen)
 		}
 	}
 	return nil
@@ -409,15 +514,6 @@ func (c *Config) SpoolDir() string {
 		return c.Spool
 	}
 	return filepath.Join(c.Keystore, ".spool")
-}
-
-func oneOf(v string, words ...string) error {
-	for _, w := range words {
-		if v == w {
-			return nil
-		}
-	}
-	return fmt.Errorf("%q is not one of %s", v, strings.Join(words, " | "))
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {

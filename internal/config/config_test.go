@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/cryptmilter/cryptmilter/crypto"
 )
 
 // TestBadConfigs is the bad-config suite: each testdata/bad/NAME.toml must
@@ -52,7 +55,7 @@ func TestDefaults(t *testing.T) {
 	if c.Keystore != "./cryptmilter-data" || c.SpoolDir() != "cryptmilter-data/.spool" {
 		t.Errorf("keystore %q spool %q", c.Keystore, c.SpoolDir())
 	}
-	if c.Outbound.Policy != "opportunistic" || c.Inbound.OnDecryptError != "tag" || !c.Outbound.ProtectHeaders {
+	if c.Outbound.Policy != crypto.Opportunistic || c.Actions.OnDecryptError != crypto.Accept || !c.Outbound.ProtectHeaders {
 		t.Errorf("policy defaults: %+v %+v", c.Outbound, c.Inbound)
 	}
 	if c.Hostname == "" {
@@ -90,12 +93,13 @@ func TestContribExample(t *testing.T) {
 	want.Outbound.Rules = nil
 	delete(got.Keyring.Pin, "bob@example.net")
 	prefixEq := cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })
-	if diff := cmp.Diff(want, got, prefixEq); diff != "" {
+	if diff := cmp.Diff(want, got, prefixEq, cmpopts.IgnoreUnexported(Config{})); diff != "" {
 		t.Errorf("contrib/cryptmilter.toml differs from the defaults (-want +got):\n%s", diff)
 	}
 	// Every field of the defaults appears in the example.
 	for _, key := range []string{"keystore", "listen", "hostname", "socket_mode", "socket_group", "spool", "drain_timeout",
-		"format", "level", "fold_local_part", "service_group", "watch", "addresses", "on_decrypt_error", "rt_headers",
+		"format", "level", "fold_local_part", "service_group", "watch", "addresses", "on_decrypt_error", "on_no_key",
+		"on_limits", "on_malformed", "on_internal_error", "rt_headers",
 		"keep_original", "unwrap_signed", "allow_sha1", "policy", "prefer", "split", "reinject", "sign_as",
 		"protect_headers", "defer_rcpt", "originating_daemons", "internal_hosts", "authenticated",
 		"max_message_size", "max_mime_depth", "max_parts", "max_header_size", "max_decompressed_size",
@@ -141,7 +145,7 @@ message_timeout = "5s"
 	if diff := cmp.Diff(wantSockets, c.Sockets); diff != "" {
 		t.Errorf("sockets (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]Rule{{Match: "@partner.example", Policy: "sign-only"}, {Match: "*", Policy: "none"}}, c.Outbound.Rules); diff != "" {
+	if diff := cmp.Diff([]Rule{{Match: "@partner.example", Policy: crypto.SignOnly}, {Match: "*", Policy: crypto.NoCrypto}}, c.Outbound.Rules); diff != "" {
 		t.Errorf("rules (-want +got):\n%s", diff)
 	}
 	if c.Limits.MaxMessageSize != 1<<20 || c.Limits.MemorySpool != 64<<10 || c.Limits.MessageTimeout.D() != 5*time.Second {

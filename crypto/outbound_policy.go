@@ -1,0 +1,216 @@
+package crypto
+
+import (
+	"crypto/rsa"
+	"crypto/x509"
+	"slices"
+	"strings"
+	"time"
+
+	pgpcrypto "github.com/ProtonMail/gopenpgp/v3/crypto"
+
+	"github.com/cryptmilter/cryptmilter/keystore"
+)
+
+// This file holds the outbound policy as pure functions: which rule
+// applies to a recipient, what the recipient's copy gets (its class), and
+// how recipients share copies. Keys are looked up once, by the caller.
+
+// treatment is what is done to a recipient's copy.
+type treatment int
+
+const (
+	treatPlain treatment = iota + 1
+	treatSign
+	treatEncrypt
+	treatReject
+)
+
+func (t treatment) String() string {
+	return [...]string{"", "plain", "sign", "encrypt", "reject"}[t]
+}
+
+// class is what a copy gets; recipients of equal class can share a copy
+// (unless split or Bcc says otherwise).
+type class struct {
+	treat  treatment
+	proto  Protocol // for encrypt and sign
+	inline bool     // inline PGP asked by a rule (encrypt, openpgp)
+}
+
+func (c class) String() string {
+	switch c.treat {
+	case treatEncrypt, treatSign:
+		return c.treat.String() + "/" + c.proto.String()
+	}
+	return c.treat.String()
+}
+
+// rcpt is one envelope recipient with what it gets.
+type rcpt struct {
+	addr   string // as in the envelope
+	policy OutboundPolicy
+	cls    class
+	bcc    bool
+	pgp    *pgpcrypto.Key
+	cert   *x509.Certificate
+}
+
+// signers are the gateway's signing keys for one message.
+type signers struct {
+	pgp      *pgpcrypto.Key
+	pgpAddr  string
+	smime    *keystore.SMIMEIdentity
+	smimeAdr string
+}
+
+func (s signers) can(p Protocol) bool {
+	switch p {
+	case OpenPGP:
+		return s.pgp != nil
+	case SMIME:
+		return s.smime != nil
+	}
+	return false
+}
+
+// ruleFor returns the policy and inline flag for addr: the first matching
+// rule (an exact address, @domain or *), else the default.
+func ruleFor(o *OutboundRules, addr string) (OutboundPolicy, bool) {
+	a := strings.ToLower(bareAddr(addr))
+	_, domain, _ := strings.Cut(a, "@")
+	for _, r := range o.Rules {
+		m := strings.ToLower(strings.TrimSpace(r.Match))
+		switch {
+		case m == "*",
+			strings.HasPrefix(m, "@") && domain != "" && m[1:] == domain,
+			m == a:
+			return r.Policy, r.Inline
+		}
+	}
+	return o.Default, false
+}
+
+// bareAddr strips angle brackets from an envelope address.
+func bareAddr(a string) string { return strings.TrimSpace(strings.Trim(strings.TrimSpace(a), "<>")) }
+
+// recipientKeys looks up addr's usable encryption keys at now: an OpenPGP
+// key and an S/MIME certificate with an RSA key (S/MIME peers need RSA
+// key transport).
+func recipientKeys(snap *keystore.Snapshot, addr string, now time.Time) (*pgpcrypto.Key, *x509.Certificate) {
+	if snap == nil {
+		return nil, nil
+	}
+	var pk *pgpcrypto.Key
+	var cert *x509.Certificate
+	if k, err := snap.EncryptionKey(addr, now); err == nil {
+		pk = k
+	}
+	if c, err := snap.Certificate(addr, now); err == nil {
+		if _, isRSA := c.PublicKey.(*rsa.PublicKey); isRSA {
+			cert = c
+		}
+	}
+	return pk, cert
+}
+
+// classify decides addr's class from its policy, its keys and the
+// gateway's signing keys.
+func (o *OutboundRules) classify(snap *keystore.Snapshot, sg signers, addr string, now time.Time) rcpt {
+	r := rcpt{addr: addr}
+	var inline bool
+	r.policy, inline = ruleFor(o, addr)
+	if r.policy != NoCrypto {
+		r.pgp, r.cert = recipientKeys(snap, bareAddr(addr), now)
+	}
+	r.cls = chooseClass(r.policy, r.pgp != nil, r.cert != nil, sg, o.Prefer, inline)
+	return r
+}
+
+// chooseClass is the policy table: what a recipient with the given keys
+// gets under policy.
+func chooseClass(policy OutboundPolicy, hasPGP, hasCert bool, sg signers, prefer Protocol, inline bool) class {
+	order := []Protocol{OpenPGP, SMIME}
+	if prefer == SMIME {
+		order = []Protocol{SMIME, OpenPGP}
+	}
+	has := func(p Protocol) bool { return p == OpenPGP && hasPGP || p == SMIME && hasCert }
+	// sign picks the signature protocol: one the recipient is known to
+	// use, else the preferred one the gateway can sign with.
+	sign := func() class {
+		for _, p := range order {
+			if has(p) && sg.can(p) {
+				return class{treat: treatSign, proto: p}
+			}
+		}
+		for _, p := range order {
+			if sg.can(p) {
+				return class{treat: treatSign, proto: p}
+			}
+		}
+		return class{treat: treatPlain}
+	}
+	switch policy {
+	case NoCrypto:
+		return class{treat: treatPlain}
+	case SignOnly:
+		return sign()
+	}
+	for _, p := range order {
+		if has(p) {
+			return class{treat: treatEncrypt, proto: p, inline: inline && p == OpenPGP}
+		}
+	}
+	if policy == Required {
+		return class{treat: treatReject}
+	}
+	return sign()
+}
+
+// group is the recipients of one copy.
+type group struct {
+	cls   class
+	rcpts []rcpt
+}
+
+// groupRecipients splits the recipients into copies. Encrypted copies go
+// to one recipient each (PerRecipient) or to every visible recipient of a
+// class, with each Bcc recipient alone (ByClass). Copies that are not
+// encrypted carry no recipient key and are shared by class. The group
+// holding the first envelope recipient comes first.
+func groupRecipients(rcpts []rcpt, split Split) []group {
+	var out []group
+	index := map[string]int{}
+	for _, r := range rcpts {
+		key := r.cls.String()
+		if r.cls.treat == treatEncrypt {
+			if r.cls.inline {
+				key += "/inline"
+			}
+			if split != ByClass || r.bcc {
+				key += "/" + strings.ToLower(bareAddr(r.addr))
+			}
+		}
+		if i, ok := index[key]; ok {
+			// Every envelope form stays (bob@x and BOB@x are two envelope
+			// recipients): one left out would stay on the original copy.
+			if !slices.ContainsFunc(out[i].rcpts, func(o rcpt) bool { return o.addr == r.addr }) {
+				out[i].rcpts = append(out[i].rcpts, r)
+			}
+			continue
+		}
+		index[key] = len(out)
+		out = append(out, group{cls: r.cls, rcpts: []rcpt{r}})
+	}
+	return out
+}
+
+// needsOwnCopy reports whether recipient b, offered after a (the first
+// recipient of the transaction), needs a copy of its own: another class,
+// or an encrypted recipient under PerRecipient.
+func needsOwnCopy(a, b rcpt, split Split) bool {
+	if a.cls != b.cls {
+		return true
+	}
+	return b.cls.treat == treatEncrypt && split != ByClass && !strings.EqualFold(bareAddr(a.addr), bareAddr(b.addr))
+}

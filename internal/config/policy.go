@@ -1,0 +1,41 @@
+package config
+
+import "github.com/cryptmilter/cryptmilter/crypto"
+
+// EnginePolicy derives the engine's typed policy from the configuration
+// (the engine never sees the configuration itself).
+func (cfg *Config) EnginePolicy() crypto.Policy {
+	o := cfg.Outbound
+	rules := make([]crypto.Rule, len(o.Rules))
+	for i, r := range o.Rules {
+		rules[i] = crypto.Rule{Match: r.Match, Policy: r.Policy, Inline: r.Inline}
+	}
+	l := cfg.Limits
+	return crypto.Policy{
+		Hostname: cfg.Hostname,
+		Limits: crypto.Limits{
+			MaxMessageSize:      int64(l.MaxMessageSize),
+			MaxHeaderSize:       int64(l.MaxHeaderSize),
+			MaxMIMEDepth:        l.MaxMIMEDepth,
+			MaxParts:            l.MaxParts,
+			MaxDecompressedSize: int64(l.MaxDecompressedSize),
+		},
+		Inbound: crypto.InboundPolicy{
+			RTHeaders:    cfg.Inbound.RTHeaders,
+			KeepOriginal: cfg.Inbound.KeepOriginal,
+			UnwrapSigned: cfg.Inbound.UnwrapSigned,
+			AllowSHA1:    cfg.Inbound.AllowSHA1,
+		},
+		Outbound: crypto.OutboundRules{
+			Default:        o.Policy,
+			Prefer:         o.Prefer,
+			Split:          o.Split,
+			SignAs:         o.SignAs,
+			ProtectHeaders: o.ProtectHeaders,
+			DeferRcpt:      o.DeferRcpt,
+			Rules:          rules,
+		},
+		Actions:       crypto.Actions(cfg.Actions),
+		FoldLocalPart: cfg.Keyring.FoldLocalPart,
+	}
+}
