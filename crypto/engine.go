@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
+	"github.com/cryptmilter/cryptmilter/crypto/verdict"
 	"github.com/cryptmilter/cryptmilter/internal/spool"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
@@ -103,10 +104,6 @@ func (e *Engine) Process(ctx context.Context, in *Input) (*Plan, error) {
 
 // Result header names.
 const (
-	HeaderEncryption = "X-Cryptmilter-Encryption"
-	HeaderSignature  = "X-Cryptmilter-Signature"
+	HeaderEncryption = verdict.HeaderEncryption
+	HeaderSignature  = verdict.HeaderSignature
 )
-
-// rtHeaders are RT's own result headers, removed from incoming mail when
-// cryptmilter sets them.
-var rtHeaders = []string{"X-RT-Incoming-Encryption", "X-RT-Incoming-Signature", "X-RT-Privacy"}

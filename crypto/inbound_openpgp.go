@@ -12,8 +12,12 @@ import (
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/crypto/openpgp"
+	"github.com/cryptmilter/cryptmilter/crypto/verdict"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
+
+// The OpenPGP adapter: each function handles one kind of layer and
+// returns a step.
 
 // snapLookup finds signer keys in a keyring snapshot, including keys that
 // are not usable now (so that the verdict can say expired or revoked).
@@ -29,15 +33,14 @@ func (l snapLookup) ByKeyID(id uint64) []*pgpcrypto.Key {
 func (a *analyzer) lookup() openpgp.KeyLookup { return snapLookup{a.keys} }
 
 func (a *analyzer) pgpLimits() openpgp.Limits {
-	return openpgp.Limits{MaxDecompressed: int64(a.e.pol.Limits.MaxDecompressedSize), SpoolDir: a.e.spool.Path()}
+	return openpgp.Limits{MaxDecompressed: a.e.pol.Limits.MaxDecompressedSize, SpoolDir: a.e.spool.Path()}
 }
 
-// pgpDecrypt decrypts an OpenPGP message for the gateway. On a decryption
-// failure it records the uniform verdict and returns nil; a local failure
-// (spool, read) is an error, so that the message is tempfailed.
-func (a *analyzer) pgpDecrypt(ct []byte, res *inboundResult) ([]byte, error) {
-	a.attempted = true
-	res.enc.protocol = protoOpenPGP
+// pgpDecrypt decrypts an OpenPGP message for the gateway. The plaintext is
+// returned only after the integrity check and the signature check; every
+// decryption failure gives the same step. A local failure (spool, read)
+// is an error, so that the message is tempfailed.
+func (a *analyzer) pgpDecrypt(ct []byte) ([]byte, step, error) {
 	var gw *pgpcrypto.KeyRing
 	if a.keys != nil {
 		gw = a.keys.GatewayDecryptionKeyRing()
@@ -45,53 +48,59 @@ func (a *analyzer) pgpDecrypt(ct []byte, res *inboundResult) ([]byte, error) {
 	pt, err := openpgp.Decrypt(bytes.NewReader(ct), gw, a.lookup(), a.in.Now, a.pgpLimits())
 	switch {
 	case errors.Is(err, openpgp.ErrNotForUs):
-		res.enc.status, res.enc.reason = encFailed, "not-for-gateway"
-		return nil, nil
+		return nil, notForUsStep(OpenPGP), nil
 	case errors.Is(err, openpgp.ErrDecrypt), errors.Is(err, openpgp.ErrNotEncrypted):
-		// Every decryption failure looks the same from outside.
-		res.enc.status, res.enc.reason, res.failure, res.authenticated = encFailed, "decrypt-failed", true, true
-		return nil, nil
+		return nil, failedStep(OpenPGP, true), nil
 	case err != nil:
-		return nil, fmt.Errorf("crypto: openpgp plaintext: %w", err)
+		return nil, step{}, fmt.Errorf("crypto: openpgp plaintext: %w", err)
 	}
 	defer pt.Close()
 	r, err := pt.Open()
 	if err != nil {
-		return nil, fmt.Errorf("crypto: openpgp plaintext: %w", err)
+		return nil, step{}, fmt.Errorf("crypto: openpgp plaintext: %w", err)
 	}
 	data, err := io.ReadAll(r)
 	r.Close()
 	if err != nil {
-		return nil, fmt.Errorf("crypto: openpgp plaintext: %w", err)
+		return nil, step{}, fmt.Errorf("crypto: openpgp plaintext: %w", err)
 	}
-	res.enc = encResult{status: encDecrypted, protocol: protoOpenPGP, key: pt.DecryptedWith}
+	st := step{enc: &verdict.Encryption{Status: verdict.Decrypted, Protocol: OpenPGP, Key: pt.DecryptedWith}, authenticated: true}
 	if pt.Signature.Status != openpgp.StatusNone {
-		res.sig = pgpSig(pt.Signature)
+		s := pgpSig(pt.Signature)
+		st.sig = &s
 	}
-	return data, nil
+	return data, st, nil
 }
 
-// decryptPGPMIME decrypts an RFC 3156 multipart/encrypted message.
-func (a *analyzer) decryptPGPMIME(root *mime.Entity, res *inboundResult) (*mime.Entity, error) {
-	a.attempted = true
-	res.enc.protocol = protoOpenPGP
-	if len(root.Parts) != 2 {
-		res.enc.status, res.enc.reason, res.failure, res.authenticated = encFailed, "decrypt-failed", true, true
-		return nil, nil
+// decryptPGPMIME decrypts RFC 3156 multipart/encrypted (or Exchange's
+// rearrangement of it).
+func (a *analyzer) decryptPGPMIME(l layer) (step, error) {
+	if l.ciphertext == nil {
+		return failedStep(OpenPGP, true), nil
 	}
-	ct, err := root.Parts[1].Decoded()
+	ct, err := l.ciphertext.Decoded()
 	if err != nil {
-		res.enc.status, res.enc.reason, res.failure, res.authenticated = encFailed, "decrypt-failed", true, true
-		return nil, nil
+		return failedStep(OpenPGP, true), nil
 	}
-	data, err := a.pgpDecrypt(ct, res)
-	if data == nil || err != nil {
-		return nil, err
+	data, st, err := a.pgpDecrypt(ct)
+	if err != nil || data == nil {
+		return st, err
 	}
-	return a.parseInner(data)
+	st.next, err = a.parseInner(data)
+	return st, err
 }
 
-// parseInner parses decrypted content as a MIME entity.
+// decryptPGPInline decrypts a text/plain body that is one armored message.
+func (a *analyzer) decryptPGPInline(e *mime.Entity, l layer) (step, error) {
+	text, st, err := a.pgpDecrypt(l.armor)
+	if err != nil || text == nil {
+		return st, err
+	}
+	st.next = textEntity(text, e.Params["charset"])
+	return st, nil
+}
+
+// parseInner parses decrypted or signed content as a MIME entity.
 func (a *analyzer) parseInner(data []byte) (*mime.Entity, error) {
 	inner, err := mime.Parse(toCRLF(data), a.lim)
 	if errors.Is(err, mime.ErrLimits) {
@@ -103,26 +112,23 @@ func (a *analyzer) parseInner(data []byte) (*mime.Entity, error) {
 	return inner, nil
 }
 
-// verifyPGPMIME verifies an RFC 3156 multipart/signed entity over the
-// exact bytes of its first part.
-func (a *analyzer) verifyPGPMIME(e *mime.Entity, res *inboundResult) {
+// verifyPGPMIME verifies RFC 3156 multipart/signed over the exact bytes of
+// its first part.
+func (a *analyzer) verifyPGPMIME(e *mime.Entity) step {
 	if len(e.Parts) != 2 {
-		res.sig = sigResult{status: sigBad, protocol: protoOpenPGP, reason: "malformed"}
-		return
+		return step{sig: malformedSig(OpenPGP)}
 	}
 	sig, err := e.Parts[1].Decoded()
 	if err != nil || !pgpSignaturePart(e.Parts[1], sig) {
 		// The signature part must be nothing but the signature: text
 		// around an armored block would be shown, unsigned.
-		res.sig = sigResult{status: sigBad, protocol: protoOpenPGP, reason: "malformed"}
-		return
+		return step{sig: malformedSig(OpenPGP)}
 	}
-	r := openpgp.VerifyDetached(bytes.NewReader(toCRLF(e.Parts[0].Raw)), sig, a.lookup(), a.in.Now)
-	res.sig = pgpSig(r)
-	if res.sig.status == sigNone {
-		res.sig = sigResult{status: sigBad, protocol: protoOpenPGP, reason: "malformed"}
+	s := pgpSig(openpgp.VerifyDetached(bytes.NewReader(toCRLF(e.Parts[0].Raw)), sig, a.lookup(), a.in.Now))
+	if s.Status == verdict.SigNone {
+		return step{sig: malformedSig(OpenPGP)}
 	}
-	a.signedContent(e, res)
+	return step{sig: &s, next: e.Parts[0]}
 }
 
 // pgpSignaturePart reports whether p is an application/pgp-signature part
@@ -137,99 +143,96 @@ func pgpSignaturePart(p *mime.Entity, sig []byte) bool {
 		return len(t) > 0 && t[0]&0x80 != 0 // binary OpenPGP packets
 	}
 	return bytes.HasPrefix(t, []byte("-----BEGIN PGP SIGNATURE-----")) &&
-		bytes.HasSuffix(t, []byte("-----END PGP SIGNATURE-----")) &&
+		bytes.HasSuffix(t, []byte(armorEndSig)) &&
 		bytes.Count(t, []byte("-----BEGIN ")) == 1 && bytes.Count(t, []byte("-----END ")) == 1
 }
 
-// inlinePGP handles a text/plain body that is one armored message or one
-// cleartext-signed block. Armor with other text around it is never
-// spliced: it is reported partial.
-func (a *analyzer) inlinePGP(e *mime.Entity, res *inboundResult) {
-	data, err := e.Decoded()
+// verifyPGPInline verifies a text/plain body that is one armored signed
+// (not encrypted) message; its text can only be shown unwrapped.
+func (a *analyzer) verifyPGPInline(e *mime.Entity, l layer) (step, error) {
+	pt, err := openpgp.VerifyInline(bytes.NewReader(l.armor), a.lookup(), a.in.Now, a.pgpLimits())
+	if errors.Is(err, openpgp.ErrMalformed) || errors.Is(err, openpgp.ErrTooLarge) {
+		return step{sig: malformedSig(OpenPGP)}, nil
+	}
 	if err != nil {
-		return
+		return step{}, err
 	}
-	t := bytes.TrimSpace(data)
-	const (
-		beginMsg = "-----BEGIN PGP MESSAGE-----"
-		endMsg   = "-----END PGP MESSAGE-----"
-		beginSig = "-----BEGIN PGP SIGNED MESSAGE-----"
-		endSig   = "-----END PGP SIGNATURE-----"
-	)
-	// single: the text is exactly one armored block (a cleartext-signed
-	// block holds its signature block too).
-	single := func(begin, end string) bool {
-		blocks := 1
-		if begin == beginSig {
-			blocks = 2
-		}
-		return bytes.HasPrefix(t, []byte(begin)) && bytes.HasSuffix(t, []byte(end)) &&
-			bytes.Count(t, []byte(begin)) == 1 && bytes.Count(t, []byte("-----BEGIN PGP")) == blocks &&
-			bytes.Count(t, []byte("-----END PGP")) == 1
+	defer pt.Close()
+	s := pgpSig(pt.Signature)
+	st := step{sig: &s, opaque: true}
+	r, err := pt.Open()
+	if err != nil {
+		return step{}, err
 	}
-	charset := e.Params["charset"]
+	text, err := io.ReadAll(r)
+	r.Close()
+	if err != nil {
+		return step{}, err
+	}
+	st.next = textEntity(text, e.Params["charset"])
+	return st, nil
+}
+
+// verifyCleartext verifies a text/plain body that is one cleartext-signed
+// block. What is shown must be exactly what was signed: the armor headers
+// of the signature block (Comment:, Version:, …) are not signed and are
+// removed, and so are the outer Content-Type's format=flowed and delsp
+// (they would reflow the signed lines); the charset is not signed either,
+// so 8-bit text that is neither UTF-8 nor ASCII cannot be vouched for.
+func (a *analyzer) verifyCleartext(e *mime.Entity, l layer) step {
+	text, r, err := openpgp.VerifyCleartext(l.armor, a.lookup(), a.in.Now)
+	if err != nil {
+		return step{sig: malformedSig(OpenPGP)}
+	}
+	s := pgpSig(r)
+	declared := strings.ToLower(e.Params["charset"])
+	charset, same := "us-ascii", asciiCompatible[declared]
 	switch {
-	case single(beginMsg, endMsg):
-		info, err := openpgp.Inspect(t)
-		if err == nil && info.Kind != openpgp.KindEncrypted {
-			pt, err := openpgp.VerifyInline(bytes.NewReader(t), a.lookup(), a.in.Now, a.pgpLimits())
-			if errors.Is(err, openpgp.ErrMalformed) || errors.Is(err, openpgp.ErrTooLarge) {
-				res.sig = sigResult{status: sigBad, protocol: protoOpenPGP, reason: "malformed"}
-				return
-			}
-			if err != nil {
-				a.fail(err)
-				return
-			}
-			defer pt.Close()
-			res.sig = pgpSig(pt.Signature)
-			if r, err := pt.Open(); err == nil {
-				text, _ := io.ReadAll(r)
-				r.Close()
-				res.content = textEntity(text, charset)
-			}
-			return
-		}
-		text, err := a.pgpDecrypt(t, res)
-		if err != nil {
-			a.fail(err)
-			return
-		}
-		if text == nil {
-			return
-		}
-		res.content = textEntity(text, charset)
-	case single(beginSig, endSig):
-		text, r, err := openpgp.VerifyCleartext(t, a.lookup(), a.in.Now)
-		if err != nil {
-			res.sig = sigResult{status: sigBad, protocol: protoOpenPGP, reason: "malformed"}
-			return
-		}
-		res.sig = pgpSig(r)
-		if a.e.pol.Inbound.UnwrapSigned {
-			res.content = textEntity(text, charset)
-		}
+	case isASCII(text):
+	case utf8.Valid(text):
+		charset, same = "utf-8", declared == "utf-8"
 	default:
-		embeddedArmor(data, res)
+		charset, same = e.Params["charset"], true
+		if s.Status == verdict.Valid {
+			s.Status, s.Reason = verdict.SigPartial, verdict.Reason(s.Reason, "charset-not-signed")
+		}
 	}
+	st := step{sig: &s, next: textEntity(text, charset)}
+	shown := cleartextShown(l.armor)
+	if s.Status == verdict.Valid && (!same || !bytes.Equal(shown, l.armor) || e.Params["format"] != "" || e.Params["delsp"] != "") {
+		st.show = textEntity(shown, charset)
+	}
+	return st
 }
 
-// armorInHTML reports armor inside a text/html root as partial: it is
-// never decrypted or verified.
-func (a *analyzer) armorInHTML(e *mime.Entity, res *inboundResult) {
-	if data, err := e.Decoded(); err == nil {
-		embeddedArmor(data, res)
-	}
+// asciiCompatible are charsets that show ASCII text as ASCII (unlike
+// UTF-7 or UTF-16, which would show signed ASCII as other text).
+var asciiCompatible = map[string]bool{
+	"": true, "us-ascii": true, "ascii": true, "utf-8": true, "utf8": true,
+	"iso-8859-1": true, "iso-8859-2": true, "iso-8859-15": true, "windows-1252": true, "windows-1250": true,
 }
 
-// embeddedArmor marks armored blocks that are not the whole text partial.
-func embeddedArmor(data []byte, res *inboundResult) {
-	if bytes.Contains(data, []byte("-----BEGIN PGP MESSAGE-----")) {
-		res.enc = encResult{status: encPartial, protocol: protoOpenPGP, reason: "embedded-armor"}
+// cleartextShown returns the cleartext-signed block as it is shown: the
+// armor header lines of its signature block removed.
+func cleartextShown(block []byte) []byte {
+	lines := bytes.SplitAfter(toCRLF(block), []byte("\n"))
+	var out bytes.Buffer
+	inSigHeader := false
+	for _, ln := range lines {
+		t := bytes.TrimRight(ln, "\r\n")
+		switch {
+		case bytes.Equal(t, []byte("-----BEGIN PGP SIGNATURE-----")):
+			inSigHeader = true
+		case inSigHeader && len(bytes.TrimSpace(t)) == 0:
+			inSigHeader = false
+		case inSigHeader && bytes.IndexByte(t, ':') > 0:
+			continue // an armor header line: not signed
+		case inSigHeader:
+			inSigHeader = false
+		}
+		out.Write(ln)
 	}
-	if bytes.Contains(data, []byte("-----BEGIN PGP SIGNED MESSAGE-----")) || bytes.Contains(data, []byte("-----BEGIN PGP SIGNATURE-----")) {
-		res.sig = sigResult{status: sigPartial, protocol: protoOpenPGP, reason: "embedded-armor"}
-	}
+	return bytes.TrimRight(out.Bytes(), "\r\n")
 }
 
 // textEntity builds a text/plain entity holding text, quoted-printable
@@ -248,7 +251,10 @@ func textEntity(text []byte, charset string) *mime.Entity {
 		{Name: "Content-Type", Value: "text/plain; charset=" + quoteParam(charset)},
 		{Name: "Content-Transfer-Encoding", Value: cte},
 	}
-	return &mime.Entity{Header: h, MediaType: "text/plain", Params: map[string]string{"charset": charset}, Body: body}
+	var raw bytes.Buffer
+	h.WriteTo(&raw)
+	raw.Write(body)
+	return &mime.Entity{Header: h, MediaType: "text/plain", Params: map[string]string{"charset": charset}, Body: body, Raw: raw.Bytes()}
 }
 
 func isASCII(b []byte) bool {
@@ -268,28 +274,27 @@ func quoteParam(v string) string {
 }
 
 // pgpSig converts an OpenPGP verdict (before the From rule).
-func pgpSig(r openpgp.SigResult) sigResult {
-	s := sigResult{protocol: protoOpenPGP, reason: r.Reason, candidates: r.SignerAddresses}
-	s.key = r.KeyFingerprint
-	if s.key == "" {
-		s.key = r.KeyIDHex()
+func pgpSig(r openpgp.SigResult) verdict.Signature {
+	s := verdict.Signature{Protocol: OpenPGP, Reason: r.Reason, Candidates: r.SignerAddresses, Key: r.KeyFingerprint}
+	if s.Key == "" {
+		s.Key = r.KeyIDHex()
 	}
 	if len(r.SignerAddresses) > 0 {
-		s.signer = r.SignerAddresses[0]
+		s.Signer = r.SignerAddresses[0]
 	}
 	switch r.Status {
 	case openpgp.StatusValid:
-		s.status = sigValid
+		s.Status = verdict.Valid
 	case openpgp.StatusBad:
-		s.status = sigBad
+		s.Status = verdict.Bad
 	case openpgp.StatusUntrusted:
-		s.status = sigUntrusted
+		s.Status = verdict.Untrusted
 	case openpgp.StatusExpired:
-		s.status = sigExpired
+		s.Status = verdict.Expired
 	case openpgp.StatusRevoked:
-		s.status = sigRevoked
+		s.Status = verdict.Revoked
 	default:
-		s.status = sigNone
+		s.Status = verdict.SigNone
 	}
 	return s
 }

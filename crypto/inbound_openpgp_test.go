@@ -56,7 +56,7 @@ func TestInboundOpenPGPRoundTrip(t *testing.T) {
 			sig:   "mismatch; protocol=openpgp; signer=alice@example.net; key=" + f.fpr["alice"] + "; reason=inner-from-differs",
 			texts: map[string]string{"text/plain": inUTF8Text}, subject: inSecretSubj},
 		{name: "encrypt-then-sign", msg: "sign-over-encrypted", enc: dec("gw"),
-			sig:   "partial; protocol=openpgp; signer=alice@example.net; key=" + f.fpr["alice"] + "; reason=covers-ciphertext",
+			sig:   "none; reason=covers-ciphertext; outer=valid; outer-protocol=openpgp; outer-signer=alice@example.net; outer-key=" + f.fpr["alice"],
 			texts: map[string]string{"text/plain": inUTF8Text}},
 		{name: "signed/curve25519", msg: "signed", enc: "none", sig: aliceValid, unchanged: true},
 		{name: "signed/rsa3072", msg: "signed-rsa", enc: "none", sig: valid("robert", "robert@example.net"), unchanged: true},

@@ -5,57 +5,29 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
-	"slices"
 	"strings"
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
-	"github.com/cryptmilter/cryptmilter/keystore"
+	"github.com/cryptmilter/cryptmilter/crypto/verdict"
 )
 
-// inboundPlan turns the analysis into header operations and, when the
+// inboundPlan turns the verdict into header operations and, when the
 // content changes, a new body.
 func (e *Engine) inboundPlan(in *Input, res *inboundResult, body []byte) (*Plan, error) {
 	h := in.Message.Header
-	fold := e.pol.FoldLocalPart
-	from := fromAddresses(h)
-	restore := res.restore
-	// A From protected inside the encryption must name the outer From;
-	// the outer one is kept either way.
-	if inner := fromAddresses(restore); len(inner) > 0 {
-		if !sameAddresses(inner, from, fold) && res.sig.status == sigValid {
-			res.sig.status, res.sig.reason = sigMismatch, "inner-from-differs"
-		}
-		restore = slices.DeleteFunc(slices.Clone(restore), func(f mime.Field) bool { return strings.EqualFold(f.Name, "From") })
-	}
-	judge(&res.sig, from, fold)
-
 	p := &Plan{Action: Accept, Decision: "passed"}
-	// Fields to delete, by name and 1-based index among that name.
-	del := map[int]bool{}
-	strip := func(pred func(mime.Field) bool) {
+	del := e.forgedResults(h)
+	var adds []HeaderOp
+	if res.content != nil {
 		for i, f := range h {
-			if pred(f) {
+			if mime.IsContentField(f.Name) {
 				del[i] = true
 			}
 		}
-	}
-	strip(func(f mime.Field) bool { return hasPrefixFold(f.Name, "X-Cryptmilter-") })
-	if e.pol.Inbound.RTHeaders {
-		strip(func(f mime.Field) bool {
-			return slices.ContainsFunc(rtHeaders, func(n string) bool { return strings.EqualFold(n, f.Name) })
-		})
-	}
-	strip(func(f mime.Field) bool {
-		return strings.EqualFold(f.Name, "Authentication-Results") && authservID(f.Value) == strings.ToLower(e.pol.Hostname)
-	})
-
-	var adds []HeaderOp
-	if res.content != nil {
-		strip(func(f mime.Field) bool { return mime.IsContentField(f.Name) })
-		newBody := contentBody(res.content)
+		newBody := toCRLF(res.content.Body)
 		fields := contentFields(res.content)
-		if e.pol.Inbound.KeepOriginal && res.enc.status == encDecrypted {
-			fields, newBody = keepOriginal(fields, newBody, h, body)
+		if e.pol.Inbound.KeepOriginal && res.Enc.Status == verdict.Decrypted {
+			fields, newBody = keepOriginal(fields, newBody, e.untrusted(h), body)
 		}
 		if !h.Has("MIME-Version") {
 			adds = append(adds, HeaderOp{Kind: OpAdd, Name: "MIME-Version", Value: "1.0"})
@@ -70,7 +42,58 @@ func (e *Engine) inboundPlan(in *Input, res *inboundResult, body []byte) (*Plan,
 		}
 		p.Body = buf
 	}
-	var changes []HeaderOp
+	changes, restoreAdds := restoreOps(h, res.restore, del)
+	p.HeaderOps = append(deleteOps(h, del), changes...)
+	p.HeaderOps = append(p.HeaderOps, adds...)
+	p.HeaderOps = append(p.HeaderOps, restoreAdds...)
+	// Result headers at the top, in reading order.
+	top := res.Fields(verdict.FormatOptions{Hostname: e.pol.Hostname, RT: e.pol.Inbound.RTHeaders})
+	for i := len(top) - 1; i >= 0; i-- {
+		p.HeaderOps = append(p.HeaderOps, HeaderOp{Kind: OpInsert, Index: 0, Name: top[i].Name, Value: top[i].Value})
+	}
+	switch {
+	case res.Enc.Status == verdict.Decrypted:
+		p.Decision = "decrypted"
+	case res.Enc.Status == verdict.EncFailed:
+		p.Decision = "undecryptable"
+	case res.Sig.Status != verdict.SigNone:
+		p.Decision = "verified"
+	}
+	p.Attrs = logAttrs(res)
+	return p, nil
+}
+
+// forgedResults returns the positions of incoming result fields: every
+// X-Cryptmilter-* and RT result field, and Authentication-Results that
+// claim our authserv-id.
+func (e *Engine) forgedResults(h mime.Header) map[int]bool {
+	del := map[int]bool{}
+	for i, f := range h {
+		if verdict.IsResultField(f.Name) ||
+			strings.EqualFold(f.Name, verdict.HeaderAuthResults) && authservID(f.Value) == strings.ToLower(e.pol.Hostname) {
+			del[i] = true
+		}
+	}
+	return del
+}
+
+// untrusted returns h without the result fields that could pass for ours,
+// for attaching the original message (keep_original).
+func (e *Engine) untrusted(h mime.Header) mime.Header {
+	del := e.forgedResults(h)
+	var out mime.Header
+	for i, f := range h {
+		if !del[i] {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// restoreOps returns the header operations putting the protected fields
+// on the outer message: the first field of each name changed, others
+// deleted (added to del), missing ones added.
+func restoreOps(h, restore mime.Header, del map[int]bool) (changes, adds []HeaderOp) {
 	for _, f := range restore {
 		idx := indexesOf(h, f.Name)
 		if len(idx) == 0 {
@@ -82,40 +105,23 @@ func (e *Engine) inboundPlan(in *Input, res *inboundResult, body []byte) (*Plan,
 			del[i] = true
 		}
 	}
-	p.HeaderOps = append(deleteOps(h, del), changes...)
-	p.HeaderOps = append(p.HeaderOps, adds...)
-
-	// Result headers at the top, in reading order.
-	top := []mime.Field{
-		{Name: HeaderEncryption, Value: res.enc.format()},
-		{Name: HeaderSignature, Value: res.sig.format()},
-	}
-	if ar := e.authResults(res); ar != "" {
-		top = append(top, mime.Field{Name: "Authentication-Results", Value: ar})
-	}
-	if e.pol.Inbound.RTHeaders {
-		top = append(top, rtFields(res)...)
-	}
-	for i := len(top) - 1; i >= 0; i-- {
-		p.HeaderOps = append(p.HeaderOps, HeaderOp{Kind: OpInsert, Index: 0, Name: top[i].Name, Value: top[i].Value})
-	}
-	switch {
-	case res.enc.status == encDecrypted:
-		p.Decision = "decrypted"
-	case res.enc.status == encFailed:
-		p.Decision = "undecryptable"
-	case res.sig.status != sigNone:
-		p.Decision = "verified"
-	}
-	p.Attrs = append(p.Attrs,
-		slog.String("encryption", res.enc.status), slog.String("enc_protocol", res.enc.protocol),
-		slog.String("signature", res.sig.status), slog.String("signer", sanitize(res.sig.signer)),
-		slog.String("reason", sanitize(joinReason(res.enc.reason, res.sig.reason))))
-	return p, nil
+	return changes, adds
 }
 
-func hasPrefixFold(s, prefix string) bool {
-	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+// logAttrs are the log line's details of an inbound verdict.
+func logAttrs(res *inboundResult) []slog.Attr {
+	attrs := []slog.Attr{slog.String("encryption", res.Enc.Status.String())}
+	if res.Enc.Protocol != 0 {
+		attrs = append(attrs, slog.String("enc_protocol", res.Enc.Protocol.String()))
+	}
+	attrs = append(attrs, slog.String("signature", res.Sig.Status.String()))
+	if s := verdict.Token(res.Sig.Signer); s != "" {
+		attrs = append(attrs, slog.String("signer", s))
+	}
+	if r := verdict.Token(verdict.Reason(res.Enc.Reason, res.Sig.Reason)); r != "" {
+		attrs = append(attrs, slog.String("reason", r))
+	}
+	return attrs
 }
 
 // authservID returns the authserv-id of an Authentication-Results value.
@@ -209,10 +215,9 @@ func neutralizeBreaks(v string) string {
 	return string(b)
 }
 
-func contentBody(e *mime.Entity) []byte { return toCRLF(e.Body) }
-
 // keepOriginal wraps the decrypted content in a multipart/mixed with the
-// original (encrypted) message attached as message/rfc822.
+// original (encrypted) message attached as message/rfc822. The attached
+// header has no result fields that could pass for the gateway's.
 func keepOriginal(fields mime.Header, content []byte, origHeader mime.Header, origBody []byte) (mime.Header, []byte) {
 	var rnd [12]byte
 	rand.Read(rnd[:])
@@ -223,122 +228,10 @@ func keepOriginal(fields mime.Header, content []byte, origHeader mime.Header, or
 	fields.WriteTo(&b)
 	b.Write(content)
 	b.WriteString("\r\n--" + boundary + "\r\n")
-	b.WriteString("Content-Type: message/rfc822\r\nContent-Disposition: attachment; filename=\"original-encrypted.eml\"\r\nContent-Description: original encrypted message\r\n\r\n")
+	b.WriteString("Content-Type: message/rfc822\r\nContent-Disposition: attachment; filename=\"original-encrypted.eml\"\r\n" +
+		"Content-Description: original encrypted message, as received (not verified by the gateway)\r\n\r\n")
 	origHeader.WriteTo(&b)
 	b.Write(origBody)
 	b.WriteString("\r\n--" + boundary + "--\r\n")
 	return mime.Header{{Name: "Content-Type", Value: "multipart/mixed; boundary=\"" + boundary + "\""}}, b.Bytes()
-}
-
-func sameAddresses(a, b []string, fold bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if keystore.NormalizeAddress(a[i], fold) != keystore.NormalizeAddress(b[i], fold) {
-			return false
-		}
-	}
-	return true
-}
-
-func (r encResult) format() string {
-	var b strings.Builder
-	b.WriteString(r.status)
-	if r.status != encNone || r.protocol != "" {
-		param(&b, "protocol", r.protocol)
-	}
-	param(&b, "key", r.key)
-	param(&b, "reason", r.reason)
-	return b.String()
-}
-
-func (r sigResult) format() string {
-	var b strings.Builder
-	b.WriteString(r.status)
-	param(&b, "protocol", r.protocol)
-	if r.status != sigNone {
-		param(&b, "signer", r.signer)
-		param(&b, "key", r.key)
-	}
-	param(&b, "reason", r.reason)
-	return b.String()
-}
-
-func param(b *strings.Builder, name, value string) {
-	if v := sanitize(value); v != "" {
-		b.WriteString("; " + name + "=" + v)
-	}
-}
-
-// authResults builds the RFC 7281 smime method for an S/MIME signature.
-func (e *Engine) authResults(res *inboundResult) string {
-	if res.sig.protocol != protoSMIME || res.sig.status == sigNone {
-		return ""
-	}
-	result := "fail"
-	switch res.sig.status {
-	case sigValid:
-		result = "pass"
-	case sigMismatch, sigUntrusted, sigExpired, sigRevoked:
-		result = "policy"
-	case sigPartial:
-		result = "neutral"
-	}
-	var b strings.Builder
-	b.WriteString(e.pol.Hostname + "; smime=" + result)
-	if res.sig.reason != "" {
-		b.WriteString(" (" + sanitize(res.sig.reason) + ")")
-	}
-	if s := sanitize(res.sig.signer); s != "" {
-		b.WriteString(" body.smime-identifier=" + s)
-	}
-	if r := res.sig.smime; r != nil {
-		if s := sanitize(r.Serial); s != "" {
-			b.WriteString(" body.smime-serial=" + s)
-		}
-		if iss := cleanQuoted(r.Issuer); iss != "" {
-			b.WriteString(" body.smime-issuer=\"" + iss + "\"")
-		}
-	}
-	return b.String()
-}
-
-// cleanQuoted keeps printable ASCII without quotes or backslashes.
-func cleanQuoted(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if r >= 0x20 && r < 0x7f && r != '"' && r != '\\' {
-			b.WriteRune(r)
-		}
-		if b.Len() > 200 {
-			break
-		}
-	}
-	return b.String()
-}
-
-// rtFields are RT's own result headers.
-func rtFields(res *inboundResult) []mime.Field {
-	enc := "Not encrypted"
-	if res.enc.status == encDecrypted {
-		enc = "Success"
-	}
-	out := []mime.Field{{Name: "X-RT-Incoming-Encryption", Value: enc}}
-	if res.sig.status == sigValid {
-		out = append(out, mime.Field{Name: "X-RT-Incoming-Signature", Value: sanitize(res.sig.signer)})
-	}
-	proto := ""
-	if res.enc.status == encDecrypted {
-		proto = res.enc.protocol
-	} else if res.sig.status == sigValid {
-		proto = res.sig.protocol
-	}
-	switch proto {
-	case protoOpenPGP:
-		out = append(out, mime.Field{Name: "X-RT-Privacy", Value: "GnuPG"})
-	case protoSMIME:
-		out = append(out, mime.Field{Name: "X-RT-Privacy", Value: "SMIME"})
-	}
-	return out
 }

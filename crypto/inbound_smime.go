@@ -8,7 +8,11 @@ import (
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/crypto/smime"
+	"github.com/cryptmilter/cryptmilter/crypto/verdict"
 )
+
+// The S/MIME adapter: each function handles one kind of layer and returns
+// a step.
 
 func (a *analyzer) smimeIdentities() []smime.Identity {
 	if a.keys == nil {
@@ -21,32 +25,28 @@ func (a *analyzer) smimeIdentities() []smime.Identity {
 	return ids
 }
 
-// decryptSMIME decrypts an application/pkcs7-mime enveloped-data entity.
-func (a *analyzer) decryptSMIME(e *mime.Entity, res *inboundResult) (*mime.Entity, error) {
-	a.attempted = true
-	res.enc.protocol = protoSMIME
-	// EnvelopedData (AES-CBC) has no integrity check: tampered ciphertext
-	// with valid padding decrypts to garbage, with bad padding it fails.
-	// A reply that told the two apart would be a padding oracle, so
-	// [actions] on_decrypt_error applies only to authenticated encryption
-	// (AuthEnvelopedData); the others are always tagged.
-	res.authenticated = cmsKind(e) == "authenveloped"
+// decryptCMS decrypts application/pkcs7-mime enveloped or authEnveloped
+// data. EnvelopedData (AES-CBC) has no integrity check: tampered
+// ciphertext with valid padding decrypts to garbage, with bad padding it
+// fails. A reply that told the two apart would be a padding oracle, so
+// the step says unauthenticated and [actions] on_decrypt_error never
+// refuses it.
+func (a *analyzer) decryptCMS(e *mime.Entity, l layer) (step, error) {
+	authenticated := l.kind == layerCMSAuthEnveloped
 	der, err := e.Decoded()
 	if err != nil {
-		res.enc.status, res.enc.reason, res.failure = encFailed, "decrypt-failed", true
-		return nil, nil
+		return failedStep(SMIME, authenticated), nil
 	}
 	content, info, err := smime.Decrypt(der, a.smimeIdentities())
 	switch {
 	case errors.Is(err, smime.ErrNotForUs):
-		res.enc.status, res.enc.reason = encFailed, "not-for-gateway"
-		return nil, nil
+		return notForUsStep(SMIME), nil
 	case err != nil:
-		res.enc.status, res.enc.reason, res.failure = encFailed, "decrypt-failed", true
-		return nil, nil
+		return failedStep(SMIME, authenticated), nil
 	}
-	res.enc = encResult{status: encDecrypted, protocol: protoSMIME, key: info.Serial}
-	return a.parseInner(content)
+	st := step{enc: &verdict.Encryption{Status: verdict.Decrypted, Protocol: SMIME, Key: info.Serial}, authenticated: authenticated}
+	st.next, err = a.parseInner(content)
+	return st, err
 }
 
 func (a *analyzer) smimeOptions() smime.VerifyOptions {
@@ -58,99 +58,96 @@ func (a *analyzer) smimeOptions() smime.VerifyOptions {
 	return o
 }
 
-// verifySMIMEDetached verifies a multipart/signed with a pkcs7-signature
-// over the exact bytes of its first part.
-func (a *analyzer) verifySMIMEDetached(e *mime.Entity, res *inboundResult) {
+// verifyCMSDetached verifies multipart/signed with a pkcs7-signature over
+// the exact bytes of its first part.
+func (a *analyzer) verifyCMSDetached(e *mime.Entity) step {
 	if len(e.Parts) != 2 {
-		res.sig = sigResult{status: sigBad, protocol: protoSMIME, reason: "malformed"}
-		return
+		return step{sig: malformedSig(SMIME)}
 	}
 	der, err := e.Parts[1].Decoded()
 	if mt := e.Parts[1].MediaType; err != nil || (mt != "application/pkcs7-signature" && mt != "application/x-pkcs7-signature") ||
 		len(e.Parts[1].Header.Values("Content-Type")) != 1 {
 		// The signature part must be nothing but the signature.
-		res.sig = sigResult{status: sigBad, protocol: protoSMIME, reason: "malformed"}
-		return
+		return step{sig: malformedSig(SMIME)}
 	}
 	signed := toCRLF(e.Parts[0].Raw)
 	_, signers, err := smime.Verify(der, signed, a.smimeOptions())
 	if err != nil {
-		res.sig = sigResult{status: sigBad, protocol: protoSMIME, reason: "malformed"}
-		return
+		return step{sig: malformedSig(SMIME)}
 	}
-	res.sig = a.smimeSig(signers)
-	if res.sig.reason == "digest-mismatch" {
+	s := a.smimeSig(signers)
+	if s.Reason == "digest-mismatch" {
 		// Some signers hash the entity with LF line ends instead of the
 		// canonical CRLF (NSS's own test messages do). The content is the
 		// same either way, so that form is accepted too.
 		if _, lf, err := smime.Verify(der, bytes.ReplaceAll(signed, []byte("\r\n"), []byte("\n")), a.smimeOptions()); err == nil {
-			if alt := a.smimeSig(lf); alt.reason != "digest-mismatch" {
-				res.sig = alt
+			if alt := a.smimeSig(lf); alt.Reason != "digest-mismatch" {
+				s = alt
 			}
 		}
 	}
-	a.signedContent(e, res)
+	return step{sig: &s, next: e.Parts[0]}
 }
 
-// verifySMIMEOpaque verifies an opaque signed-data entity; its content is
-// always shown unwrapped (it cannot be read otherwise).
-func (a *analyzer) verifySMIMEOpaque(e *mime.Entity, res *inboundResult) {
+// verifyCMSOpaque verifies opaque signed-data; its content can only be
+// shown unwrapped.
+func (a *analyzer) verifyCMSOpaque(e *mime.Entity) step {
 	der, err := e.Decoded()
 	if err != nil {
-		res.sig = sigResult{status: sigBad, protocol: protoSMIME, reason: "malformed"}
-		return
+		return step{sig: malformedSig(SMIME)}
 	}
 	content, signers, err := smime.Verify(der, nil, a.smimeOptions())
 	if err != nil {
-		res.sig = sigResult{status: sigBad, protocol: protoSMIME, reason: "malformed"}
-		return
+		return step{sig: malformedSig(SMIME)}
 	}
-	res.sig = a.smimeSig(signers)
+	s := a.smimeSig(signers)
 	inner, err := mime.Parse(toCRLF(content), a.lim)
 	if err != nil {
-		res.sig = sigResult{status: sigBad, protocol: protoSMIME, reason: "malformed"}
-		return
+		return step{sig: malformedSig(SMIME)}
 	}
-	res.content = inner
-	a.encryptedInsideSignature(inner, res)
+	return step{sig: &s, next: inner, opaque: true}
 }
 
-// smimeSig picks the verdict to show among the signerInfos: a valid one
-// whose address is the From address first, then any valid one, then the
-// least bad. Zero signerInfos is unsigned, never valid.
-func (a *analyzer) smimeSig(signers []smime.SignerResult) sigResult {
+// smimeSig picks the verdict to show among the signerInfos, by the one
+// ranking of verdicts. Zero signerInfos is unsigned, never valid.
+func (a *analyzer) smimeSig(signers []smime.SignerResult) verdict.Signature {
 	if len(signers) == 0 {
-		return sigResult{status: sigNone, protocol: protoSMIME, reason: "no-signerinfo"}
+		return verdict.Signature{Status: verdict.SigNone, Protocol: SMIME, Reason: "no-signerinfo"}
 	}
-	rank := map[smime.Status]int{smime.Valid: 6, smime.Expired: 5, smime.Revoked: 4, smime.Untrusted: 3, smime.Weak: 2, smime.Bad: 1}
-	best := -1
+	var best verdict.Signature
 	for i := range signers {
 		s := &signers[i]
 		a.trustImported(s)
-		if best < 0 || rank[s.Status] > rank[signers[best].Status] {
-			best = i
+		v := smimeVerdict(*s)
+		if i == 0 || v.Status.Rank() > best.Status.Rank() {
+			best = v
 		}
 	}
-	s := signers[best]
-	r := sigResult{protocol: protoSMIME, reason: s.Reason, candidates: s.Addresses, key: s.Serial, smime: &s}
+	return best
+}
+
+// smimeVerdict converts one signerInfo's result (before the From rule).
+func smimeVerdict(s smime.SignerResult) verdict.Signature {
+	v := verdict.Signature{Protocol: SMIME, Reason: s.Reason, Candidates: s.Addresses, Key: s.Serial,
+		SMIME: &verdict.SMIMESigner{Serial: s.Serial, Issuer: s.Issuer}}
 	if len(s.Addresses) > 0 {
-		r.signer = s.Addresses[0]
+		v.Signer = s.Addresses[0]
 	}
 	switch s.Status {
 	case smime.Valid:
-		r.status = sigValid
+		v.Status = verdict.Valid
 	case smime.Expired:
-		r.status = sigExpired
+		v.Status = verdict.Expired
 	case smime.Revoked:
-		r.status = sigRevoked
+		v.Status = verdict.Revoked
 	case smime.Untrusted:
-		r.status = sigUntrusted
+		v.Status = verdict.Untrusted
 	case smime.Weak:
-		r.status, r.reason = sigBad, "weak-digest"
+		v.Status, v.Reason = verdict.Bad, "weak-digest"
 	default:
-		r.status = sigBad
+		v.Status = verdict.Bad
 	}
-	return r
+	return v
 }
 
 // trustImported treats a signer whose certificate the admin imported into

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/crypto/openpgp"
+	"github.com/cryptmilter/cryptmilter/crypto/smime"
 	"github.com/cryptmilter/cryptmilter/internal/spool"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
@@ -251,15 +252,18 @@ func visibleAddresses(h mime.Header) map[string]bool {
 	return seen
 }
 
-// alreadyEncrypted reports whether the message is encrypted at its root:
-// PGP/MIME, S/MIME enveloped data, or an inline PGP message.
+// alreadyEncrypted reports whether the message is encrypted at its root
+// and holds nothing else: PGP/MIME whose every byte outside the boundaries
+// is structure, S/MIME enveloped data, or an inline PGP message, each with
+// complete ciphertext (see openpgp.IsCiphertext, smime.IsEnvelope). A
+// message that merely claims to be encrypted is not.
 func (e *Engine) alreadyEncrypted(h mime.Header, body *spool.Buffer) bool {
-	if len(h.Values("Content-Type")) > 1 {
+	if len(h.Values("Content-Type")) > 1 || len(h.Values("Content-Transfer-Encoding")) > 1 {
 		return false // ambiguous: readers disagree on the structure
 	}
 	ct := strings.ToLower(h.Get("Content-Type"))
 	if !strings.HasPrefix(ct, "multipart/encrypted") && !strings.Contains(ct, "pkcs7-mime") &&
-		!strings.HasPrefix(ct, "text/plain") && ct != "" {
+		!strings.HasPrefix(ct, "text/plain") && ct != "" && !strings.HasPrefix(ct, "application/octet-stream") {
 		return false
 	}
 	if plain := ct == "" || strings.HasPrefix(ct, "text/plain"); plain &&
@@ -267,13 +271,11 @@ func (e *Engine) alreadyEncrypted(h mime.Header, body *spool.Buffer) bool {
 		// Most outbound mail: look at the start before reading it all.
 		head := make([]byte, 4096)
 		n, _ := io.ReadFull(body.Reader(), head)
-		if !bytes.HasPrefix(bytes.TrimLeft(head[:n], " \t\r\n"), []byte("-----BEGIN PGP MESSAGE-----")) {
+		if !bytes.HasPrefix(bytes.TrimLeft(head[:n], " \t\r\n"), []byte(armorBeginMsg)) {
 			return false
 		}
 	}
-	// Only real ciphertext counts: a message that merely claims to be
-	// encrypted must not pass in plaintext where policy requires
-	// encryption. Bounded by limits.max_message_size on the way in.
+	// Bounded by limits.max_message_size on the way in.
 	data, err := io.ReadAll(body.Reader())
 	if err != nil {
 		return false
@@ -282,27 +284,53 @@ func (e *Engine) alreadyEncrypted(h mime.Header, body *spool.Buffer) bool {
 	if err != nil {
 		return false
 	}
-	switch {
-	case isPGPEncrypted(root):
-		if len(root.Parts) != 2 {
-			return false
-		}
-		ct, err := root.Parts[1].Decoded()
-		return err == nil && isPGPCiphertext(ct)
-	case isSMIMEType(root.MediaType):
-		k := cmsKind(root)
-		return k == "enveloped" || k == "authenveloped"
-	case root.MediaType == "text/plain":
-		t, err := root.Decoded()
-		return err == nil && isPGPCiphertext(t)
+	switch l := layerOf(root); l.kind {
+	case layerPGPMIME:
+		return pgpMIMEOnly(root, data)
+	case layerCMSEnveloped, layerCMSAuthEnveloped:
+		der, err := root.Decoded()
+		return err == nil && smime.IsEnvelope(der)
+	case layerPGPInline:
+		return openpgp.IsCiphertext(l.armor)
 	}
 	return false
 }
 
-// isPGPCiphertext reports whether data is exactly one OpenPGP encrypted
-// message (armored, with nothing but whitespace around it, or binary).
-func isPGPCiphertext(data []byte) bool {
-	info, err := openpgp.Inspect(data)
-	return err == nil && info.Kind == openpgp.KindEncrypted && !info.Surrounded &&
-		bytes.Count(data, []byte("-----BEGIN PGP")) <= 1
+// pgpMIMEPreambles are the preambles mail clients write before PGP/MIME
+// parts (Thunderbird, Enigmail, Mutt): structure, not content.
+var pgpMIMEPreambles = []string{
+	"This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)",
+	"This is an OpenPGP/MIME encrypted message (RFC 2440 and 3156)",
+}
+
+// pgpMIMEOnly reports whether a multipart/encrypted is exactly RFC 3156's
+// two parts, nothing but whitespace around them, the version part saying
+// only "Version: 1" and the data part complete ciphertext.
+func pgpMIMEOnly(root *mime.Entity, body []byte) bool {
+	if len(root.Parts) != 2 {
+		return false
+	}
+	version, data := root.Parts[0], root.Parts[1]
+	if version.MediaType != "application/pgp-encrypted" || data.MediaType != "application/octet-stream" {
+		return false
+	}
+	v, err := version.Decoded()
+	if err != nil || strings.TrimSpace(string(v)) != "Version: 1" {
+		return false
+	}
+	// Preamble and epilogue: what is left of the body without the parts
+	// and the delimiter lines.
+	rest := bytes.Replace(body, version.Raw, nil, 1)
+	rest = bytes.Replace(rest, data.Raw, nil, 1)
+	delim := "--" + root.Params["boundary"]
+	rest = bytes.ReplaceAll(rest, []byte(delim+"--"), nil)
+	rest = bytes.ReplaceAll(rest, []byte(delim), nil)
+	for _, boilerplate := range pgpMIMEPreambles {
+		rest = bytes.Replace(rest, []byte(boilerplate), nil, 1)
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return false
+	}
+	ct, err := data.Decoded()
+	return err == nil && openpgp.IsCiphertext(ct)
 }

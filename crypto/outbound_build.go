@@ -17,6 +17,7 @@ import (
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/crypto/openpgp"
 	"github.com/cryptmilter/cryptmilter/crypto/smime"
+	"github.com/cryptmilter/cryptmilter/crypto/verdict"
 	"github.com/cryptmilter/cryptmilter/internal/spool"
 )
 
@@ -91,13 +92,11 @@ var unprotected = map[string]bool{
 	"hp-outer": true,
 }
 
-// resultField reports whether a (lower-case) field name is one of the
-// inbound result headers (cryptmilter's, RT's): on outbound mail they can
-// only be forged or stale, and are removed from signed copies rather than
-// carried under the gateway's signature.
-func resultField(n string) bool {
-	return strings.HasPrefix(n, "x-cryptmilter-") || strings.HasPrefix(n, "x-rt-incoming-")
-}
+// resultField reports whether a field name is one of the inbound result
+// headers (verdict.IsResultField): on outbound mail they can only be
+// forged or stale, and are removed from signed copies rather than carried
+// under the gateway's signature.
+func resultField(n string) bool { return verdict.IsResultField(n) }
 
 // obscured are the outer fields header protection removes; Subject is
 // replaced by "[...]" (RFC 9788 baseline policy).

@@ -2,7 +2,11 @@ package crypto
 
 import (
 	"bytes"
+	"crypto/x509"
 	"fmt"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/cryptmilter/cryptmilter/crypto/smime"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -357,11 +361,10 @@ func TestOutboundNoHeaderProtection(t *testing.T) {
 	outCheckInner(t, f.smimeDecrypt(t, "dave@example.com", raw), msg, "")
 }
 
-func TestOutboundAlreadyEncrypted(t *testing.T) {
-	f := outFixtureFor(t)
-	e, snap := f.engine(t, func(c *Policy) { c.Outbound.Default = Required })
-	head := "From: rt@example.org\r\nTo: nokey@example.com\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
-	// Real ciphertext, to alice's key.
+// outCiphertexts returns real ciphertext to alice (armored OpenPGP, CRLF)
+// and to dave (S/MIME EnvelopedData, base64 lines).
+func outCiphertexts(t *testing.T, f *outFixture, snap *keystore.Snapshot) (armored, smimeB64 string) {
+	t.Helper()
 	alice, err := snap.EncryptionKey("alice@example.net", time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -370,11 +373,31 @@ func TestOutboundAlreadyEncrypted(t *testing.T) {
 	if err := openpgp.SignEncrypt(&ct, strings.NewReader("secret"), nil, []*pgpcrypto.Key{alice}, false); err != nil {
 		t.Fatal(err)
 	}
-	armored := strings.ReplaceAll(strings.TrimSpace(ct.String()), "\n", "\r\n")
+	dave, err := snap.Certificate("dave@example.com", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := smime.Encrypt([]byte("Content-Type: text/plain\r\n\r\nsecret\r\n"), []*x509.Certificate{dave})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b64 bytes.Buffer
+	if err := mime.WriteBase64(&b64, der); err != nil {
+		t.Fatal(err)
+	}
+	return strings.ReplaceAll(strings.TrimSpace(ct.String()), "\n", "\r\n"), b64.String()
+}
+
+func TestOutboundAlreadyEncrypted(t *testing.T) {
+	f := outFixtureFor(t)
+	e, snap := f.engine(t, func(c *Policy) { c.Outbound.Default = Required })
+	head := "From: rt@example.org\r\nTo: nokey@example.com\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+	armored, smimeB64 := outCiphertexts(t, f, snap)
 	tests := map[string]string{
-		"pgp/mime": head + "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n" + armored + "\r\n--b--\r\n",
-		"s/mime":   head + "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQA=\r\n",
-		"inline":   head + "Content-Type: text/plain\r\n\r\n\r\n" + armored + "\r\n",
+		"pgp/mime":                             head + "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n" + armored + "\r\n--b--\r\n",
+		"pgp/mime with Thunderbird's preamble": head + "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\nThis is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n" + armored + "\r\n--b--\r\n",
+		"s/mime":                               head + "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n" + smimeB64,
+		"inline":                               head + "Content-Type: text/plain\r\n\r\n\r\n" + armored + "\r\n",
 	}
 	for name, msg := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -390,17 +413,36 @@ func TestOutboundAlreadyEncrypted(t *testing.T) {
 }
 
 // TestOutboundClaimedEncryption: a message that only claims to be
-// encrypted (the right Content-Type, an armor line, plaintext inside) is
-// not let through in plaintext where policy requires encryption.
+// encrypted, or carries plaintext beside real ciphertext (preamble, the
+// version part, the epilogue, a packet after the encrypted one, plaintext
+// as the "encrypted" packet, a pkcs7-mime body that merely starts with the
+// EnvelopedData OID), is not let through in plaintext where policy
+// requires encryption.
 func TestOutboundClaimedEncryption(t *testing.T) {
 	f := outFixtureFor(t)
 	e, snap := f.engine(t, func(c *Policy) { c.Outbound.Default = Required })
 	head := "From: rt@example.org\r\nTo: nokey@example.com\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
 	fakeArmor := "-----BEGIN PGP MESSAGE-----\r\n\r\nTop secret text in clear\r\n-----END PGP MESSAGE-----\r\n"
+	armored, _ := outCiphertexts(t, f, snap)
+	pgpMIME := func(preamble, version, data, epilogue string) string {
+		return head + "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n" + preamble +
+			"--b\r\nContent-Type: application/pgp-encrypted\r\n\r\n" + version + "\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n" +
+			data + "\r\n--b--\r\n" + epilogue
+	}
+	// Real ciphertext with a literal data packet appended after the
+	// encrypted one, and a "encrypted" packet holding plaintext.
+	trailing := outArmor(t, append(outDearmor(t, armored), outLiteralPacket("Top secret text in clear, after the ciphertext")...))
+	plainPacket := outArmor(t, append(outDearmor(t, armored)[:outFirstPacketLen(t, armored)], outPacket(18, append([]byte{1}, bytes.Repeat([]byte("Top secret text in clear. "), 20)...))...))
 	for name, msg := range map[string]string{
-		"multipart/encrypted":       head + "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n" + fakeArmor + "--b--\r\n",
+		"multipart/encrypted":       pgpMIME("", "Version: 1", fakeArmor, ""),
+		"plaintext preamble":        pgpMIME("Top secret text in clear\r\n", "Version: 1", armored, ""),
+		"plaintext in version part": pgpMIME("", "Version: 1\r\nTop secret text in clear", armored, ""),
+		"plaintext epilogue":        pgpMIME("", "Version: 1", armored, "Top secret text in clear\r\n"),
+		"packet after ciphertext":   pgpMIME("", "Version: 1", trailing, ""),
+		"plaintext packet":          pgpMIME("", "Version: 1", plainPacket, ""),
 		"application/pgp-encrypted": head + "Content-Type: application/pgp-encrypted\r\n\r\n" + fakeArmor,
 		"pkcs7-mime plaintext":      head + "Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nTop secret text in clear\r\n",
+		"pkcs7-mime OID only":       head + "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQA=\r\n",
 		"inline fake armor":         head + "Content-Type: text/plain\r\n\r\n" + fakeArmor,
 		"quoted armor in a reply":   head + "Content-Type: text/plain\r\n\r\n" + fakeArmor + "\r\nMy answer, in clear.\r\n",
 		"two content types":         head + "Content-Type: text/plain\r\nContent-Type: multipart/encrypted; boundary=b\r\n\r\nTop secret text in clear\r\n",
@@ -410,6 +452,67 @@ func TestOutboundClaimedEncryption(t *testing.T) {
 			t.Errorf("%s: %s %q, want the required-policy refusal", name, plan.Action, plan.Reply)
 		}
 	}
+}
+
+// outDearmor returns the packets of an armored message.
+func outDearmor(t *testing.T, armored string) []byte {
+	t.Helper()
+	blk, err := armor.Decode(strings.NewReader(armored))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(blk.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// outArmor armors packets as a PGP MESSAGE with CRLF line ends.
+func outArmor(t *testing.T, packets []byte) string {
+	t.Helper()
+	var b bytes.Buffer
+	w, err := armor.Encode(&b, "PGP MESSAGE", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(packets)
+	w.Close()
+	return strings.ReplaceAll(b.String(), "\n", "\r\n")
+}
+
+// outFirstPacketLen returns the length of the first packet (the PKESK).
+func outFirstPacketLen(t *testing.T, armored string) int {
+	t.Helper()
+	b := outDearmor(t, armored)
+	if b[0]&0x40 == 0 {
+		t.Fatal("want a new-format packet")
+	}
+	switch l := int(b[1]); {
+	case l < 192:
+		return 2 + l
+	case l < 224:
+		return 3 + (l-192)<<8 + int(b[2]) + 192
+	}
+	t.Fatal("unexpected packet length form")
+	return 0
+}
+
+// outPacket makes a new-format packet with tag and body (< 8384 bytes).
+func outPacket(tag byte, body []byte) []byte {
+	p := []byte{0xc0 | tag}
+	if n := len(body); n < 192 {
+		p = append(p, byte(n))
+	} else {
+		n -= 192
+		p = append(p, byte(n>>8)+192, byte(n))
+	}
+	return append(p, body...)
+}
+
+// outLiteralPacket is a literal data packet holding text.
+func outLiteralPacket(text string) []byte {
+	return outPacket(11, append([]byte{'b', 0, 0, 0, 0, 0}, text...))
 }
 
 // TestOutboundRecipientCaseVariants: bob@x and BOB@X are two envelope

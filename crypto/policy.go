@@ -3,6 +3,8 @@ package crypto
 import (
 	"fmt"
 	"strings"
+
+	"github.com/cryptmilter/cryptmilter/crypto/verdict"
 )
 
 // Policy is everything the engine decides with besides the message and the
@@ -35,6 +37,9 @@ type InboundPolicy struct {
 	KeepOriginal bool // attach the original encrypted message
 	UnwrapSigned bool // replace a verified multipart/signed by its content
 	AllowSHA1    bool // accept SHA-1 in S/MIME signatures
+	// ExactLocalPart compares the signer's local part with From's
+	// exactly; by default case-insensitively (as Thunderbird does).
+	ExactLocalPart bool
 }
 
 // OutboundRules says how outgoing mail is signed and encrypted.
@@ -211,29 +216,13 @@ func (p OutboundPolicy) Valid() bool { return enumValid(policyWords, int(p)) }
 func (OutboundPolicy) Words() []string { return enumWords(policyWords) }
 
 // Protocol is OpenPGP or S/MIME.
-type Protocol int
+type Protocol = verdict.Protocol
 
 // The protocols.
 const (
-	OpenPGP Protocol = iota + 1
-	SMIME
+	OpenPGP = verdict.OpenPGP
+	SMIME   = verdict.SMIME
 )
-
-var protocolWords = []string{OpenPGP: "openpgp", SMIME: "smime"}
-
-func (p Protocol) String() string { return enumString(protocolWords, int(p)) }
-
-// MarshalText spells the protocol as in headers and configuration.
-func (p Protocol) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
-
-// UnmarshalText parses "openpgp" or "smime".
-func (p *Protocol) UnmarshalText(b []byte) error { return enumParse(protocolWords, b, (*int)(p)) }
-
-// Valid reports whether p is a protocol.
-func (p Protocol) Valid() bool { return enumValid(protocolWords, int(p)) }
-
-// Words lists the protocol words.
-func (Protocol) Words() []string { return enumWords(protocolWords) }
 
 // Split says how recipients that need different bodies share copies.
 type Split int

@@ -83,6 +83,9 @@ type Inbound struct {
 	KeepOriginal   bool          `toml:"keep_original"`
 	UnwrapSigned   bool          `toml:"unwrap_signed"`
 	AllowSHA1      bool          `toml:"allow_sha1"`
+	// ExactLocalPart compares a signer's local part with From's exactly
+	// (default: case-insensitively).
+	ExactLocalPart bool `toml:"exact_local_part"`
 }
 
 // Outbound configures signing and encryption.

@@ -21,10 +21,11 @@ func (cfg *Config) EnginePolicy() crypto.Policy {
 			MaxDecompressedSize: int64(l.MaxDecompressedSize),
 		},
 		Inbound: crypto.InboundPolicy{
-			RTHeaders:    cfg.Inbound.RTHeaders,
-			KeepOriginal: cfg.Inbound.KeepOriginal,
-			UnwrapSigned: cfg.Inbound.UnwrapSigned,
-			AllowSHA1:    cfg.Inbound.AllowSHA1,
+			RTHeaders:      cfg.Inbound.RTHeaders,
+			KeepOriginal:   cfg.Inbound.KeepOriginal,
+			UnwrapSigned:   cfg.Inbound.UnwrapSigned,
+			AllowSHA1:      cfg.Inbound.AllowSHA1,
+			ExactLocalPart: cfg.Inbound.ExactLocalPart,
 		},
 		Outbound: crypto.OutboundRules{
 			Default:        o.Policy,

@@ -129,7 +129,7 @@ func TestInboundThunderbirdDelivered(t *testing.T) {
 	if got := only(t, m, "X-Cryptmilter-Encryption"); got != "decrypted; protocol=openpgp; key=EB85BB5FA33A75E15E944E63F231550C4F47E38E" {
 		t.Errorf("X-Cryptmilter-Encryption: %s", got)
 	}
-	if got := only(t, m, "X-Cryptmilter-Signature"); got != "valid; protocol=openpgp; signer=bob@openpgp.example; key=D1A66E1A23B182C9980F788CFBFCC82A015E7330" {
+	if got := only(t, m, "X-Cryptmilter-Signature"); got != "valid; protocol=openpgp; signer=bob@openpgp.example; key=D1A66E1A23B182C9980F788CFBFCC82A015E7330; headers=replaced" {
 		t.Errorf("X-Cryptmilter-Signature: %s", got)
 	}
 	if bytes.Contains(m.Raw, []byte("BEGIN PGP MESSAGE")) {

@@ -1,0 +1,272 @@
+package crypto
+
+import (
+	"bytes"
+	stdmime "mime"
+	"strings"
+
+	"github.com/cryptmilter/cryptmilter/crypto/mime"
+	"github.com/cryptmilter/cryptmilter/crypto/openpgp"
+)
+
+// layerKind is the kind of cryptographic layer an entity is.
+type layerKind int
+
+const (
+	layerNone layerKind = iota
+	// Encryption layers.
+	layerPGPMIME      // multipart/encrypted, application/pgp-encrypted (RFC 3156)
+	layerPGPExchange  // PGP/MIME rearranged by Microsoft Exchange into a multipart/mixed
+	layerPGPInline    // text/plain that is exactly one armored, encrypted PGP message
+	layerCMSEnveloped // application/pkcs7-mime enveloped-data (CBC: no integrity)
+	layerCMSAuthEnveloped
+	// Signature layers.
+	layerPGPSigned       // multipart/signed, application/pgp-signature
+	layerPGPInlineSigned // text/plain that is exactly one armored, signed (not encrypted) PGP message
+	layerPGPCleartext    // text/plain that is exactly one cleartext-signed block
+	layerCMSDetached     // multipart/signed, application/pkcs7-signature
+	layerCMSOpaque       // application/pkcs7-mime signed-data
+)
+
+func (k layerKind) encryption() bool { return k >= layerPGPMIME && k <= layerCMSAuthEnveloped }
+func (k layerKind) signature() bool  { return k >= layerPGPSigned }
+
+func (k layerKind) protocol() Protocol {
+	switch k {
+	case layerNone:
+		return 0
+	case layerCMSEnveloped, layerCMSAuthEnveloped, layerCMSDetached, layerCMSOpaque:
+		return SMIME
+	}
+	return OpenPGP
+}
+
+// layer is what layerOf found.
+type layer struct {
+	kind layerKind
+	// armor is the armored text of an inline layer (decoded body, trimmed).
+	armor []byte
+	// ciphertext is the part holding PGP/MIME ciphertext.
+	ciphertext *mime.Entity
+}
+
+// The armor lines that start and end inline PGP blocks.
+const (
+	armorBeginMsg    = "-----BEGIN PGP MESSAGE-----"
+	armorEndMsg      = "-----END PGP MESSAGE-----"
+	armorBeginSigned = "-----BEGIN PGP SIGNED MESSAGE-----"
+	armorEndSig      = "-----END PGP SIGNATURE-----"
+)
+
+// layerOf classifies e: the one classifier of cryptographic layers, used
+// by the inbound walk (what to decrypt or verify next) and by outbound
+// (whether a message is already encrypted). It looks only at e itself, never
+// below it: layers count only at the root of each stage.
+func layerOf(e *mime.Entity) layer {
+	switch {
+	case e.MediaType == "multipart/encrypted" && strings.EqualFold(e.Params["protocol"], "application/pgp-encrypted"):
+		l := layer{kind: layerPGPMIME}
+		if len(e.Parts) == 2 {
+			l.ciphertext = e.Parts[1]
+		}
+		return l
+	case e.MediaType == "multipart/signed":
+		switch strings.ToLower(e.Params["protocol"]) {
+		case "application/pgp-signature":
+			return layer{kind: layerPGPSigned}
+		case "application/pkcs7-signature", "application/x-pkcs7-signature":
+			return layer{kind: layerCMSDetached}
+		}
+	case isSMIMEType(e.MediaType) || isP7MOctetStream(e):
+		switch cmsKindOf(e) {
+		case "enveloped":
+			return layer{kind: layerCMSEnveloped}
+		case "authenveloped":
+			return layer{kind: layerCMSAuthEnveloped}
+		case "signed":
+			return layer{kind: layerCMSOpaque}
+		}
+	case e.MediaType == "multipart/mixed":
+		if ct, ok := exchangeMangled(e); ok {
+			return layer{kind: layerPGPExchange, ciphertext: ct}
+		}
+	case e.MediaType == "text/plain":
+		return inlineLayer(e)
+	}
+	return layer{}
+}
+
+// inlineLayer classifies a text/plain entity: inline PGP counts only when
+// the whole text is exactly one armored block.
+func inlineLayer(e *mime.Entity) layer {
+	data, err := e.Decoded()
+	if err != nil {
+		return layer{}
+	}
+	t := bytes.TrimSpace(data)
+	switch {
+	case singleArmor(t, armorBeginMsg, armorEndMsg, 1):
+		if info, err := openpgp.Inspect(t); err == nil && info.Kind != openpgp.KindEncrypted {
+			return layer{kind: layerPGPInlineSigned, armor: t}
+		}
+		return layer{kind: layerPGPInline, armor: t}
+	case singleArmor(t, armorBeginSigned, armorEndSig, 2):
+		return layer{kind: layerPGPCleartext, armor: t}
+	}
+	return layer{}
+}
+
+// singleArmor reports whether t is exactly one armored block from begin to
+// end (blocks counts the BEGIN lines inside: a cleartext-signed block
+// holds its signature block too).
+func singleArmor(t []byte, begin, end string, blocks int) bool {
+	return bytes.HasPrefix(t, []byte(begin)) && bytes.HasSuffix(t, []byte(end)) &&
+		bytes.Count(t, []byte(begin)) == 1 && bytes.Count(t, []byte("-----BEGIN PGP")) == blocks &&
+		bytes.Count(t, []byte("-----END PGP")) == 1
+}
+
+// exchangeMangled recognizes PGP/MIME that Microsoft Exchange rewrote into
+// a multipart/mixed (Thunderbird repairs these; fixExchangeMsg.jsm): a
+// text/plain or text/html part that is empty or a short placeholder, an
+// application/pgp-encrypted version part, and an application/octet-stream
+// part holding the armored message. It returns the ciphertext part. The
+// first part is never shown: only the decrypted content is.
+func exchangeMangled(e *mime.Entity) (*mime.Entity, bool) {
+	if len(e.Parts) != 3 {
+		return nil, false
+	}
+	first, version, data := e.Parts[0], e.Parts[1], e.Parts[2]
+	if first.MediaType != "text/plain" && first.MediaType != "text/html" {
+		return nil, false
+	}
+	if version.MediaType != "application/pgp-encrypted" || data.MediaType != "application/octet-stream" {
+		return nil, false
+	}
+	if t, err := first.Decoded(); err != nil || len(bytes.TrimSpace(stripHTML(t))) > 512 {
+		return nil, false
+	}
+	v, err := version.Decoded()
+	if err != nil || !bytes.Contains(v, []byte("Version: 1")) {
+		return nil, false
+	}
+	ct, err := data.Decoded()
+	if err != nil || !singleArmor(bytes.TrimSpace(ct), armorBeginMsg, armorEndMsg, 1) {
+		return nil, false
+	}
+	return data, true
+}
+
+// stripHTML removes tags, for judging whether an HTML part is empty.
+func stripHTML(b []byte) []byte {
+	var out []byte
+	in := false
+	for _, c := range b {
+		switch {
+		case c == '<':
+			in = true
+		case c == '>':
+			in = false
+		case !in:
+			out = append(out, c)
+		}
+	}
+	return bytes.ReplaceAll(out, []byte("&nbsp;"), nil)
+}
+
+func isSMIMEType(mt string) bool {
+	return mt == "application/pkcs7-mime" || mt == "application/x-pkcs7-mime"
+}
+
+// isP7MOctetStream tells application/octet-stream with a .p7m file name,
+// which some agents send instead of application/pkcs7-mime (RFC 8551
+// 3.2.1); what it holds is decided from the CMS content type.
+func isP7MOctetStream(e *mime.Entity) bool {
+	if e.MediaType != "application/octet-stream" {
+		return false
+	}
+	name := strings.ToLower(e.Params["name"])
+	if name == "" {
+		if _, p, err := stdmime.ParseMediaType(e.Header.Get("Content-Disposition")); err == nil {
+			name = strings.ToLower(p["filename"])
+		}
+	}
+	return strings.HasSuffix(name, ".p7m")
+}
+
+// cmsKindOf tells what a pkcs7-mime entity holds: its smime-type
+// parameter, else the CMS content type at the start of its data.
+func cmsKindOf(e *mime.Entity) string {
+	switch strings.ToLower(e.Params["smime-type"]) {
+	case "enveloped-data":
+		if k := cmsKind(e); k == "authenveloped" {
+			return k
+		}
+		return "enveloped"
+	case "authenveloped-data":
+		return "authenveloped"
+	case "signed-data":
+		return "signed"
+	case "":
+		return cmsKind(e)
+	}
+	return ""
+}
+
+// cmsKind peeks at a CMS ContentInfo's content type without parsing more.
+func cmsKind(e *mime.Entity) string {
+	der, err := e.Decoded()
+	if err != nil {
+		return ""
+	}
+	// ContentInfo ::= SEQUENCE { contentType OID, ... }: the OID is near
+	// the start; compare its encoding.
+	head := der[:min(len(der), 32)]
+	switch {
+	case bytes.Contains(head, []byte{0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03}):
+		return "enveloped"
+	case bytes.Contains(head, []byte{0x06, 0x0b, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x01, 0x17}):
+		return "authenveloped"
+	case bytes.Contains(head, []byte{0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02}):
+		return "signed"
+	}
+	return ""
+}
+
+// isText tells the text types armor can hide in: text/plain, and text/html
+// (an armored block in a <pre>, as some clients send and EFAIL abused).
+func isText(e *mime.Entity) bool { return e.MediaType == "text/plain" || e.MediaType == "text/html" }
+
+func containsArmor(e *mime.Entity, marker string) bool {
+	b, err := e.Decoded()
+	return err == nil && bytes.Contains(b, []byte(marker))
+}
+
+// isEncryptedPart tells encrypted content below the root.
+func isEncryptedPart(e *mime.Entity) bool {
+	if layerOf(e).kind.encryption() {
+		return true
+	}
+	return isText(e) && containsArmor(e, armorBeginMsg)
+}
+
+// isSignedPart tells signed content below the root.
+func isSignedPart(e *mime.Entity) bool {
+	if layerOf(e).kind.signature() {
+		return true
+	}
+	return isText(e) && (containsArmor(e, armorBeginSigned) || containsArmor(e, "-----BEGIN PGP SIGNATURE-----"))
+}
+
+// hasNested reports whether a strict descendant of e satisfies fn. A
+// message/rfc822 part counts too (a forwarded encrypted message).
+func hasNested(e *mime.Entity, fn func(*mime.Entity) bool) bool {
+	found := false
+	for _, p := range e.Parts {
+		p.Walk(func(x *mime.Entity) {
+			if !found && fn(x) {
+				found = true
+			}
+		})
+	}
+	return found
+}

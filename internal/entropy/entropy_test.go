@@ -1,0 +1,29 @@
+package entropy
+
+import (
+	"bytes"
+	"crypto/rand"
+	"testing"
+)
+
+func TestLooksRandom(t *testing.T) {
+	random := make([]byte, 4096)
+	rand.Read(random)
+	text := bytes.Repeat([]byte("Dear customer, please find attached the invoice for November.\r\n"), 70)
+	// Base64-like text (ASCII letters only) compresses too.
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want bool
+	}{
+		{"random", random, true},
+		{"text", text, false},
+		{"zeros", make([]byte, 1000), false},
+		{"short", []byte("hello"), true},
+		{"half", append(random[:2048:2048], text[:2048]...), false},
+	} {
+		if got := LooksRandom(tc.data); got != tc.want {
+			t.Errorf("%s: LooksRandom = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
