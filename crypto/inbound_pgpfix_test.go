@@ -285,10 +285,75 @@ func (f *inPGPFix) makeMessages(gpg func([]byte, ...string) ([]byte, error)) err
 	// Encrypted with a passphrase only (no public-key recipient).
 	f.msgs["symmetric"] = inEncryptedMsg(alice, string(do(text, "--armor", "--symmetric", "--passphrase", "secret", "--cipher-algo", "AES256")))
 
+	part0 := "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" + qp(inUTF8Text) + "\r\n"
+
 	// Encrypt, then sign: a multipart/signed over a multipart/encrypted.
 	encEntity := string(inEncryptedMsg("", enc(text, "gw")))
 	f.msgs["sign-over-encrypted"] = []byte(inHeader("Alice <alice@example.net>", "Encrypt then sign") +
 		inSignedEntity(encEntity, detach([]byte(encEntity), "alice")))
+
+	// The Cryptographic Envelope (RFC 9787) beyond two layers.
+	signedPart := inSignedEntity(part0, detach([]byte(part0), "alice"))
+	// (The inner signature keeps its boundary: the relay's signature
+	// below gets "sig-b", so the inner one is renamed where both are
+	// visible.)
+	innerEnc := string(inEncryptedMsg("", enc([]byte(signedPart), "gw")))
+	// Triple wrap: sign(alice), encrypt(gw), sign(alice) again outside.
+	f.msgs["triple-wrap"] = []byte(inHeader("Alice <alice@example.net>", "Triple wrap") +
+		inSignedEntity(innerEnc, detach([]byte(innerEnc), "alice")))
+	// A relay's transport signature (a key the gateway does not know)
+	// over ciphertext for the gateway that holds alice's signature.
+	f.msgs["relay-over-signed-enc"] = []byte(inHeader("Alice <alice@example.net>", "Relayed") +
+		inSignedEntity(innerEnc, detach([]byte(innerEnc), "mallory")))
+	// The same relay signature over unsigned ciphertext.
+	f.msgs["relay-over-enc"] = []byte(inHeader("Alice <alice@example.net>", "Relayed") +
+		inSignedEntity(encEntity, detach([]byte(encEntity), "mallory")))
+	// A relay's signature over alice's signed (not encrypted) message.
+	signedEntity := strings.ReplaceAll(signedPart, "sig-b", "inner-sig-b")
+	f.msgs["relay-over-signed"] = []byte(inHeader("Alice <alice@example.net>", "Relayed") +
+		inSignedEntity(signedEntity, detach([]byte(signedEntity), "mallory")))
+	// Ciphertext for another key inside the gateway's encryption.
+	f.msgs["enc-in-enc-not-for-us"] = inEncryptedMsg(alice, enc(inEncryptedMsg("", enc(text, "alice")), "gw"))
+	// PGP/MIME as Microsoft Exchange rearranges it: a multipart/mixed with
+	// an empty text part, the version part and the ciphertext as an
+	// attachment.
+	exch := enc(text, "gw")
+	f.msgs["exchange"] = []byte(alice + "Content-Type: multipart/mixed; boundary=\"ex-b\"\r\n\r\n" +
+		"--ex-b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n\r\n" +
+		"--ex-b\r\nContent-Type: application/pgp-encrypted; name=\"PGPMIME Versions Identification\"\r\nContent-Disposition: attachment; filename=\"PGPMIME Versions Identification\"\r\n\r\nVersion: 1\r\n\r\n" +
+		"--ex-b\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\nContent-Disposition: attachment; filename=\"encrypted.asc\"\r\n\r\n" +
+		toCRLFString(exch) + "\r\n--ex-b--\r\n")
+	// The same shape with a real text in the first part: not Exchange's,
+	// not repaired.
+	f.msgs["exchange-with-text"] = bytes.Replace(f.msgs["exchange"], []byte("charset=us-ascii\r\n\r\n\r\n"),
+		[]byte("charset=us-ascii\r\n\r\n"+strings.Repeat("Please read the attached file carefully. ", 20)+"\r\n"), 1)
+
+	// Cleartext signatures with what the signature does not cover: an
+	// armor header in the signature block, format=flowed, a charset
+	// that shows the signed ASCII as other text, 8-bit text that is not
+	// UTF-8.
+	commented := do([]byte("Pay invoice 42 only.\n"), "--clearsign", "--digest-algo", "SHA256", "--comment", "Also pay invoice 666", "--local-user", f.fpr["alice"])
+	f.msgs["clearsign-comment"] = []byte(inHeader("Alice <alice@example.net>", "Clear") +
+		"Content-Type: text/plain; charset=us-ascii\r\n\r\n" + string(toCRLF(commented)))
+	plainClear := do([]byte("Pay invoice 42 only.\nThen stop.\n"), "--clearsign", "--digest-algo", "SHA256", "--local-user", f.fpr["alice"])
+	f.msgs["clearsign-flowed"] = []byte(inHeader("Alice <alice@example.net>", "Clear") +
+		"Content-Type: text/plain; charset=us-ascii; format=flowed; delsp=yes\r\n\r\n" +
+		strings.Replace(string(toCRLF(plainClear)), "Pay invoice 42 only.\r\n", "Pay invoice 42 only. \r\n", 1))
+	f.msgs["clearsign-utf7"] = []byte(inHeader("Alice <alice@example.net>", "Clear") +
+		"Content-Type: text/plain; charset=utf-7\r\n\r\n" + string(toCRLF(plainClear)))
+	f.msgs["clearsign-latin1"] = []byte(inHeader("Alice <alice@example.net>", "Clear") +
+		"Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" +
+		string(toCRLF(do(latin1Of(inLatin1Text+"\n"), "--clearsign", "--digest-algo", "SHA256", "--local-user", f.fpr["alice"]))))
+	f.msgs["clearsign-plain"] = []byte(inHeader("Alice <alice@example.net>", "Clear") +
+		"Content-Type: text/plain; charset=us-ascii\r\n\r\n" + string(toCRLF(plainClear)))
+
+	// Signed only, with protected headers (RFC 9788 hp="clear"): equal to
+	// the outer ones, and an outer Subject replaced after signing.
+	hpPart := "Content-Type: text/plain; charset=utf-8; hp=\"clear\"\r\nContent-Transfer-Encoding: quoted-printable\r\n" +
+		"Subject: Signed subject\r\nFrom: Alice <alice@example.net>\r\nTo: RT <rt@example.org>\r\n\r\n" + qp(inUTF8Text) + "\r\n"
+	hpSigned := inSignedEntity(hpPart, detach([]byte(hpPart), "alice"))
+	f.msgs["signed-hp"] = []byte(inHeader("Alice <alice@example.net>", "Signed subject") + hpSigned)
+	f.msgs["signed-hp-replayed"] = []byte(inHeader("Alice <alice@example.net>", "URGENT: new bank account") + hpSigned)
 
 	// Protected headers that try to smuggle a line break (a bare CR, a
 	// bare LF inside a folded value) into the outer header.
@@ -301,7 +366,7 @@ func (f *inPGPFix) makeMessages(gpg func([]byte, ...string) ([]byte, error)) err
 		"Content-Type: text/plain; charset=utf-8\r\n\r\n" + toCRLFString(string(do([]byte(inUTF8Text+"\n"), "--armor", "--sign", "--local-user", f.fpr["alice"]))) + "\r\n")
 
 	// multipart/signed only (Curve25519 and RSA-3072 signers).
-	part := "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" + qp(inUTF8Text) + "\r\n"
+	part := part0
 	f.msgs["signed"] = []byte(inHeader("Alice <alice@example.net>", "Signed") + inSignedEntity(part, detach([]byte(part), "alice")))
 	f.msgs["signed-rsa"] = []byte(inHeader("Robert <robert@example.net>", "Signed") + inSignedEntity(part, detach([]byte(part), "robert")))
 	f.msgs["signed-untrusted"] = []byte(inHeader("mallory@example.net", "Signed") + inSignedEntity(part, detach([]byte(part), "mallory")))
@@ -310,10 +375,7 @@ func (f *inPGPFix) makeMessages(gpg func([]byte, ...string) ([]byte, error)) err
 
 	// Inline PGP: armored encrypted iso-8859-1 text, quoted-printable and
 	// base64, signed and not; a cleartext-signed block.
-	latin1 := []byte{}
-	for _, r := range inLatin1Text {
-		latin1 = append(latin1, byte(r))
-	}
+	latin1 := latin1Of(inLatin1Text)
 	armQP := signEnc(latin1, "alice", "gw")
 	f.msgs["inline-qp"] = []byte(inHeader("Alice <alice@example.net>", "Inline") +
 		"Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" + qp(armQP))
@@ -364,6 +426,15 @@ func (f *inPGPFix) makeMessages(gpg func([]byte, ...string) ([]byte, error)) err
 	bomb := append([]byte(inTextPart("")), bytes.Repeat([]byte("0"), 1<<20)...)
 	f.msgs["u-bomb"] = inEncryptedMsg(fail, enc(bomb, "gw", "--compress-algo", "zlib", "-z", "9"))
 	return firstErr
+}
+
+// latin1Of encodes s (Latin-1 runes only) as ISO-8859-1.
+func latin1Of(s string) []byte {
+	var b []byte
+	for _, r := range s {
+		b = append(b, byte(r))
+	}
+	return b
 }
 
 // inNested returns an entity of depth nested multipart/mixed levels.

@@ -254,6 +254,22 @@ func (f *inSMIMEFix) makeMessages(p func(string) string, ossl func([]byte, ...st
 	opaque = bytes.Replace(toCRLF(opaque), []byte("MIME-Version: 1.0\r\n"), nil, 1)
 	f.msgs["opaque-sign-then-encrypt"] = inPKCS7(dave, "enveloped-data", enc(opaque, "gw", "-aes-256-cbc"))
 
+	// Triple wrap (RFC 2634): dave signs, encrypts to the gateway, and a
+	// relay (erin) signs the enveloped entity again.
+	envEntity := "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=\"smime.p7m\"\r\n" +
+		"Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7m\"\r\n\r\n" +
+		b64lines(enc(signedEntity, "gw", "-aes-256-cbc"))
+	f.msgs["triple-wrap"] = inDetached(dave, envEntity, sign([]byte(envEntity), "erin"))
+	// An attacker who edits the IV of CBC EnvelopedData changes the first
+	// plaintext block and the message still decrypts.
+	ivPlain := []byte("Content-Type: text/plain\r\n\r\nPay 100 EUR to Dave.\r\n")
+	ivCT := enc(ivPlain, "rt2", "-aes-256-cbc")
+	if i := bytes.Index(ivCT, []byte{0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x2a, 0x04, 0x10}); i >= 0 {
+		ivCT = bytes.Clone(ivCT)
+		ivCT[i+13+13] ^= 'p' ^ 'P' // "text/plain" → "text/Plain": still text
+		f.msgs["cbc-iv-edited"] = inPKCS7(dave, "enveloped-data", ivCT)
+	}
+
 	// Uniform failure, all under one header.
 	fail := inHeader("Dave <dave@example.com>", "Failure")
 	plain := []byte("Content-Type: text/plain\r\n\r\n0123456789abcdef0123456789abcdef0123456789\r\n")

@@ -241,12 +241,20 @@ func containsArmor(e *mime.Entity, marker string) bool {
 	return err == nil && bytes.Contains(b, []byte(marker))
 }
 
-// isEncryptedPart tells encrypted content below the root.
+// isEncryptedPart tells encrypted content below the root: a layer, armor
+// in text, or an armored message as an attachment (up to 1 MiB; larger
+// attachments are not decoded for this).
 func isEncryptedPart(e *mime.Entity) bool {
 	if layerOf(e).kind.encryption() {
 		return true
 	}
-	return isText(e) && containsArmor(e, armorBeginMsg)
+	switch {
+	case isText(e):
+		return containsArmor(e, armorBeginMsg)
+	case e.MediaType == "application/pgp-encrypted", e.MediaType == "application/octet-stream" && len(e.Body) <= 1<<20:
+		return containsArmor(e, armorBeginMsg)
+	}
+	return false
 }
 
 // isSignedPart tells signed content below the root.
