@@ -33,9 +33,9 @@ func TestParseExactParts(t *testing.T) {
 
 func TestSplitMultipartDelimiters(t *testing.T) {
 	body := "--b\r\nA\r\n--bx\r\nnot a delimiter\r\n--b  \r\nB\r\n--b--"
-	parts, err := SplitMultipart([]byte(body), "b")
-	if err != nil {
-		t.Fatal(err)
+	parts, unterminated, err := SplitMultipart([]byte(body), "b")
+	if err != nil || unterminated {
+		t.Fatal(unterminated, err)
 	}
 	var got []string
 	for _, p := range parts {
@@ -44,8 +44,8 @@ func TestSplitMultipartDelimiters(t *testing.T) {
 	if diff := cmp.Diff([]string{"A\r\n--bx\r\nnot a delimiter", "B"}, got); diff != "" {
 		t.Errorf("parts (-want +got):\n%s", diff)
 	}
-	if _, err := SplitMultipart([]byte("--b\r\nA\r\n"), "b"); err == nil {
-		t.Error("missing closing delimiter accepted")
+	if _, _, err := SplitMultipart([]byte("no delimiter\r\n--bx\r\n"), "b"); err == nil {
+		t.Error("a body without a delimiter line split")
 	}
 }
 
