@@ -17,11 +17,12 @@ var ErrAmbiguous = errors.New("mime: ambiguous structure")
 // an entity.
 type AmbiguousError struct {
 	// Reason is a short token for result headers and logs:
-	// bare-cr, header-syntax, field-name, nul, duplicate-field,
+	// bare-cr, header-syntax, header-unterminated, field-name, header-control,
+	// duplicate-field,
 	// media-type, param-syntax, comment, control, duplicate-param,
 	// rfc2231, rfc2231-mixed, quoted-pair, encoded-word,
 	// param-whitespace, boundary, nested-boundary, boundary-in-part,
-	// no-delimiter, no-parts, empty-part, transfer-encoding, composite-encoding,
+	// no-delimiter, no-parts, empty-part, mixed-line-ends, transfer-encoding, composite-encoding,
 	// message-type, base64, quoted-printable, uuencode.
 	Reason string
 	// Part is the section of the entity: "root" for the entity checked,
@@ -105,13 +106,16 @@ func check(e *Entity, path string, ancestors []string) error {
 	if e.headerErr != nil {
 		return amb("header-syntax", fmt.Sprintf("%v (Python ends the header there, MIME-tools fails, Go reads an opaque part)", e.headerErr))
 	}
+	if e.noBlank {
+		return amb("header-unterminated", "no blank line ends the header (MIME-tools then drops the header of a part, Python and Go keep it)")
+	}
 	var ct, cte, cd []string
 	for _, f := range e.Header {
 		if !printableName(f.Name) {
-			return amb("field-name", "field name "+quote(f.Name)+" has a byte outside printable ASCII (Python ends the header there)")
+			return amb("field-name", "field name "+quote(f.Name)+" has a byte other than a token character (Python ends the header at one outside printable ASCII, Go's net/textproto refuses the header)")
 		}
-		if strings.IndexByte(f.Value, 0) >= 0 {
-			return amb("nul", "a NUL in field "+f.Name)
+		if c, ok := headerControl(f.Value); ok {
+			return amb("header-control", fmt.Sprintf("control character 0x%02x in field %s (Go's net/textproto refuses the header, C readers end a value at a NUL)", c, f.Name))
 		}
 		switch {
 		case strings.EqualFold(f.Name, "Content-Type"):
@@ -192,6 +196,9 @@ func check(e *Entity, path string, ancestors []string) error {
 		if e.split.empty >= 0 {
 			return amb("empty-part", fmt.Sprintf("part %d is empty, not even a blank line (Python drops it, Go and MIME-tools keep it)", e.split.empty+1))
 		}
+		if e.split.mixed >= 0 {
+			return amb("mixed-line-ends", fmt.Sprintf("the delimiter at byte %d of the body has another line break than the first one (Go's mime/multipart and go-message then read the parts differently)", e.split.mixed))
+		}
 		if e.split.stray >= 0 {
 			return amb("boundary-in-part", fmt.Sprintf("%q occurs at byte %d of the body but not as a delimiter line", "--"+b, e.split.stray))
 		}
@@ -255,9 +262,29 @@ func controls(v string) *syntaxError {
 	return nil
 }
 
+// printableName reports whether n is a field name every reader takes:
+// RFC 7230 token characters (RFC 5322 allows any printable ASCII but ":",
+// but Go's net/textproto refuses the rest, and Python ends the header at
+// a byte outside printable ASCII).
+// headerControl returns the first control character of a field value
+// other than HTAB and the CRLF of folding.
+func headerControl(v string) (byte, bool) {
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if (c < 0x20 && c != '\t' && c != '\r' && c != '\n') || c == 0x7f {
+			return c, true
+		}
+	}
+	return 0, false
+}
+
 func printableName(n string) bool {
 	for i := 0; i < len(n); i++ {
-		if n[i] <= 0x20 || n[i] >= 0x7f || n[i] == ':' {
+		c := n[i]
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
 			return false
 		}
 	}

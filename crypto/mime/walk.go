@@ -48,6 +48,7 @@ type Entity struct {
 
 	// What the parse saw and Ambiguity judges.
 	headerErr error // the header could not be read: the entity is an opaque leaf
+	noBlank   bool  // the header has fields and no blank line ends it
 	split     split // the delimiters of a multipart body
 	off       int   // offset of Raw in the parent's Body
 }
@@ -95,6 +96,10 @@ func parse(raw []byte, depth int, defaultType string, lim Limits, count *int) (*
 		e.Header, bodyStart, e.headerErr = Header{{Name: "Content-Type", Value: "application/octet-stream"}}, 0, err
 	}
 	e.Body = raw[bodyStart:]
+	if err == nil && len(h) > 0 {
+		head := raw[:bodyStart]
+		e.noBlank = !bytes.HasSuffix(head, []byte("\n\n")) && !bytes.HasSuffix(head, []byte("\n\r\n"))
+	}
 	e.setType(defaultType)
 	return e, e.parseChildren(lim, count)
 }
@@ -163,6 +168,11 @@ func (e *Entity) parseChildren(lim Limits, count *int) error {
 			return err
 		}
 		child.off = e.split.offsets[i]
+		if child.noBlank && bytes.HasSuffix(p, []byte("\n")) {
+			// The line break before the next delimiter follows the
+			// header's last one: every reader sees the blank line.
+			child.noBlank = false
+		}
 		e.Parts = append(e.Parts, child)
 	}
 	return nil
@@ -198,6 +208,10 @@ type split struct {
 	// is not a delimiter line (inside a line, followed by other text, or
 	// after the closing delimiter), or -1.
 	stray int
+	// mixed is the offset of the first delimiter whose line breaks (the
+	// one before it, the one ending it) differ from the one ending the
+	// first delimiter line (CRLF or LF), or -1.
+	mixed int
 	// empty is the index of the first part with not even a line break
 	// (a delimiter line right after another), or -1.
 	empty int
@@ -218,7 +232,8 @@ func SplitMultipart(body []byte, boundary string) (parts [][]byte, unterminated 
 }
 
 func splitMultipart(body []byte, boundary string) split {
-	s := split{stray: -1, empty: -1}
+	s := split{stray: -1, empty: -1, mixed: -1}
+	nl := "" // the line break of the first delimiter line
 	delim := []byte("--" + boundary)
 	start := -1 // start of the current part
 	pos := 0
@@ -263,6 +278,28 @@ func splitMultipart(body []byte, boundary string) split {
 			stray(i)
 			pos = after
 			continue
+		}
+		// Go's mime/multipart and go-message's reader take the line
+		// break of the first delimiter line as the one that precedes
+		// every later delimiter
+		// break (and the one ending every delimiter line).
+		own := ""
+		switch {
+		case bytes.HasSuffix(body[rest:lineEnd], []byte("\r\n")):
+			own = "\r\n"
+		case bytes.HasSuffix(body[rest:lineEnd], []byte("\n")):
+			own = "\n"
+		}
+		if start < 0 {
+			nl = own
+		} else {
+			before := "\n"
+			if i >= 2 && body[i-2] == '\r' {
+				before = "\r\n"
+			}
+			if (before != nl || own != nl && own != "") && s.mixed < 0 {
+				s.mixed = i
+			}
 		}
 		if start >= 0 {
 			end := i
