@@ -84,7 +84,9 @@ func parse(raw []byte, depth int, defaultType string, lim Limits, count *int) (*
 		return nil, fmt.Errorf("%w: nested deeper than %d", ErrLimits, lim.MaxDepth)
 	}
 	r := bytes.NewReader(raw)
-	br := bufio.NewReader(r)
+	// A small buffer: a message can have thousands of parts, and
+	// ReadHeader takes longer lines in pieces.
+	br := bufio.NewReaderSize(r, 512)
 	h, err := ReadHeader(br, 0)
 	// The body starts right after the line that ended the header, as
 	// ReadHeader saw it.
