@@ -114,7 +114,10 @@ func check(e *Entity, path string, ancestors []string) error {
 		if !printableName(f.Name) {
 			return amb("field-name", "field name "+quote(f.Name)+" has a byte other than a token character (Python ends the header at one outside printable ASCII, Go's net/textproto refuses the header)")
 		}
-		if c, ok := headerControl(f.Value); ok {
+		// A NUL anywhere; other controls only where they shape the
+		// structure (raw ISO-2022-JP subjects carry ESC, and every reader
+		// but Go's net/textproto takes them).
+		if c, ok := headerControl(f.Value); ok && (c == 0 || IsContentField(f.Name) || strings.EqualFold(f.Name, "MIME-Version")) {
 			return amb("header-control", fmt.Sprintf("control character 0x%02x in field %s (Go's net/textproto refuses the header, C readers end a value at a NUL)", c, f.Name))
 		}
 		switch {

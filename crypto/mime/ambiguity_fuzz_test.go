@@ -48,6 +48,11 @@ func FuzzAmbiguity(f *testing.F) {
 		if got := structure(e2, false); got != want {
 			t.Fatalf("canonical re-parse differs:\nwant %s\ngot  %s\ninput %q\ncanonical %q", want, got, data, b.Bytes())
 		}
+		if hasControlField(e) {
+			// Go's net/textproto refuses a control character in any
+			// field; Ambiguity lets them by outside Content-* fields.
+			return
+		}
 		got, err := stdStructure(data)
 		if err != nil {
 			t.Fatalf("the standard library cannot read what Ambiguity passed: %v\nours %s\ninput %q", err, want, data)
@@ -172,4 +177,18 @@ func stdEntity(b *strings.Builder, raw []byte, defaultType string) error {
 	}
 	b.WriteString(")")
 	return nil
+}
+
+// hasControlField reports whether a field of e or below holds a control
+// character other than HTAB.
+func hasControlField(e *Entity) bool {
+	found := false
+	e.Walk(func(x *Entity) {
+		for _, f := range x.Header {
+			if _, ok := headerControl(f.Value); ok {
+				found = true
+			}
+		}
+	})
+	return found
 }

@@ -137,6 +137,7 @@ func tableCases() []diffCase {
 			"--A\nX-\x01: 1\nContent-Type: text/html\n\n<b>x</b>\n--A--\n"), "field-name"},
 		{"nul-in-header", mixed("multipart/mixed; boundary=A",
 			"--A\nContent-Type: text/html\nX-Nul: a\x00b\n\n<b>x</b>\n--A--\n"), "header-control"},
+		{"clean-iso-2022-jp-subject", crlf("Subject: \x1b$B%F%9%H\x1b(B\nContent-Type: text/plain; charset=iso-2022-jp\n\n\x1b$B%F%9%H\x1b(B\n"), ""},
 		{"header-not-a-field", mixed("multipart/mixed; boundary=A",
 			"--A\nX-One: 1\nnot a field\nContent-Type: text/html\n\n<b>x</b>\n--A--\n"), "header-syntax"},
 		{"header-space-before-colon", mixed("multipart/mixed; boundary=A",
