@@ -22,7 +22,8 @@ run: build
 	./bin/cryptmilter serve
 
 # Installs gnupg, gpgsm, openssl, postfix, swaks, miltertest, systemd (for
-# systemd-socket-activate) and staticcheck.
+# systemd-socket-activate), the differential tests' peers (MIME-tools,
+# Mail::AuthenticationResults, python3, python3-authres) and staticcheck.
 deps:
 	bash .ci/deps
 
@@ -55,6 +56,8 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReadHeader$$' -fuzztime $(FUZZTIME) ./crypto/mime/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./crypto/mime/
+	$(GO) test -run '^$$' -fuzz '^FuzzAmbiguity$$' -fuzztime $(FUZZTIME) ./crypto/mime/
+	$(GO) test -run '^$$' -fuzz '^FuzzClaimsAuthservID$$' -fuzztime $(FUZZTIME) ./crypto/verdict/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config/
 	$(GO) test -run '^$$' -fuzz '^FuzzInspect$$' -fuzztime $(FUZZTIME) ./crypto/openpgp/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecrypt$$' -fuzztime $(FUZZTIME) ./crypto/openpgp/

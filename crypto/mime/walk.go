@@ -40,6 +40,17 @@ type Entity struct {
 	Body  []byte
 	Parts []*Entity // children of a multipart; the one message of a message/rfc822
 	Depth int
+	// Unterminated is set on a multipart whose closing delimiter is
+	// missing (the message was cut short, or its sender never wrote it):
+	// its last part runs to the end of the body, as mail clients read it.
+	// A part followed by a delimiter is complete either way.
+	Unterminated bool
+
+	// What the parse saw and Ambiguity judges.
+	headerErr error // the header could not be read: the entity is an opaque leaf
+	noBlank   bool  // the header has fields and no blank line ends it
+	split     split // the delimiters of a multipart body
+	off       int   // offset of Raw in the parent's Body
 }
 
 // IsMultipart reports whether e is a multipart.
@@ -49,14 +60,14 @@ func (e *Entity) IsMultipart() bool { return strings.HasPrefix(e.MediaType, "mul
 // an entity tree within lim.
 func Parse(raw []byte, lim Limits) (*Entity, error) {
 	count := 0
-	return parse(raw, 0, lim, &count)
+	return parse(raw, 0, "text/plain", lim, &count)
 }
 
 // ParseHeaderBody parses an entity given its header and raw body.
 func ParseHeaderBody(h Header, body []byte, lim Limits) (*Entity, error) {
 	count := 1
 	e := &Entity{Header: h, Body: body}
-	e.setType()
+	e.setType("text/plain")
 	var b bytes.Buffer
 	h.WriteTo(&b)
 	b.Write(body)
@@ -64,7 +75,7 @@ func ParseHeaderBody(h Header, body []byte, lim Limits) (*Entity, error) {
 	return e, e.parseChildren(lim, &count)
 }
 
-func parse(raw []byte, depth int, lim Limits, count *int) (*Entity, error) {
+func parse(raw []byte, depth int, defaultType string, lim Limits, count *int) (*Entity, error) {
 	*count++
 	if lim.MaxParts > 0 && *count > lim.MaxParts {
 		return nil, fmt.Errorf("%w: more than %d parts", ErrLimits, lim.MaxParts)
@@ -72,42 +83,44 @@ func parse(raw []byte, depth int, lim Limits, count *int) (*Entity, error) {
 	if lim.MaxDepth > 0 && depth > lim.MaxDepth {
 		return nil, fmt.Errorf("%w: nested deeper than %d", ErrLimits, lim.MaxDepth)
 	}
-	h, err := ReadHeader(bufio.NewReader(bytes.NewReader(raw)), 0)
-	bodyStart := headerEnd(raw)
+	r := bytes.NewReader(raw)
+	// A small buffer: a message can have thousands of parts, and
+	// ReadHeader takes longer lines in pieces.
+	br := bufio.NewReaderSize(r, 512)
+	h, err := ReadHeader(br, 0)
+	// The body starts right after the line that ended the header, as
+	// ReadHeader saw it.
+	bodyStart := len(raw) - r.Len() - br.Buffered()
+	e := &Entity{Header: h, Raw: raw, Depth: depth}
 	if err != nil {
 		// A part whose header cannot be read is an opaque leaf: nothing
 		// in it is interpreted.
-		h, bodyStart = Header{{Name: "Content-Type", Value: "application/octet-stream"}}, 0
+		e.Header, bodyStart, e.headerErr = Header{{Name: "Content-Type", Value: "application/octet-stream"}}, 0, err
 	}
-	e := &Entity{Header: h, Raw: raw, Body: raw[bodyStart:], Depth: depth}
-	e.setType()
+	e.Body = raw[bodyStart:]
+	if err == nil && len(h) > 0 {
+		head := raw[:bodyStart]
+		e.noBlank = !bytes.HasSuffix(head, []byte("\n\n")) && !bytes.HasSuffix(head, []byte("\n\r\n"))
+	}
+	e.setType(defaultType)
 	return e, e.parseChildren(lim, count)
 }
 
-// headerEnd returns the offset just past the blank line ending the header,
-// or len(raw) when there is none, or 0 when the entity starts with it.
-func headerEnd(raw []byte) int {
-	if bytes.HasPrefix(raw, []byte("\r\n")) {
-		return 2
-	}
-	if bytes.HasPrefix(raw, []byte("\n")) {
-		return 1
-	}
-	if i := bytes.Index(raw, []byte("\r\n\r\n")); i >= 0 {
-		if j := bytes.Index(raw, []byte("\n\n")); j >= 0 && j < i {
-			return j + 2
+// setType sets MediaType and Params from the Content-Type field, or to
+// defaultType when there is none (text/plain, or message/rfc822 inside
+// a multipart/digest: RFC 2046 5.1.5).
+func (e *Entity) setType(defaultType string) {
+	e.MediaType, e.Params = defaultType, map[string]string{}
+	var ct, cte int
+	for _, f := range e.Header {
+		switch {
+		case strings.EqualFold(f.Name, "Content-Type"):
+			ct++
+		case strings.EqualFold(f.Name, "Content-Transfer-Encoding"):
+			cte++
 		}
-		return i + 4
 	}
-	if j := bytes.Index(raw, []byte("\n\n")); j >= 0 {
-		return j + 2
-	}
-	return len(raw)
-}
-
-func (e *Entity) setType() {
-	e.MediaType, e.Params = "text/plain", map[string]string{}
-	if len(e.Header.Values("Content-Type")) > 1 || len(e.Header.Values("Content-Transfer-Encoding")) > 1 {
+	if ct > 1 || cte > 1 {
 		// Readers disagree on which of two fields counts: such an entity
 		// is opaque, nothing in it is interpreted.
 		e.MediaType = "application/octet-stream"
@@ -140,16 +153,27 @@ func (e *Entity) parseChildren(lim Limits, count *int) error {
 	if boundary == "" {
 		return nil // treated as a leaf
 	}
-	parts, err := SplitMultipart(e.Body, boundary)
-	if err != nil {
-		// Broken delimiters: the multipart is an opaque leaf, nothing in
-		// it is interpreted.
+	e.split = splitMultipart(e.Body, boundary)
+	if e.split.parts == nil {
+		// No delimiter at all: the multipart is an opaque leaf, nothing
+		// in it is interpreted.
 		return nil
 	}
-	for _, p := range parts {
-		child, err := parse(p, e.Depth+1, lim, count)
+	e.Unterminated = !e.split.closed
+	childType := "text/plain"
+	if e.MediaType == "multipart/digest" {
+		childType = "message/rfc822"
+	}
+	for i, p := range e.split.parts {
+		child, err := parse(p, e.Depth+1, childType, lim, count)
 		if err != nil {
 			return err
+		}
+		child.off = e.split.offsets[i]
+		if child.noBlank && bytes.HasSuffix(p, []byte("\n")) {
+			// The line break before the next delimiter follows the
+			// header's last one: every reader sees the blank line.
+			child.noBlank = false
 		}
 		e.Parts = append(e.Parts, child)
 	}
@@ -166,7 +190,7 @@ func (e *Entity) parseMessage(lim Limits, count *int) error {
 	default:
 		return nil
 	}
-	child, err := parse(e.Body, e.Depth+1, lim, count)
+	child, err := parse(e.Body, e.Depth+1, "text/plain", lim, count)
 	if errors.Is(err, ErrLimits) {
 		return err
 	}
@@ -177,14 +201,49 @@ func (e *Entity) parseMessage(lim Limits, count *int) error {
 	return nil
 }
 
+// split is what splitMultipart found in a multipart body.
+type split struct {
+	parts   [][]byte // nil when there is no delimiter line at all
+	offsets []int    // where each part starts in the body
+	closed  bool     // the closing delimiter was found
+	// stray is the offset of the first occurrence of "--" boundary that
+	// is not a delimiter line (inside a line, followed by other text, or
+	// after the closing delimiter), or -1.
+	stray int
+	// mixed is the offset of the first delimiter whose line breaks (the
+	// one before it, the one ending it) differ from the one ending the
+	// first delimiter line (CRLF or LF), or -1.
+	mixed int
+	// empty is the index of the first part with not even a line break
+	// (a delimiter line right after another), or -1.
+	empty int
+}
+
 // SplitMultipart returns the raw bytes of each body part of a multipart
 // body: what lies between a delimiter line and the line break before the
-// next delimiter (RFC 2046 5.1.1), exactly as received.
-func SplitMultipart(body []byte, boundary string) ([][]byte, error) {
+// next delimiter (RFC 2046 5.1.1), exactly as received. When the closing
+// delimiter is missing, the last part runs to the end of the body (as mail
+// clients read it) and unterminated is true. It fails only when there is
+// no delimiter line at all.
+func SplitMultipart(body []byte, boundary string) (parts [][]byte, unterminated bool, err error) {
+	s := splitMultipart(body, boundary)
+	if s.parts == nil {
+		return nil, false, errors.New("mime: multipart body without a boundary delimiter")
+	}
+	return s.parts, !s.closed, nil
+}
+
+func splitMultipart(body []byte, boundary string) split {
+	s := split{stray: -1, empty: -1, mixed: -1}
+	nl := "" // the line break of the first delimiter line
 	delim := []byte("--" + boundary)
-	var parts [][]byte
 	start := -1 // start of the current part
 	pos := 0
+	stray := func(at int) {
+		if s.stray < 0 {
+			s.stray = at
+		}
+	}
 	for pos <= len(body) {
 		// Find the next line that starts with the delimiter.
 		i := bytes.Index(body[pos:], delim)
@@ -192,9 +251,15 @@ func SplitMultipart(body []byte, boundary string) ([][]byte, error) {
 			break
 		}
 		i += pos
-		atLineStart := i == 0 || body[i-1] == '\n'
 		after := i + len(delim)
-		if !atLineStart {
+		if s.closed {
+			// Anything that looks like a delimiter after the closing one
+			// is read as one by some parsers.
+			stray(i)
+			break
+		}
+		if i > 0 && body[i-1] != '\n' {
+			stray(i)
 			pos = after
 			continue
 		}
@@ -211,9 +276,32 @@ func SplitMultipart(body []byte, boundary string) ([][]byte, error) {
 		} else {
 			lineEnd = rest + eol + 1
 		}
-		if strings.Trim(string(body[rest:lineEnd]), " \t\r\n") != "" {
+		if len(bytes.Trim(body[rest:lineEnd], " \t\r\n")) != 0 {
+			stray(i)
 			pos = after
 			continue
+		}
+		// Go's mime/multipart and go-message's reader take the line
+		// break of the first delimiter line as the one that precedes
+		// every later delimiter
+		// break (and the one ending every delimiter line).
+		own := ""
+		switch {
+		case bytes.HasSuffix(body[rest:lineEnd], []byte("\r\n")):
+			own = "\r\n"
+		case bytes.HasSuffix(body[rest:lineEnd], []byte("\n")):
+			own = "\n"
+		}
+		if start < 0 {
+			nl = own
+		} else {
+			before := "\n"
+			if i >= 2 && body[i-2] == '\r' {
+				before = "\r\n"
+			}
+			if (before != nl || own != nl && own != "") && s.mixed < 0 {
+				s.mixed = i
+			}
 		}
 		if start >= 0 {
 			end := i
@@ -224,18 +312,27 @@ func SplitMultipart(body []byte, boundary string) ([][]byte, error) {
 					end--
 				}
 			}
-			parts = append(parts, body[start:end])
+			if i == start && s.empty < 0 {
+				s.empty = len(s.parts)
+			}
+			s.parts = append(s.parts, body[start:end])
+			s.offsets = append(s.offsets, start)
+		} else {
+			s.parts = [][]byte{} // a delimiter was seen
 		}
 		if closing {
-			return parts, nil
+			s.closed = true
+			pos = lineEnd
+			continue
 		}
 		start = lineEnd
 		pos = lineEnd
 	}
-	if start < 0 {
-		return nil, errors.New("mime: multipart body without a boundary delimiter")
+	if !s.closed && start >= 0 {
+		s.parts = append(s.parts, body[start:])
+		s.offsets = append(s.offsets, start)
 	}
-	return nil, errors.New("mime: multipart body without its closing delimiter")
+	return s
 }
 
 // Decoded returns the body with its Content-Transfer-Encoding undone.

@@ -33,9 +33,9 @@ func TestParseExactParts(t *testing.T) {
 
 func TestSplitMultipartDelimiters(t *testing.T) {
 	body := "--b\r\nA\r\n--bx\r\nnot a delimiter\r\n--b  \r\nB\r\n--b--"
-	parts, err := SplitMultipart([]byte(body), "b")
-	if err != nil {
-		t.Fatal(err)
+	parts, unterminated, err := SplitMultipart([]byte(body), "b")
+	if err != nil || unterminated {
+		t.Fatal(unterminated, err)
 	}
 	var got []string
 	for _, p := range parts {
@@ -44,8 +44,8 @@ func TestSplitMultipartDelimiters(t *testing.T) {
 	if diff := cmp.Diff([]string{"A\r\n--bx\r\nnot a delimiter", "B"}, got); diff != "" {
 		t.Errorf("parts (-want +got):\n%s", diff)
 	}
-	if _, err := SplitMultipart([]byte("--b\r\nA\r\n"), "b"); err == nil {
-		t.Error("missing closing delimiter accepted")
+	if _, _, err := SplitMultipart([]byte("no delimiter\r\n--bx\r\n"), "b"); err == nil {
+		t.Error("a body without a delimiter line split")
 	}
 }
 
@@ -105,4 +105,93 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("%d parts beyond the limit", n)
 		}
 	})
+}
+
+func TestParseUnterminated(t *testing.T) {
+	lim := Limits{MaxDepth: 5, MaxParts: 20}
+	// A signed message cut off inside its signature part: the signed
+	// part is complete (a delimiter follows it), the signature runs to
+	// the end.
+	cut := signedMsg[:strings.Index(signedMsg, "SIG")+3] + "\r\n"
+	e, err := Parse([]byte(cut), lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Unterminated || len(e.Parts) != 2 {
+		t.Fatalf("cut signed message: Unterminated %v, %d parts; want true, 2", e.Unterminated, len(e.Parts))
+	}
+	if got, want := string(e.Parts[0].Raw), "Content-Type: text/plain\r\n\r\nsigned text \r\n"; got != want {
+		t.Errorf("signed part %q, want %q", got, want)
+	}
+	if got := string(e.Parts[1].Body); got != "SIG\r\n" {
+		t.Errorf("cut-off last part body %q, want %q (to the end of the body)", got, "SIG\r\n")
+	}
+	if err := Ambiguity(e); err != nil {
+		t.Errorf("Ambiguity(cut signed message) = %v", err)
+	}
+	// Cut inside the signed part: one part, which the engine must not
+	// verify as a multipart/signed (it needs two).
+	cut = signedMsg[:strings.Index(signedMsg, "signed text")+6]
+	e, err = Parse([]byte(cut), lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Unterminated || len(e.Parts) != 1 {
+		t.Fatalf("signed message cut in the signed part: Unterminated %v, %d parts; want true, 1", e.Unterminated, len(e.Parts))
+	}
+	// Inner multipart cut off by its parent's delimiter: the inner one is
+	// unterminated, the outer one complete.
+	nested := "Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n\r\ninner\r\n--a\r\n\r\nlast\r\n--a--\r\n"
+	e, err = Parse([]byte(nested), lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Unterminated || len(e.Parts) != 2 || !e.Parts[0].Unterminated || len(e.Parts[0].Parts) != 1 {
+		t.Fatalf("nested: outer Unterminated %v with %d parts, inner Unterminated %v", e.Unterminated, len(e.Parts), len(e.Parts) > 0 && e.Parts[0].Unterminated)
+	}
+	if got := string(e.Parts[0].Parts[0].Body); got != "inner" {
+		t.Errorf("inner part %q, want %q", got, "inner")
+	}
+	// A complete message is not Unterminated.
+	if e, _ := Parse([]byte(signedMsg), lim); e.Unterminated {
+		t.Error("complete message marked Unterminated")
+	}
+}
+
+func TestParseDigestDefault(t *testing.T) {
+	msg := "Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\nSubject: one\r\n\r\nbody\r\n--d\r\nContent-Type: text/plain\r\n\r\ntext\r\n--d--\r\n"
+	e, err := Parse([]byte(msg), Limits{MaxDepth: 5, MaxParts: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.Parts) != 2 || e.Parts[0].MediaType != "message/rfc822" || len(e.Parts[0].Parts) != 1 || e.Parts[1].MediaType != "text/plain" {
+		t.Fatalf("digest parts: %d, first %s", len(e.Parts), e.Parts[0].MediaType)
+	}
+	if got := e.Parts[0].Parts[0].Header.Get("Subject"); got != "one" {
+		t.Errorf("digest message Subject %q", got)
+	}
+}
+
+func TestAmbiguousErrorIs(t *testing.T) {
+	e, err := Parse(mixed("multipart/mixed; boundary=A; boundary=B", twoParts), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Ambiguity(e)
+	if !errors.Is(err, ErrAmbiguous) {
+		t.Fatalf("Ambiguity = %v, want ErrAmbiguous", err)
+	}
+	var ae *AmbiguousError
+	if !errors.As(err, &ae) || ae.Reason != "duplicate-param" || ae.Part != "root" {
+		t.Fatalf("Ambiguity = %#v", err)
+	}
+	// The part is named.
+	e, _ = Parse(mixed("multipart/mixed; boundary=A", "--A\n\nfirst\n--A\nContent-Type: multipart/mixed; boundary=B\n\n--B\nContent-Type: text/plain; charset=a; charset=b\n\nx\n--B--\n--A--\n"), Limits{})
+	if err := Ambiguity(e); !errors.As(err, &ae) || ae.Part != "2.1" {
+		t.Fatalf("nested: %v, want part 2.1", err)
+	}
+	e, _ = Parse([]byte("Content-Type: multipart/mixed; boundary=A\r\n\r\n--A\r\n\r\nfirst\r\n--A\r\n\r\nse\rcond\r\n--A--\r\n"), Limits{})
+	if err := Ambiguity(e); !errors.As(err, &ae) || ae.Reason != "bare-cr" || ae.Part != "2" {
+		t.Fatalf("bare CR: %v, want part 2", err)
+	}
 }

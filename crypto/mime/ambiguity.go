@@ -1,0 +1,371 @@
+package mime
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// ErrAmbiguous is matched (errors.Is) by every *AmbiguousError.
+var ErrAmbiguous = errors.New("mime: ambiguous structure")
+
+// AmbiguousError reports MIME structure that readers of the same bytes can
+// read differently (Go's parser here, MIME-tools in Request Tracker,
+// Python's email package, mail clients): the number of parts, a boundary,
+// a media type or the body of a part. Nothing may be vouched for in such
+// an entity.
+type AmbiguousError struct {
+	// Reason is a short token for result headers and logs:
+	// bare-cr, header-syntax, header-unterminated, field-name, header-control,
+	// duplicate-field,
+	// media-type, param-syntax, comment, control, duplicate-param,
+	// rfc2231, rfc2231-mixed, quoted-pair, encoded-word,
+	// param-whitespace, boundary, nested-boundary, boundary-in-part,
+	// no-delimiter, no-parts, empty-part, mixed-line-ends, transfer-encoding, composite-encoding,
+	// message-type, base64, quoted-printable, uuencode.
+	Reason string
+	// Part is the section of the entity: "root" for the entity checked,
+	// "1", "1.2" … for its descendants (1-based; the message inside a
+	// message/rfc822 part is its child 1).
+	Part string
+	// Detail says what was found, for a log line.
+	Detail string
+}
+
+func (e *AmbiguousError) Error() string {
+	return fmt.Sprintf("mime: ambiguous structure in part %s: %s: %s", e.Part, e.Reason, e.Detail)
+}
+
+// Is makes errors.Is(err, ErrAmbiguous) true.
+func (e *AmbiguousError) Is(target error) bool { return target == ErrAmbiguous }
+
+// Ambiguity checks e and every entity below it for MIME structure that
+// readers of the same bytes can read differently, and returns an
+// *AmbiguousError for the first such place, or nil. Call it on every
+// entity before vouching for it: the message root, and the root of each
+// decrypted layer. The check is linear in the size of e.
+//
+// An unterminated multipart (Entity.Unterminated) is not ambiguous by
+// itself: every reader ends its last part at the end of the body.
+func Ambiguity(e *Entity) error {
+	if off := bareCR(e.Raw); off >= 0 {
+		return &AmbiguousError{Reason: "bare-cr", Part: locate(e, off, "root"),
+			Detail: fmt.Sprintf("a CR not followed by LF at byte %d (Python's email package ends a line there, Go and MIME-tools do not)", off)}
+	}
+	if err := check(e, "root", nil); err != nil {
+		return err
+	}
+	return nil
+}
+
+// bareCR returns the offset of the first CR not followed by LF, or -1.
+func bareCR(b []byte) int {
+	for pos := 0; ; {
+		i := bytes.IndexByte(b[pos:], '\r')
+		if i < 0 {
+			return -1
+		}
+		i += pos
+		if i+1 >= len(b) || b[i+1] != '\n' {
+			return i
+		}
+		pos = i + 2
+	}
+}
+
+// locate returns the section of the innermost entity of e that holds byte
+// off of e.Raw.
+func locate(e *Entity, off int, path string) string {
+	bodyOff := len(e.Raw) - len(e.Body)
+	if off < bodyOff {
+		return path
+	}
+	o := off - bodyOff
+	for i, c := range e.Parts {
+		if o >= c.off && o < c.off+len(c.Raw) {
+			return locate(c, o-c.off, childPath(path, i))
+		}
+	}
+	return path
+}
+
+func childPath(path string, i int) string {
+	if path == "root" {
+		return itoa(i + 1)
+	}
+	return path + "." + itoa(i+1)
+}
+
+// check checks one entity and its descendants; ancestors are the
+// boundaries of the multiparts around it.
+func check(e *Entity, path string, ancestors []string) error {
+	amb := func(reason, detail string) error {
+		return &AmbiguousError{Reason: reason, Part: path, Detail: detail}
+	}
+	if e.headerErr != nil {
+		return amb("header-syntax", fmt.Sprintf("%v (Python ends the header there, MIME-tools fails, Go reads an opaque part)", e.headerErr))
+	}
+	if e.noBlank {
+		return amb("header-unterminated", "no blank line ends the header (MIME-tools then drops the header of a part, Python and Go keep it)")
+	}
+	var ct, cte, cd []string
+	for _, f := range e.Header {
+		if !printableName(f.Name) {
+			return amb("field-name", "field name "+quote(f.Name)+" has a byte other than a token character (Python ends the header at one outside printable ASCII, Go's net/textproto refuses the header)")
+		}
+		// A NUL anywhere; other controls only where they shape the
+		// structure (raw ISO-2022-JP subjects carry ESC, and every reader
+		// but Go's net/textproto takes them).
+		if c, ok := headerControl(f.Value); ok && (c == 0 || IsContentField(f.Name) || strings.EqualFold(f.Name, "MIME-Version")) {
+			return amb("header-control", fmt.Sprintf("control character 0x%02x in field %s (Go's net/textproto refuses the header, C readers end a value at a NUL)", c, f.Name))
+		}
+		switch {
+		case strings.EqualFold(f.Name, "Content-Type"):
+			ct = append(ct, f.Value)
+		case strings.EqualFold(f.Name, "Content-Transfer-Encoding"):
+			cte = append(cte, f.Value)
+		case strings.EqualFold(f.Name, "Content-Disposition"):
+			cd = append(cd, f.Value)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		n    int
+	}{{"Content-Type", len(ct)}, {"Content-Transfer-Encoding", len(cte)}, {"Content-Disposition", len(cd)}} {
+		if d.n > 1 {
+			return amb("duplicate-field", fmt.Sprintf("%d %s fields (Python and MIME-tools read the first, others the last)", d.n, d.name))
+		}
+	}
+	var params []param
+	if len(ct) == 1 && Unfold(ct[0]) != "" {
+		var serr *syntaxError
+		if serr = controls(ct[0]); serr == nil {
+			_, params, serr = parseStructured(Unfold(ct[0]), true)
+		}
+		if serr == nil {
+			serr = checkParams(params)
+		}
+		if serr != nil {
+			return amb(serr.reason, "Content-Type: "+serr.detail)
+		}
+	}
+	if len(cd) == 1 && Unfold(cd[0]) != "" {
+		var serr *syntaxError
+		if serr = controls(cd[0]); serr == nil {
+			var dp []param
+			_, dp, serr = parseStructured(Unfold(cd[0]), false)
+			if serr == nil {
+				serr = checkParams(dp)
+			}
+		}
+		if serr != nil {
+			return amb(serr.reason, "Content-Disposition: "+serr.detail)
+		}
+	}
+	enc := "7bit"
+	if len(cte) == 1 {
+		// Python's compat32 compares the value as written (after
+		// leading blanks): trailing blanks or folding make it an unknown
+		// encoding there.
+		enc = strings.ToLower(strings.TrimLeft(cte[0], " \t"))
+		switch enc {
+		case "7bit", "8bit", "binary", "quoted-printable", "base64":
+		default:
+			return amb("transfer-encoding", "Content-Transfer-Encoding "+quote(cte[0])+" is not exactly one of 7bit, 8bit, binary, quoted-printable, base64 (readers decode other values differently)")
+		}
+	}
+	identity := enc == "7bit" || enc == "8bit" || enc == "binary"
+	switch {
+	case e.IsMultipart():
+		if !identity {
+			return amb("composite-encoding", "a multipart with Content-Transfer-Encoding "+enc)
+		}
+		b, ok := e.Params["boundary"]
+		if !ok || !validBoundary(b) {
+			return amb("boundary", "boundary "+quote(b)+" is missing or not of RFC 2046's characters without space")
+		}
+		for _, a := range ancestors {
+			if strings.HasPrefix(a, b) || strings.HasPrefix(b, a) {
+				return amb("nested-boundary", "boundary "+quote(b)+" and the enclosing boundary "+quote(a)+" are equal or one begins the other")
+			}
+		}
+		if e.split.parts == nil {
+			return amb("no-delimiter", "no delimiter line for boundary "+quote(b))
+		}
+		if len(e.Parts) == 0 {
+			return amb("no-parts", "a multipart with a closing delimiter and no part (Python reads the preamble as its body)")
+		}
+		if e.split.empty >= 0 {
+			return amb("empty-part", fmt.Sprintf("part %d is empty, not even a blank line (Python drops it, Go and MIME-tools keep it)", e.split.empty+1))
+		}
+		if e.split.mixed >= 0 {
+			return amb("mixed-line-ends", fmt.Sprintf("the delimiter at byte %d of the body has another line break than the first one (Go's mime/multipart and go-message then read the parts differently)", e.split.mixed))
+		}
+		if e.split.stray >= 0 {
+			return amb("boundary-in-part", fmt.Sprintf("%q occurs at byte %d of the body but not as a delimiter line", "--"+b, e.split.stray))
+		}
+		inner := append(ancestors[:len(ancestors):len(ancestors)], b)
+		for i, c := range e.Parts {
+			if err := check(c, childPath(path, i), inner); err != nil {
+				return err
+			}
+		}
+	case e.MediaType == "message/rfc822":
+		if !identity {
+			return amb("composite-encoding", "a message/rfc822 with Content-Transfer-Encoding "+enc)
+		}
+		for i, c := range e.Parts {
+			if err := check(c, childPath(path, i), ancestors); err != nil {
+				return err
+			}
+		}
+	case strings.HasPrefix(e.MediaType, "message/"):
+		// Python reads every message/* as a message, MIME-tools
+		// external-body and partial too, Go only rfc822.
+		return amb("message-type", e.MediaType+" (readers differ on whether it holds a message)")
+	default:
+		return checkLeaf(e, enc, amb)
+	}
+	return nil
+}
+
+// checkLeaf checks the body of a leaf against its transfer encoding, and
+// text MIME-tools would split into parts.
+func checkLeaf(e *Entity, enc string, amb func(reason, detail string) error) error {
+	switch enc {
+	case "base64":
+		if off := badBase64(e.Body); off >= 0 {
+			return amb("base64", fmt.Sprintf("not strict base64 at byte %d of the body (Go refuses it, Python and MIME-tools skip or stop)", off))
+		}
+	case "quoted-printable":
+		if off := badQP(e.Body); off >= 0 {
+			return amb("quoted-printable", fmt.Sprintf("an \"=\" not followed by two hex digits or a line end at byte %d of the body", off))
+		}
+	default:
+		switch e.MediaType {
+		case "text/plain", "application/mac-binhex40", "application/mac-binhex":
+			if off := uuencodeStart(e.Body); off >= 0 {
+				return amb("uuencode", fmt.Sprintf("a line at byte %d that Request Tracker's MIME-tools reads as the start of a uuencoded or BinHex attachment", off))
+			}
+		}
+	}
+	return nil
+}
+
+// controls rejects control characters (other than HTAB and the CRLF of
+// folding) in a structured field's raw value.
+func controls(v string) *syntaxError {
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if (c < 0x20 && c != '\t' && c != '\r' && c != '\n') || c == 0x7f {
+			return &syntaxError{"control", "byte " + quoteByte(c) + " in the field"}
+		}
+	}
+	return nil
+}
+
+// printableName reports whether n is a field name every reader takes:
+// RFC 7230 token characters (RFC 5322 allows any printable ASCII but ":",
+// but Go's net/textproto refuses the rest, and Python ends the header at
+// a byte outside printable ASCII).
+// headerControl returns the first control character of a field value
+// other than HTAB and the CRLF of folding.
+func headerControl(v string) (byte, bool) {
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if (c < 0x20 && c != '\t' && c != '\r' && c != '\n') || c == 0x7f {
+			return c, true
+		}
+	}
+	return 0, false
+}
+
+func printableName(n string) bool {
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return n != ""
+}
+
+// badBase64 returns the offset of the first byte that makes b other than
+// strict base64 (alphabet, line breaks and blanks, padding only at the
+// end, a whole number of quanta), or -1.
+func badBase64(b []byte) int {
+	n, pad := 0, 0
+	for i, c := range b {
+		switch {
+		case c == '\r' || c == '\n' || c == ' ' || c == '\t':
+		case c == '=':
+			pad++
+			if pad > 2 {
+				return i
+			}
+		case pad > 0:
+			return i // data after padding
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '+', c == '/':
+			n++
+		default:
+			return i
+		}
+	}
+	if (n+pad)%4 != 0 || (pad > 0 && n%4 == 0) {
+		return len(b)
+	}
+	return -1
+}
+
+// badQP returns the offset of the first "=" that is neither followed by
+// two hex digits nor a soft line break ("=", blanks, line end), or -1.
+func badQP(b []byte) int {
+	for pos := 0; ; {
+		i := bytes.IndexByte(b[pos:], '=')
+		if i < 0 {
+			return -1
+		}
+		i += pos
+		if i+2 < len(b) && isHex(b[i+1]) && isHex(b[i+2]) {
+			pos = i + 3
+			continue
+		}
+		j := i + 1
+		for j < len(b) && (b[j] == ' ' || b[j] == '\t') {
+			j++
+		}
+		if j == len(b) || b[j] == '\n' || (b[j] == '\r' && j+1 < len(b) && b[j+1] == '\n') {
+			pos = j
+			continue
+		}
+		return i
+	}
+}
+
+// uuencodeStart returns the offset of the first line that MIME-tools'
+// uuencode hunt (Request Tracker turns it on) takes for an attachment:
+// "begin" and three octal digits, or BinHex's "(This file must be
+// converted with", or -1.
+func uuencodeStart(b []byte) int {
+	const binhex = "(this file must be converted with"
+	for pos := 0; pos < len(b); {
+		line := b[pos:]
+		if i := bytes.IndexByte(line, '\n'); i >= 0 {
+			line = line[:i]
+		}
+		if len(line) >= 9 && string(line[:6]) == "begin " && isOctal(line[6]) && isOctal(line[7]) && isOctal(line[8]) {
+			return pos
+		}
+		if len(line) >= len(binhex) && strings.EqualFold(string(line[:len(binhex)]), binhex) {
+			return pos
+		}
+		pos += len(line) + 1
+	}
+	return -1
+}
+
+func isOctal(c byte) bool { return c >= '0' && c <= '7' }
