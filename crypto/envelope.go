@@ -27,6 +27,9 @@ type analyzer struct {
 	// attempted is set once a decryption was tried: the reply then waits
 	// for the decryption deadline.
 	attempted bool
+	// ambiguous is set when the message's structure is ambiguous (for
+	// the log line).
+	ambiguous error
 }
 
 // step is what one layer gave.
@@ -51,10 +54,12 @@ type step struct {
 	show *mime.Entity
 }
 
-// sigAt is a signature and the number of encryption layers above it.
+// sigAt is a signature, the number of encryption layers above it, and
+// the parse tree its signed content is in (an index into trees).
 type sigAt struct {
 	sig   verdict.Signature
 	depth int
+	tree  int
 }
 
 // envelope is what the walk found.
@@ -69,6 +74,9 @@ type envelope struct {
 	// went through, for the ambiguity check.
 	payload *mime.Entity
 	layers  []*mime.Entity
+	// trees are the roots of every parse: the message, then each
+	// decrypted or opaque-signed content.
+	trees []*mime.Entity
 	// failed is the failed (or not-for-gateway) encryption layer.
 	failed                 *verdict.Encryption
 	failure, authenticated bool
@@ -77,7 +85,7 @@ type envelope struct {
 
 // walk follows the layers from root.
 func (a *analyzer) walk(ctx context.Context, root *mime.Entity) (*envelope, error) {
-	env := &envelope{payload: root}
+	env := &envelope{payload: root, trees: []*mime.Entity{root}}
 	cur := root
 	depth := 0
 	for n := 0; ; n++ {
@@ -120,15 +128,19 @@ func (a *analyzer) walk(ctx context.Context, root *mime.Entity) (*envelope, erro
 			env.encs = append(env.encs, *st.enc)
 			env.unauthenticated = env.unauthenticated || !st.authenticated
 			depth++
+			env.trees = append(env.trees, st.next)
 			if st.sig != nil {
-				env.sigs = append(env.sigs, sigAt{*st.sig, depth})
+				env.sigs = append(env.sigs, sigAt{*st.sig, depth, len(env.trees) - 1})
 			}
 			env.display, cur = st.next, st.next
 			continue
 		}
-		env.sigs = append(env.sigs, sigAt{*st.sig, depth})
+		env.sigs = append(env.sigs, sigAt{*st.sig, depth, len(env.trees) - 1})
 		if st.next == nil {
 			break
+		}
+		if st.opaque && st.next != nil {
+			env.trees = append(env.trees, st.next)
 		}
 		shown := env.display == cur || env.display == nil && cur == root
 		switch {

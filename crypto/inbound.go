@@ -121,6 +121,8 @@ type inboundResult struct {
 	// restore are protected header fields from inside the layers to put
 	// on the outer message.
 	restore mime.Header
+	// ambiguous is the first structure ambiguity found, for the log.
+	ambiguous error
 }
 
 // result turns the envelope into the verdict: the encryption, the
@@ -129,6 +131,7 @@ type inboundResult struct {
 // headers, and what the walk did not interpret.
 func (a *analyzer) result(env *envelope, root *mime.Entity) *inboundResult {
 	res := &inboundResult{content: env.display}
+	amb := a.ambiguity(env)
 	res.Enc = envEncryption(env)
 	res.Sig, res.Outer = envSignatures(env)
 	if res.Enc.Status == verdict.Decrypted && res.Sig.Status == verdict.Valid {
@@ -138,16 +141,12 @@ func (a *analyzer) result(env *envelope, root *mime.Entity) *inboundResult {
 	from := fromAddresses(root.Header)
 	res.restore = a.protectedHeaders(env, res, root.Header)
 	judge(&res.Sig, from, !a.e.pol.Inbound.ExactLocalPart)
-	if reason := a.ambiguity(env, root); reason != "" {
-		if res.Sig.Status == verdict.Valid || res.Sig.Status == verdict.Mismatch {
-			res.Sig.Status, res.Sig.Reason = verdict.Bad, reason
-		}
-		if res.Enc.Status == verdict.EncNone {
-			// Nothing was decrypted: the message passes as it came.
-			res.content, res.restore = nil, nil
-		}
+	if amb != nil && res.Enc.Status != verdict.Decrypted {
+		// Nothing was decrypted: the message passes as it came.
+		res.content, res.restore = nil, nil
 	}
 	a.uninterpreted(env, res)
+	res.ambiguous = a.ambiguous
 	return res
 }
 
@@ -174,13 +173,7 @@ func envEncryption(env *envelope) verdict.Encryption {
 // content (the innermost signature made inside every decrypted layer) and
 // the others, which cover ciphertext or are outer wrappers.
 func envSignatures(env *envelope) (verdict.Signature, []verdict.Signature) {
-	depth := len(env.encs)
-	content := -1
-	for i, s := range env.sigs {
-		if s.depth == depth {
-			content = i
-		}
-	}
+	content := contentSig(env)
 	var outer []verdict.Signature
 	for i, s := range env.sigs {
 		if i != content {
@@ -189,12 +182,24 @@ func envSignatures(env *envelope) (verdict.Signature, []verdict.Signature) {
 	}
 	if content < 0 {
 		sig := verdict.Signature{Status: verdict.SigNone}
-		if len(outer) > 0 && depth > 0 {
+		if len(outer) > 0 && len(env.encs) > 0 {
 			sig.Reason = "covers-ciphertext"
 		}
 		return sig, outer
 	}
 	return env.sigs[content].sig, outer
+}
+
+// contentSig is the index of the signature over the displayed content:
+// the innermost one made inside every decrypted layer (-1 for none).
+func contentSig(env *envelope) int {
+	content := -1
+	for i, s := range env.sigs {
+		if s.depth == len(env.encs) {
+			content = i
+		}
+	}
+	return content
 }
 
 // judge applies the From rule to a cryptographically good signature: valid
@@ -295,25 +300,31 @@ func (a *analyzer) uninterpreted(env *envelope, res *inboundResult) {
 	}
 }
 
-// ambiguity returns a reason token when readers of the same bytes could
-// disagree on the structure of anything the verdict vouches for (the
-// layers walked and the payload), else "".
-func (a *analyzer) ambiguity(env *envelope, root *mime.Entity) string {
-	for _, e := range append(slices.Clone(env.layers), env.payload) {
-		if e == nil {
-			continue
-		}
-		amb := false
-		e.Walk(func(x *mime.Entity) {
-			if len(x.Header.Values("Content-Type")) > 1 || len(x.Header.Values("Content-Transfer-Encoding")) > 1 {
-				amb = true
-			}
-		})
-		if amb {
-			return "ambiguous-mime"
+// ambiguity applies the rule that the gateway never vouches for a
+// structure readers of the same bytes could disagree on (mime.Ambiguity):
+// a signature whose signed content lies in an ambiguous parse tree is
+// made bad (reason=ambiguous-mime). It returns the message's own
+// ambiguity (of the tree as received), if any: the message then passes as
+// it came unless something was decrypted (what was decrypted does not
+// depend on how the outer structure is read).
+func (a *analyzer) ambiguity(env *envelope) error {
+	amb := make([]error, len(env.trees))
+	for i, t := range env.trees {
+		amb[i] = mime.Ambiguity(t)
+	}
+	for i := range env.sigs {
+		s := &env.sigs[i].sig
+		if amb[env.sigs[i].tree] != nil && s.Status != verdict.SigNone {
+			s.Status, s.Reason = verdict.Bad, "ambiguous-mime"
 		}
 	}
-	return ""
+	a.ambiguous = amb[0]
+	for _, err := range amb[1:] {
+		if a.ambiguous == nil {
+			a.ambiguous = err
+		}
+	}
+	return amb[0]
 }
 
 // fromAddresses returns the addr-specs of the From field(s).

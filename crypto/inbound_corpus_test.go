@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cryptmilter/cryptmilter/crypto/verdict"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
 
@@ -201,7 +202,7 @@ func TestCorpusSMIME(t *testing.T) {
 			inHeaderSafe(t, r.header)
 			var ours, others []string
 			for _, v := range r.header.Values("Authentication-Results") {
-				if authservID(v) == inHost {
+				if id, _ := verdict.AuthservID(v); id == inHost {
 					ours = append(ours, v)
 				} else {
 					others = append(others, v)

@@ -196,3 +196,50 @@ func TestInboundKeepOriginalUntrusted(t *testing.T) {
 		t.Error("the original ciphertext is not attached")
 	}
 }
+
+// TestInboundAmbiguousNeverValid: a good signature over a structure that
+// readers of the same bytes read differently (Go, MIME-tools, Python's
+// email: see crypto/mime's TestAmbiguityDifferential) is never valid, and
+// the message passes as it came. Each case keeps the signed part's bytes,
+// so that Go's reading alone would verify.
+func TestInboundAmbiguousNeverValid(t *testing.T) {
+	f := inPGPFixture(t)
+	signed := string(f.msgs["signed"])
+	ct := `Content-Type: multipart/signed; micalg=pgp-sha256; protocol="application/pgp-signature"; boundary="sig-b"`
+	if !strings.Contains(signed, ct) {
+		t.Fatal("fixture changed")
+	}
+	control := inProcess(t, inEngine(t, nil), f.keys, []byte(signed), time.Time{})
+	if !strings.HasPrefix(control.sig(), "valid;") {
+		t.Fatalf("control: %q", control.sig())
+	}
+	for name, msg := range map[string]string{
+		// Go and MIME-tools take the RFC 2231 value, Python the plain one.
+		"rfc2231-mixed": strings.Replace(signed, `boundary="sig-b"`, `boundary="other"; boundary*0="sig-b"`, 1),
+		// A pair other than \\ or \": Go keeps the backslash, MIME-tools
+		// drops it.
+		"quoted-pair": strings.ReplaceAll(strings.Replace(signed, `boundary="sig-b"`, `boundary="sig\-b"`, 1), "--sig-b", `--sig\-b`),
+		// A bare CR: Python sees a line end where Go does not.
+		"bare-cr": strings.Replace(signed, "This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n",
+			"This is an OpenPGP/MIME signed message\r--sig-b\rContent-Type: text/plain\r\rHidden text\r\n", 1),
+		// A line a prefix-matching reader takes for a delimiter.
+		"boundary-prefix": strings.Replace(signed, "This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n",
+			"--sig-bx\r\nContent-Type: text/plain\r\n\r\nShown by a prefix-matching reader\r\n", 1),
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := inProcess(t, inEngine(t, nil), f.keys, []byte(msg), time.Time{})
+			if s := r.sig(); !strings.HasPrefix(s, "bad;") || !strings.Contains(s, "reason=ambiguous-mime") {
+				t.Errorf("signature %q over an ambiguous structure, want bad; reason=ambiguous-mime", s)
+			}
+			inUnchanged(t, r)
+		})
+	}
+	// Two Content-Type fields on the root: nothing is interpreted.
+	r := inProcess(t, inEngine(t, nil), f.keys, []byte(strings.Replace(signed, ct, "Content-Type: text/plain\r\n"+ct, 1)), time.Time{})
+	if s := r.sig(); s != "none" {
+		t.Errorf("two Content-Type fields: signature %q, want none", s)
+	}
+	if r.plan.Body != nil {
+		t.Error("two Content-Type fields: body replaced")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"strings"
 
@@ -70,7 +71,7 @@ func (e *Engine) forgedResults(h mime.Header) map[int]bool {
 	del := map[int]bool{}
 	for i, f := range h {
 		if verdict.IsResultField(f.Name) ||
-			strings.EqualFold(f.Name, verdict.HeaderAuthResults) && authservID(f.Value) == strings.ToLower(e.pol.Hostname) {
+			strings.EqualFold(f.Name, verdict.HeaderAuthResults) && verdict.ClaimsAuthservID(f.Value, e.pol.Hostname) {
 			del[i] = true
 		}
 	}
@@ -121,48 +122,11 @@ func logAttrs(res *inboundResult) []slog.Attr {
 	if r := verdict.Token(verdict.Reason(res.Enc.Reason, res.Sig.Reason)); r != "" {
 		attrs = append(attrs, slog.String("reason", r))
 	}
+	var amb *mime.AmbiguousError
+	if errors.As(res.ambiguous, &amb) {
+		attrs = append(attrs, slog.String("ambiguous", amb.Reason), slog.String("ambiguous_part", amb.Part))
+	}
 	return attrs
-}
-
-// authservID returns the authserv-id of an Authentication-Results value.
-func authservID(v string) string {
-	id, _, _ := strings.Cut(mime.Unfold(v), ";")
-	// RFC 8601 allows comments around it and a quoted-string form.
-	id = stripComments(id)
-	id = strings.TrimSpace(id)
-	if i := strings.IndexAny(id, " \t"); i >= 0 {
-		id = id[:i]
-	}
-	return strings.ToLower(strings.Trim(id, `"`))
-}
-
-// stripComments removes RFC 5322 comments (nested parentheses).
-func stripComments(s string) string {
-	var b strings.Builder
-	depth := 0
-	escaped := false
-	for _, r := range s {
-		switch {
-		case escaped:
-			escaped = false
-			if depth == 0 {
-				b.WriteRune(r)
-			}
-		case r == '\\':
-			escaped = true
-			if depth == 0 {
-				b.WriteRune(r)
-			}
-		case r == '(':
-			depth++
-		case r == ')' && depth > 0:
-			depth--
-			b.WriteRune(' ')
-		case depth == 0:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
 }
 
 func indexesOf(h mime.Header, name string) []int {

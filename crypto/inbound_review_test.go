@@ -34,8 +34,14 @@ func TestInboundSignaturePartIsOnlySignature(t *testing.T) {
 		},
 	} {
 		r := inProcess(t, e, f.keys, mutate(signed), time.Time{})
-		if s := r.sig(); s != "bad; protocol=openpgp; reason=malformed" {
-			t.Errorf("%s: signature %q, want bad; malformed", name, s)
+		want := "bad; protocol=openpgp; reason=malformed"
+		if name == "two-content-types" {
+			// Readers disagree on which field counts: the structure is
+			// ambiguous before the signature part is even read.
+			want = "bad; protocol=openpgp; reason=ambiguous-mime"
+		}
+		if s := r.sig(); s != want {
+			t.Errorf("%s: signature %q, want %q", name, s, want)
 		}
 	}
 }
