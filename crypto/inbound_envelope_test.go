@@ -243,3 +243,51 @@ func TestInboundAmbiguousNeverValid(t *testing.T) {
 		t.Error("two Content-Type fields: body replaced")
 	}
 }
+
+// TestInboundForgedAuthResultsCFWS: every form of Authentication-Results
+// that a reader could take for ours is removed (a comment holding ";"
+// before the authserv-id, a quoted id, a version, odd case, a final dot);
+// another host's stays.
+func TestInboundForgedAuthResultsCFWS(t *testing.T) {
+	f := inPGPFixture(t)
+	forged := []string{
+		"(spoofed; really) " + inHost + "; smime=pass body.smime-identifier=ceo@example.org",
+		"\"" + inHost + "\"; smime=pass",
+		inHost + " 1; smime=pass",
+		strings.ToUpper(inHost) + ".; smime=pass",
+		"(c (nested; x)) " + inHost + " (y; z); smime=pass",
+	}
+	var h strings.Builder
+	for _, v := range forged {
+		h.WriteString("Authentication-Results: " + v + "\r\n")
+	}
+	h.WriteString("Authentication-Results: other.example; dkim=pass header.d=example.net\r\n")
+	r := inProcess(t, inEngine(t, nil), f.keys, append([]byte(h.String()), f.msgs["signed"]...), time.Time{})
+	if got := r.header.Values("Authentication-Results"); len(got) != 1 || got[0] != "other.example; dkim=pass header.d=example.net" {
+		t.Errorf("Authentication-Results after the engine: %q", got)
+	}
+}
+
+// TestInboundUnterminated: a multipart without its closing delimiter (cut
+// by a relay) is read as mail clients read it: an encrypted root with
+// intact ciphertext decrypts; a signed root verifies when the signed part
+// and the signature are complete, and not when the signature was cut.
+func TestInboundUnterminated(t *testing.T) {
+	f := inPGPFixture(t)
+	cut := func(msg []byte, close string) []byte {
+		s := string(msg)
+		i := strings.LastIndex(s, close)
+		if i < 0 {
+			t.Fatalf("no %q", close)
+		}
+		return []byte(s[:i])
+	}
+	r := inProcess(t, inEngine(t, nil), f.keys, cut(f.msgs["enc"], "--enc-b--"), time.Time{})
+	inWant(t, r, "decrypted; protocol=openpgp; key="+f.fpr["gw"], "none")
+	r = inProcess(t, inEngine(t, nil), f.keys, cut(f.msgs["signed"], "--sig-b--"), time.Time{})
+	inWant(t, r, "none", "valid; protocol=openpgp; signer=alice@example.net; key="+f.fpr["alice"])
+	r = inProcess(t, inEngine(t, nil), f.keys, cut(f.msgs["signed"], "-----END PGP SIGNATURE-----"), time.Time{})
+	if strings.HasPrefix(r.sig(), "valid") {
+		t.Errorf("signature cut short: %q", r.sig())
+	}
+}
