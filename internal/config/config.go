@@ -41,6 +41,7 @@ type Config struct {
 	Direction Direction `toml:"direction"`
 	Limits    Limits    `toml:"limits"`
 	Metrics   Metrics   `toml:"metrics"`
+	Discovery Discovery `toml:"discovery"`
 
 	// File is the path the configuration was read from ("" for defaults).
 	File string `toml:"-"`
@@ -95,6 +96,9 @@ type Rule struct {
 	Match  string `toml:"match"`  // address, @domain or *
 	Policy string `toml:"policy"` // as Outbound.Policy
 	Inline bool   `toml:"inline"` // inline PGP instead of PGP/MIME
+	// MinTrust is the lowest trust a recipient key may have: manual
+	// (imported by the admin) > dane > wkd. "" means wkd.
+	MinTrust string `toml:"min_trust"`
 }
 
 // Direction configures how serve tells outbound from inbound mail.
@@ -169,7 +173,8 @@ func Default() *Config {
 			MemorySpool:         1 << 20,
 			MaxConcurrent:       0,
 		},
-		Metrics: Metrics{Listen: ""},
+		Metrics:   Metrics{Listen: ""},
+		Discovery: defaultDiscovery(),
 	}
 }
 
@@ -199,6 +204,7 @@ func Parse(data []byte) (*Config, error) {
 	// Lists replace the defaults rather than merging into them.
 	c.Listen, c.Identity.Addresses, c.Outbound.Rules = nil, nil, nil
 	c.Direction.OriginatingDaemons, c.Direction.InternalHosts = nil, nil
+	c.Discovery.Sources = nil
 	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
 	if err := dec.Decode(c); err != nil {
 		return nil, describe(err)
@@ -218,6 +224,9 @@ func Parse(data []byte) (*Config, error) {
 	}
 	if c.Direction.InternalHosts == nil {
 		c.Direction.InternalHosts = d.Direction.InternalHosts
+	}
+	if c.Discovery.Sources == nil {
+		c.Discovery.Sources = d.Discovery.Sources
 	}
 	if err := c.finish(data); err != nil {
 		return nil, err
@@ -364,6 +373,11 @@ func (c *Config) finish(doc []byte) error {
 		if err := oneOf(r.Policy, policyWords...); err != nil {
 			return bad(key+".policy", "%v", err)
 		}
+		if r.MinTrust != "" {
+			if err := oneOf(r.MinTrust, TrustWords...); err != nil {
+				return bad(key+".min_trust", "%v", err)
+			}
+		}
 	}
 	c.InternalNets = nil
 	for i, h := range c.Direction.InternalHosts {
@@ -400,7 +414,7 @@ func (c *Config) finish(doc []byte) error {
 			return bad("metrics.listen", "%q: want host:port", c.Metrics.Listen)
 		}
 	}
-	return nil
+	return c.Discovery.check(bad, c.Limits.MessageTimeout)
 }
 
 // SpoolDir is the private directory for message bodies and plaintext.
