@@ -71,6 +71,10 @@ type Input struct {
 	Now       time.Time
 	// Keys is the keyring snapshot the message started with.
 	Keys *keystore.Snapshot
+	// Discovered holds the keys key discovery found for outbound
+	// recipients without a keystore key, looked up by the caller before
+	// the engine runs (nil: discovery off). See discovered.go.
+	Discovered Discovered
 }
 
 // Action is the fate of a message.
@@ -168,7 +172,6 @@ type Engine struct {
 func New(cfg *config.Config, sp *spool.Dir) *Engine {
 	return &Engine{cfg: cfg, spool: sp}
 }
-
 
 // Process decides on one message. A returned error is an internal failure
 // (the caller tempfails); every expected outcome is a Plan.

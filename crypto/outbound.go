@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
@@ -84,6 +83,11 @@ type rcpt struct {
 	bcc    bool
 	pgp    *pgpcrypto.Key
 	cert   *x509.Certificate
+	// key discovery: where the keys came from ("" = keystore), whether a
+	// lookup failed temporarily, why nothing was found (see discovered.go)
+	source   string
+	discTemp bool
+	discWhy  string
 }
 
 // signers are the gateway's signing keys for one message.
@@ -107,16 +111,8 @@ func (s signers) can(proto string) bool {
 // rule returns the policy and inline flag for addr: the first matching
 // [[outbound.rule]] (an exact address, @domain or *), else the default.
 func rule(cfg *config.Outbound, addr string) (string, bool) {
-	a := strings.ToLower(strings.Trim(addr, "<> "))
-	_, domain, _ := strings.Cut(a, "@")
-	for _, r := range cfg.Rules {
-		m := strings.ToLower(strings.TrimSpace(r.Match))
-		switch {
-		case m == "*",
-			strings.HasPrefix(m, "@") && domain != "" && m[1:] == domain,
-			m == a:
-			return r.Policy, r.Inline
-		}
+	if r, ok := matchRule(cfg, addr); ok {
+		return r.Policy, r.Inline
 	}
 	return cfg.Policy, false
 }
@@ -124,21 +120,18 @@ func rule(cfg *config.Outbound, addr string) (string, bool) {
 // bareAddr strips angle brackets from an envelope address.
 func bareAddr(a string) string { return strings.TrimSpace(strings.Trim(strings.TrimSpace(a), "<>")) }
 
-// classify decides recipient addr's class with the keys in snap.
-func (e *Engine) classify(snap *keystore.Snapshot, sg signers, addr string, now time.Time) rcpt {
+// classify decides recipient addr's class with the keys in snap and,
+// failing those, the keys discovery found (disc, may be nil).
+func (e *Engine) classify(snap *keystore.Snapshot, sg signers, addr string, now time.Time, disc Discovered) rcpt {
 	r := rcpt{addr: addr}
 	var inline bool
 	r.policy, inline = rule(&e.cfg.Outbound, addr)
 	a := bareAddr(addr)
-	if snap != nil && r.policy != PolicyNone {
-		if k, err := snap.EncryptionKey(a, now); err == nil {
-			r.pgp = k
-		}
-		if c, err := snap.Certificate(a, now); err == nil {
-			if _, isRSA := c.PublicKey.(*rsa.PublicKey); isRSA {
-				r.cert = c
-			}
-		}
+	if r.policy != PolicyNone {
+		r.pgp, r.cert = manualKeys(snap, a, now)
+	}
+	if r.pgp == nil && r.cert == nil && (r.policy == PolicyRequired || r.policy == PolicyOpportunistic) {
+		e.useDiscovered(&r, snap, disc, a)
 	}
 	order := []string{ProtoOpenPGP, ProtoSMIME}
 	if e.cfg.Outbound.Prefer == ProtoSMIME {
@@ -174,7 +167,9 @@ func (e *Engine) classify(snap *keystore.Snapshot, sg signers, addr string, now 
 				return r
 			}
 		}
-		if r.policy == PolicyRequired {
+		if r.policy == PolicyRequired && r.discTemp {
+			r.cls = class{treat: treatTempfail}
+		} else if r.policy == PolicyRequired {
 			r.cls = class{treat: treatReject}
 		} else {
 			r.cls = sign()
@@ -329,8 +324,12 @@ func (e *Engine) outbound(ctx context.Context, in *Input) (*Plan, error) {
 	sg := e.gatewaySigners(in.Keys, from, now)
 	visible := visibleAddresses(h)
 	rcpts := make([]rcpt, 0, len(in.Envelope.Rcpts))
+	var wait *Plan
 	for _, a := range in.Envelope.Rcpts {
-		r := e.classify(in.Keys, sg, a, now)
+		r := e.classify(in.Keys, sg, a, now, in.Discovered)
+		if r.cls.treat == treatTempfail && wait == nil {
+			wait = discoveryTempfail(r)
+		}
 		if r.cls.treat == treatReject {
 			return &Plan{
 				Action:   Reject,
@@ -341,6 +340,9 @@ func (e *Engine) outbound(ctx context.Context, in *Input) (*Plan, error) {
 		}
 		r.bcc = !visible[strings.ToLower(bareAddr(a))]
 		rcpts = append(rcpts, r)
+	}
+	if wait != nil {
+		return wait, nil
 	}
 	groups := e.group(rcpts)
 	if len(groups) == 1 && groups[0].cls.treat == treatPlain {
@@ -412,6 +414,7 @@ func (e *Engine) outbound(ctx context.Context, in *Input) (*Plan, error) {
 		plan.Attrs = append(plan.Attrs, slog.Int(k, counts[k]))
 	}
 	plan.Attrs = append(plan.Attrs, slog.Int("copies", len(groups)))
+	plan.Attrs = append(plan.Attrs, discoveryAttrs(rcpts)...)
 	if sg.pgp != nil {
 		plan.Attrs = append(plan.Attrs, slog.String("signer_openpgp", sg.pgpAddr))
 	}
@@ -471,8 +474,8 @@ func (e *Engine) RcptDefer(keys *keystore.Snapshot, now time.Time, envFrom, firs
 		return ""
 	}
 	sg := e.gatewaySigners(keys, bareAddr(envFrom), now)
-	a := e.classify(keys, sg, first, now)
-	b := e.classify(keys, sg, rcpt, now)
+	a := e.classify(keys, sg, first, now, nil)
+	b := e.classify(keys, sg, rcpt, now, nil)
 	if a.cls != b.cls {
 		return DeferReply
 	}
