@@ -269,6 +269,9 @@ func (h *handler) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.MessageTimeout.D())
 	defer cancel()
+	if d := msg.env.Discover; d != nil && in.Direction == crypto.Outbound {
+		d(ctx, in) // network lookups: before taking a processing slot
+	}
 	release := func() {}
 	if slots := msg.env.Slots; slots != nil {
 		select {

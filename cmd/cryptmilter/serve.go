@@ -113,6 +113,7 @@ type daemonState struct {
 	log   *slog.Logger
 	sp    *spool.Dir
 	slots chan struct{}
+	disc  discoveryState // key discovery (discovery.go)
 }
 
 func serve(cfg *config.Config, log *slog.Logger) error {
@@ -149,7 +150,9 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	if n == 0 {
 		n = 2 * runtime.NumCPU()
 	}
+	m := metrics.New()
 	st := &daemonState{cfg: cfg, keys: holder, log: log, sp: sp, slots: make(chan struct{}, n)}
+	st.disc.obs, st.disc.log, st.disc.keys = m, log, holder
 	st.env.Store(st.newEnv(cfg))
 
 	lns, err := listen.Systemd()
@@ -161,11 +164,11 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	} else if lns, err = listen.Open(cfg); err != nil {
 		return err
 	}
-	m := metrics.New()
 	srv := &milter.Server{Env: func() *milter.Env { return st.env.Load() }, Logger: log, Observe: m.Observe}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go st.disc.run(ctx)
 	if cfg.Keyring.Watch {
 		go func() {
 			if err := holder.Watch(ctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -258,7 +261,8 @@ loop:
 // newEnv is what messages starting now are processed with. The slots are
 // the daemon's, so a reload does not raise the concurrency.
 func (st *daemonState) newEnv(cfg *config.Config) *milter.Env {
-	return &milter.Env{Engine: crypto.New(cfg, st.sp), Config: cfg, Spool: st.sp, Keys: st.keys, Slots: st.slots}
+	eng := crypto.New(cfg, st.sp)
+	return &milter.Env{Engine: eng, Config: cfg, Spool: st.sp, Keys: st.keys, Slots: st.slots, Discover: st.disc.hook(cfg, eng)}
 }
 
 // reload re-reads the configuration file and the keystore. A bad

@@ -83,7 +83,7 @@ func (d *Discovery) check(bad func(key, format string, args ...any) error, msgTi
 	switch {
 	case d.Timeout <= 0:
 		return bad("discovery.timeout", "must be positive")
-	case d.Timeout >= msgTimeout:
+	case d.Enabled() && d.Timeout >= msgTimeout:
 		return bad("discovery.timeout", "%v must be shorter than limits.message_timeout (%v)", d.Timeout.D(), msgTimeout.D())
 	case d.CacheTTL <= 0:
 		return bad("discovery.cache_ttl", "must be positive")

@@ -448,3 +448,6 @@ func trimErr(err error) string {
 }
 
 var errNoAnchors = errors.New("PKIX-EE certificate: no trust anchors (keystore ca/) to validate it against")
+
+// CacheTTL is the configured cache_ttl.
+func (d *Discoverer) CacheTTL() time.Duration { return d.opts.CacheTTL.D() }
