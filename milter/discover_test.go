@@ -60,4 +60,3 @@ func TestDiscoverHook(t *testing.T) {
 	default:
 	}
 }
-
