@@ -47,6 +47,7 @@ type DNS struct {
 	entries map[string]*Entry // "name./TYPE"
 	queries []string
 	servers []*dns.Server
+	stop    chan struct{} // ends delays at cleanup
 }
 
 func entryKey(name string, qtype uint16) string {
@@ -56,7 +57,7 @@ func entryKey(name string, qtype uint16) string {
 // StartDNS starts a server, stopped at the end of the test.
 func StartDNS(t testing.TB) *DNS {
 	t.Helper()
-	s := &DNS{entries: map[string]*Entry{}}
+	s := &DNS{entries: map[string]*Entry{}, stop: make(chan struct{})}
 	// One port for UDP and TCP: retry when the TCP side is taken.
 	var pc net.PacketConn
 	var l net.Listener
@@ -85,6 +86,7 @@ func StartDNS(t testing.TB) *DNS {
 		<-started
 	}
 	t.Cleanup(func() {
+		close(s.stop)
 		for _, srv := range s.servers {
 			srv.Shutdown()
 		}
@@ -121,7 +123,11 @@ func (s *DNS) serve(w dns.ResponseWriter, req *dns.Msg) {
 		return
 	}
 	if e.Delay > 0 {
-		time.Sleep(e.Delay)
+		select {
+		case <-time.After(e.Delay):
+		case <-s.stop:
+			return
+		}
 	}
 	m.Rcode = e.Rcode
 	m.AuthenticatedData = e.AD
