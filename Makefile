@@ -49,6 +49,7 @@ bench:
 	$(GO) test -run '^$$' -bench '^Benchmark(Load|ReloadUnchanged)$$' -benchmem -benchtime $(BENCHTIME) ./keystore/
 	$(GO) test -run '^$$' -bench 'Lookup' -benchmem ./keystore/
 	$(GO) test -run '^$$' -bench . -benchmem ./crypto/... ./milter/
+	$(GO) test -run '^$$' -bench 'LookupMessage' -benchmem ./keystore/discover/
 
 # Each fuzzer of untrusted input for FUZZTIME (seeds in testdata/fuzz).
 FUZZTIME ?= 60s

@@ -119,6 +119,8 @@ type Discoverer struct {
 	mu       sync.Mutex
 	inflight map[string]*call
 	used     map[string]bool // cache keys a message used since their fetch
+	busy     int             // lookups not yet stored
+	idle     *sync.Cond      // signalled when busy drops to 0
 
 	// httpsPort replaces port 443 for WKD connections (tests only).
 	httpsPort string
@@ -141,6 +143,7 @@ const (
 // required recipients wait rather than bounce.
 func New(o Options) *Discoverer {
 	d := &Discoverer{opts: o, log: o.Logger, inflight: map[string]*call{}, used: map[string]bool{}}
+	d.idle = sync.NewCond(&d.mu)
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
 	}
@@ -182,8 +185,21 @@ func New(o Options) *Discoverer {
 	return d
 }
 
-// Close releases idle connections.
-func (d *Discoverer) Close() { d.http.CloseIdleConnections() }
+// Flush waits until every answer looked up so far is in the cache.
+func (d *Discoverer) Flush() {
+	d.mu.Lock()
+	for d.busy > 0 {
+		d.idle.Wait()
+	}
+	d.mu.Unlock()
+}
+
+// Close waits for the cache to be written (Flush) and releases idle
+// connections.
+func (d *Discoverer) Close() {
+	d.Flush()
+	d.http.CloseIdleConnections()
+}
 
 // Request asks for the answers of some sources for one address.
 type Request struct {
@@ -231,6 +247,7 @@ func (d *Discoverer) Discover(ctx context.Context, addr string, sources []string
 		wg.Go(func() { out[i] = d.lookup(ctx, addr, src, now, true) })
 	}
 	wg.Wait()
+	d.Flush()
 	return out
 }
 
@@ -258,6 +275,7 @@ func (d *Discoverer) lookup(ctx context.Context, addr, src string, now time.Time
 	if !ok {
 		c = &call{done: make(chan struct{})}
 		d.inflight[key] = c
+		d.busy++
 		go d.fetchAndStore(key, addr, src, now, c)
 	}
 	d.mu.Unlock()
@@ -278,14 +296,19 @@ func (d *Discoverer) lookup(ctx context.Context, addr, src string, now time.Time
 }
 
 // fetchAndStore runs one network lookup with a deadline of its own (a
-// message that stops waiting does not cancel it), caches a definite
-// answer and hands it to the waiters.
+// message that stops waiting does not cancel it), hands the answer to the
+// waiters, then caches a definite answer. Until it is cached the call
+// stays in flight, so that nobody asks the network again meanwhile.
 func (d *Discoverer) fetchAndStore(key, addr, src string, now time.Time, c *call) {
 	ctx, cancel := context.WithTimeout(context.Background(), d.opts.Timeout.D())
 	defer cancel()
 	a := d.fetch(ctx, addr, src, now)
 	if a.Status != Temporary {
-		d.store(key, &a, now)
+		ttl := d.opts.NegativeTTL.D()
+		if a.Status == Found {
+			ttl = d.opts.CacheTTL.D()
+		}
+		a.Expires = now.Add(ttl)
 	}
 	if d.opts.Observer != nil {
 		d.opts.Observer.DiscoveryLookup(src, string(a.Status))
@@ -296,12 +319,20 @@ func (d *Discoverer) fetchAndStore(key, addr, src string, now time.Time, c *call
 	}
 	d.log.Log(ctx, lvl, "key discovery", "address", addr, "source", src, "status", string(a.Status),
 		"from", a.From, "reason", a.Reason, "fingerprint", fingerprints(&a))
-	d.mu.Lock()
 	c.ans = a
-	delete(d.inflight, key)
+	d.mu.Lock()
 	d.used[key] = false
 	d.mu.Unlock()
 	close(c.done)
+	if a.Status != Temporary {
+		d.store(key, &a)
+	}
+	d.mu.Lock()
+	delete(d.inflight, key)
+	if d.busy--; d.busy == 0 {
+		d.idle.Broadcast()
+	}
+	d.mu.Unlock()
 }
 
 // fetch asks the network.
@@ -337,12 +368,7 @@ func (d *Discoverer) observeCache(src string, state cacheState) {
 }
 
 // store caches a definite answer and logs a key change.
-func (d *Discoverer) store(key string, a *Answer, now time.Time) {
-	ttl := d.opts.NegativeTTL.D()
-	if a.Status == Found {
-		ttl = d.opts.CacheTTL.D()
-	}
-	a.Expires = now.Add(ttl)
+func (d *Discoverer) store(key string, a *Answer) {
 	prev, err := d.cache.put(key, a)
 	if err != nil {
 		d.log.Warn("key discovery: cannot cache the answer; it will be looked up again", "address", a.Address, "source", a.Source, "error", err)
@@ -400,6 +426,7 @@ func (d *Discoverer) RefreshDue(ctx context.Context, now time.Time) {
 		}
 		d.lookup(ctx, r.Address, r.Source, now, true)
 	}
+	d.Flush()
 }
 
 // Run calls RefreshDue every interval until ctx ends.
