@@ -42,7 +42,9 @@ func TestDiscoveredKeys(t *testing.T) {
 	}
 	wkd := DiscoveredKey{Source: TrustWKD, OpenPGP: carol}
 	dane := DiscoveredKey{Source: TrustDANE, Cert: erin}
-	temp := func(src string) DiscoveredKey { return DiscoveredKey{Source: src, Temporary: true, Reason: "no answer within discovery.timeout"} }
+	temp := func(src string) DiscoveredKey {
+		return DiscoveredKey{Source: src, Temporary: true, Reason: "no answer within discovery.timeout"}
+	}
 	none := func(src string) DiscoveredKey { return DiscoveredKey{Source: src, Reason: "HTTP 404"} }
 	msg := outTestMessage("zed@example.org", "")
 	required := func(minTrust string) func(*config.Config) {

@@ -281,7 +281,7 @@ func TestDiscovery(t *testing.T) {
 			}
 		}
 		list := m.Keys(t, nil, "list")
-		if !regexp.MustCompile(`openpgp\s+discovered/wkd\s+walter@example\.net\s+` + p.walterFpr).MatchString(list) ||
+		if !regexp.MustCompile(`openpgp\s+discovered/wkd\s+walter@example\.net\s+`+p.walterFpr).MatchString(list) ||
 			!regexp.MustCompile(`smime\s+discovered/dane\s+dana@example\.com`).MatchString(list) {
 			t.Errorf("keys list:\n%s", list)
 		}
