@@ -81,6 +81,10 @@ const (
 	cacheStale cacheState = "stale"
 )
 
+// maxMemos bounds the parsed answers kept in memory; others are read
+// from their file again when used.
+const maxMemos = 4096
+
 type cache struct {
 	dir string
 	mu  sync.Mutex
@@ -164,6 +168,12 @@ func (c *cache) get(key string, now time.Time, parse func(*record) Answer) (Answ
 		}
 		m = &memo{stamp: st, ans: parse(rec)}
 		c.mu.Lock()
+		if len(c.mem) >= maxMemos {
+			for k := range c.mem { // any one: the file is still there
+				delete(c.mem, k)
+				break
+			}
+		}
 		c.mem[key] = m
 		c.mu.Unlock()
 	}

@@ -264,9 +264,7 @@ func (d *Discoverer) lookup(ctx context.Context, addr, src string, now time.Time
 		a.Address = addr
 		d.observeCache(src, state)
 		if state == cacheHit {
-			d.mu.Lock()
-			d.used[key] = true
-			d.mu.Unlock()
+			d.markUsed(key)
 			return a
 		}
 	}
@@ -282,9 +280,7 @@ func (d *Discoverer) lookup(ctx context.Context, addr, src string, now time.Time
 	select {
 	case <-c.done:
 		if !force {
-			d.mu.Lock()
-			d.used[key] = true
-			d.mu.Unlock()
+			d.markUsed(key)
 		}
 		a := c.ans
 		a.Address = addr
@@ -294,6 +290,25 @@ func (d *Discoverer) lookup(ctx context.Context, addr, src string, now time.Time
 			Reason: fmt.Sprintf("no answer within discovery.timeout (%v)", d.opts.Timeout.D())}
 	}
 }
+
+// markUsed notes that a message used the answer for key (RefreshDue
+// refreshes those). Past maxUsed keys, the keys not used since their
+// fetch are dropped from the map.
+func (d *Discoverer) markUsed(key string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.used) >= maxUsed {
+		for k, u := range d.used {
+			if !u {
+				delete(d.used, k)
+			}
+		}
+	}
+	d.used[key] = true
+}
+
+// maxUsed bounds the notes of markUsed.
+const maxUsed = 1 << 16
 
 // fetchAndStore runs one network lookup with a deadline of its own (a
 // message that stops waiting does not cancel it), hands the answer to the
