@@ -255,15 +255,23 @@ func readRecord(path string) (*record, error) {
 	if err != nil {
 		return nil, err
 	}
+	r, err := parseRecord(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return r, nil
+}
+
+func parseRecord(data []byte) (*record, error) {
 	if len(data) > 4*maxKeyResponse {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, 4*maxKeyResponse)
+		return nil, fmt.Errorf("larger than %d bytes", 4*maxKeyResponse)
 	}
 	var r record
 	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	if r.Version != recordVersion {
-		return nil, fmt.Errorf("%s: version %d, want %d", path, r.Version, recordVersion)
+		return nil, fmt.Errorf("version %d, want %d", r.Version, recordVersion)
 	}
 	return &r, nil
 }
