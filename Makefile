@@ -50,6 +50,7 @@ bench:
 	$(GO) test -run '^$$' -bench '^Benchmark(Load|ReloadUnchanged)$$' -benchmem -benchtime $(BENCHTIME) ./keystore/
 	$(GO) test -run '^$$' -bench 'Lookup' -benchmem ./keystore/
 	$(GO) test -run '^$$' -bench . -benchmem ./crypto/... ./milter/
+	$(GO) test -run '^$$' -bench 'LookupMessage' -benchmem ./keystore/discover/
 
 # Each fuzzer of untrusted input for FUZZTIME (seeds in testdata/fuzz).
 FUZZTIME ?= 60s
@@ -65,6 +66,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecrypt$$' -fuzztime $(FUZZTIME) ./crypto/smime/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./crypto/smime/
 	$(GO) test -run '^$$' -fuzz '^FuzzToDER$$' -fuzztime $(FUZZTIME) ./crypto/smime/
+	$(GO) test -run '^$$' -fuzz '^FuzzRecord$$' -fuzztime $(FUZZTIME) ./keystore/discover/
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/cryptmilter $(DESTDIR)/etc/cryptmilter

@@ -71,6 +71,10 @@ type Input struct {
 	Now time.Time
 	// Keys is the keyring snapshot the message started with.
 	Keys *keystore.Snapshot
+	// Discovered holds the keys key discovery found for outbound
+	// recipients without a keystore key, looked up by the caller before
+	// the engine runs (nil: discovery off). See discovered.go.
+	Discovered Discovered
 }
 
 // Engine holds the policy the engine runs with.

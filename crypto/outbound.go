@@ -62,6 +62,7 @@ func (e *Engine) outbound(ctx context.Context, in *Input) (*Plan, error) {
 		return nil, err
 	}
 	summarize(plan, groups, sg)
+	plan.Attrs = append(plan.Attrs, discoveryAttrs(rcpts)...)
 	return plan, nil
 }
 
@@ -75,8 +76,12 @@ func passed(reason string) *Plan {
 func (e *Engine) classifyAll(in *Input, sg signers, now time.Time) ([]rcpt, *Plan) {
 	visible := visibleAddresses(in.Message.Header)
 	rcpts := make([]rcpt, 0, len(in.Envelope.Rcpts))
+	var wait *Plan
 	for _, a := range in.Envelope.Rcpts {
-		r := e.pol.Outbound.classify(in.Keys, sg, a, now)
+		r := e.pol.classify(in.Keys, sg, a, now, in.Discovered)
+		if r.cls.treat == treatTempfail && wait == nil {
+			wait = discoveryTempfail(r)
+		}
 		if r.cls.treat == treatReject {
 			p := &Plan{
 				Action:   Reject,
@@ -91,6 +96,11 @@ func (e *Engine) classifyAll(in *Input, sg signers, now time.Time) ([]rcpt, *Pla
 		}
 		r.bcc = !visible[strings.ToLower(bareAddr(a))]
 		rcpts = append(rcpts, r)
+	}
+	// A permanent refusal of another recipient (above) takes precedence
+	// over waiting for a key lookup.
+	if wait != nil {
+		return nil, wait
 	}
 	return rcpts, nil
 }
@@ -181,7 +191,7 @@ func (e *Engine) RcptDefer(keys *keystore.Snapshot, now time.Time, envFrom, firs
 		return Reply{}
 	}
 	sg := e.gatewaySigners(keys, bareAddr(envFrom), now)
-	if needsOwnCopy(o.classify(keys, sg, first, now), o.classify(keys, sg, rcpt, now), o.Split) {
+	if needsOwnCopy(e.pol.classify(keys, sg, first, now, nil), e.pol.classify(keys, sg, rcpt, now, nil), o.Split) {
 		return DeferReply
 	}
 	return Reply{}

@@ -216,7 +216,7 @@ type outCopy struct {
 
 // processOut runs the engine on msg and returns the plan and every copy,
 // the first being the original as the milter rewrites it.
-func processOut(t testing.TB, e *Engine, snap *keystore.Snapshot, from string, rcpts []string, msg []byte) (*Plan, []outCopy) {
+func processOut(t testing.TB, e *Engine, snap *keystore.Snapshot, from string, rcpts []string, msg []byte, mods ...func(*Input)) (*Plan, []outCopy) {
 	t.Helper()
 	br := bufio.NewReader(bytes.NewReader(msg))
 	h, err := mime.ReadHeader(br, 0)
@@ -226,14 +226,18 @@ func processOut(t testing.TB, e *Engine, snap *keystore.Snapshot, from string, r
 	body := e.spool.New()
 	io.Copy(mime.NewCRLFWriter(body), br)
 	t.Cleanup(func() { body.Close() })
-	plan, err := e.Process(context.Background(), &Input{
+	in := &Input{
 		Direction: Outbound,
 		Envelope:  Envelope{From: from, Rcpts: rcpts},
 		Message:   Message{Header: h, Body: body},
 		QueueID:   "TESTQ",
 		Now:       time.Now(),
 		Keys:      snap,
-	})
+	}
+	for _, m := range mods {
+		m(in)
+	}
+	plan, err := e.Process(context.Background(), in)
 	if err != nil {
 		t.Fatalf("Process: %v", err)
 	}

@@ -24,10 +24,13 @@ const (
 	treatSign
 	treatEncrypt
 	treatReject
+	// treatTempfail: a required recipient whose key lookup failed
+	// temporarily; the whole message waits.
+	treatTempfail
 )
 
 func (t treatment) String() string {
-	return [...]string{"", "plain", "sign", "encrypt", "reject"}[t]
+	return [...]string{"", "plain", "sign", "encrypt", "reject", "tempfail"}[t]
 }
 
 // class is what a copy gets; recipients of equal class can share a copy
@@ -54,6 +57,11 @@ type rcpt struct {
 	bcc    bool
 	pgp    *pgpcrypto.Key
 	cert   *x509.Certificate
+	// Key discovery: where the keys came from (0: the keystore), whether
+	// a lookup failed temporarily, why nothing was found.
+	source   Trust
+	discTemp bool
+	discWhy  string
 }
 
 // signers are the gateway's signing keys for one message.
@@ -74,9 +82,9 @@ func (s signers) can(p Protocol) bool {
 	return false
 }
 
-// ruleFor returns the policy and inline flag for addr: the first matching
-// rule (an exact address, @domain or *), else the default.
-func ruleFor(o *OutboundRules, addr string) (OutboundPolicy, bool) {
+// match returns the first rule matching addr: an exact address, @domain
+// or *.
+func (o *OutboundRules) match(addr string) (Rule, bool) {
 	a := strings.ToLower(bareAddr(addr))
 	_, domain, _ := strings.Cut(a, "@")
 	for _, r := range o.Rules {
@@ -85,8 +93,17 @@ func ruleFor(o *OutboundRules, addr string) (OutboundPolicy, bool) {
 		case m == "*",
 			strings.HasPrefix(m, "@") && domain != "" && m[1:] == domain,
 			m == a:
-			return r.Policy, r.Inline
+			return r, true
 		}
+	}
+	return Rule{}, false
+}
+
+// ruleFor returns the policy and inline flag for addr: the first matching
+// rule, else the default.
+func ruleFor(o *OutboundRules, addr string) (OutboundPolicy, bool) {
+	if r, ok := o.match(addr); ok {
+		return r.Policy, r.Inline
 	}
 	return o.Default, false
 }
@@ -114,16 +131,24 @@ func recipientKeys(snap *keystore.Snapshot, addr string, now time.Time) (*pgpcry
 	return pk, cert
 }
 
-// classify decides addr's class from its policy, its keys and the
-// gateway's signing keys.
-func (o *OutboundRules) classify(snap *keystore.Snapshot, sg signers, addr string, now time.Time) rcpt {
+// classify decides addr's class from its policy, its keys (the
+// keystore's, failing those the ones discovery found: disc, may be nil)
+// and the gateway's signing keys.
+func (p *Policy) classify(snap *keystore.Snapshot, sg signers, addr string, now time.Time, disc Discovered) rcpt {
 	r := rcpt{addr: addr}
 	var inline bool
-	r.policy, inline = ruleFor(o, addr)
+	r.policy, inline = ruleFor(&p.Outbound, addr)
+	a := bareAddr(addr)
 	if r.policy != NoCrypto {
-		r.pgp, r.cert = recipientKeys(snap, bareAddr(addr), now)
+		r.pgp, r.cert = recipientKeys(snap, a, now)
 	}
-	r.cls = chooseClass(r.policy, r.pgp != nil, r.cert != nil, sg, o.Prefer, inline)
+	if r.pgp == nil && r.cert == nil && (r.policy == Required || r.policy == Opportunistic) {
+		p.useDiscovered(&r, snap, disc, a)
+	}
+	r.cls = chooseClass(r.policy, r.pgp != nil, r.cert != nil, sg, p.Outbound.Prefer, inline)
+	if r.cls.treat == treatReject && r.discTemp {
+		r.cls = class{treat: treatTempfail}
+	}
 	return r
 }
 

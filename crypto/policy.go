@@ -17,6 +17,9 @@ type Policy struct {
 	Inbound  InboundPolicy
 	Outbound OutboundRules
 	Actions  Actions
+	// Discovery are the key discovery sources in use (TrustDANE,
+	// TrustWKD); empty when discovery is off.
+	Discovery []Trust
 	// FoldLocalPart compares the local part of addresses
 	// case-insensitively ([keyring] fold_local_part).
 	FoldLocalPart bool
@@ -62,6 +65,8 @@ type Rule struct {
 	Policy OutboundPolicy
 	// Inline sends inline PGP instead of PGP/MIME.
 	Inline bool
+	// MinTrust is the lowest trust a recipient key may have (0: wkd).
+	MinTrust Trust
 }
 
 // Actions are the outcomes an admin chooses for the decisions below, as
@@ -182,6 +187,40 @@ func (a Action) word(key string) string {
 	}
 	return a.String()
 }
+
+// Trust is how far a recipient key is trusted for outbound encryption,
+// by where it came from: imported by the admin (manual) > found in
+// DNSSEC-validated DANE records > found in the recipient domain's Web Key
+// Directory.
+type Trust int
+
+// The trust levels, lowest first.
+const (
+	TrustWKD Trust = iota + 1
+	TrustDANE
+	TrustManual
+)
+
+var trustWords = []string{TrustWKD: "wkd", TrustDANE: "dane", TrustManual: "manual"}
+
+func (t Trust) String() string { return enumString(trustWords, int(t)) }
+
+// MarshalText spells the level as the configuration does.
+func (t Trust) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
+// UnmarshalText parses manual, dane or wkd.
+func (t *Trust) UnmarshalText(b []byte) error {
+	if err := enumParse(trustWords, b, (*int)(t)); err != nil {
+		return fmt.Errorf("%q is not one of %s", b, strings.Join(t.Words(), " | "))
+	}
+	return nil
+}
+
+// Valid reports whether t is a level.
+func (t Trust) Valid() bool { return enumValid(trustWords, int(t)) }
+
+// Words lists the levels, highest first.
+func (Trust) Words() []string { return []string{"manual", "dane", "wkd"} }
 
 // OutboundPolicy is what a recipient's copy gets.
 type OutboundPolicy int

@@ -14,7 +14,7 @@ import (
 // Entry describes one key or certificate for `cryptmilter keys list`.
 type Entry struct {
 	Protocol    string     `json:"protocol"` // "openpgp" or "smime"
-	Kind        string     `json:"kind"`     // "public", "secret" (gateway), "certificate", "identity" (gateway), "ca"
+	Kind        string     `json:"kind"`     // "public", "secret" (gateway), "certificate", "identity" (gateway), "ca", "discovered"
 	Addresses   []string   `json:"addresses"`
 	Fingerprint string     `json:"fingerprint"` // OpenPGP fingerprint, or SHA-256 of the certificate
 	Algorithm   string     `json:"algorithm"`
@@ -24,6 +24,7 @@ type Entry struct {
 	Reason      string     `json:"reason,omitempty"` // why not usable
 	Subject     string     `json:"subject,omitempty"`
 	File        string     `json:"file"`
+	Source      string     `json:"source,omitempty"` // kind "discovered": "wkd" or "dane"
 }
 
 func timePtr(t time.Time) *time.Time {

@@ -168,7 +168,7 @@ func load(opts Options, prev *Snapshot, lock bool, workers int) (*Snapshot, erro
 	if err != nil {
 		return nil, fmt.Errorf("keystore: %w", err)
 	}
-	known := map[string]bool{DirOpenPGP: true, DirCerts: true, DirCA: true, DirCRL: true, DirPrivate: true}
+	known := map[string]bool{DirOpenPGP: true, DirCerts: true, DirCA: true, DirCRL: true, DirPrivate: true, DirDiscovered: true}
 	for _, e := range top {
 		if strings.HasPrefix(e.Name(), ".") || known[e.Name()] {
 			continue

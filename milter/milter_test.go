@@ -42,7 +42,7 @@ type testServer struct {
 
 // startServer runs the real milter server on 127.0.0.1:0. A nil engine
 // means the real engine.
-func startServer(t *testing.T, mod func(*config.Config), engine Processor) *testServer {
+func startServer(t *testing.T, mod func(*config.Config), engine Processor, envMods ...func(*Env)) *testServer {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Default()
@@ -71,6 +71,9 @@ func startServer(t *testing.T, mod func(*config.Config), engine Processor) *test
 	env := &Env{Engine: engine, Policy: cfg.EnginePolicy(), Config: cfg, Spool: sp, Keys: holder}
 	if n := cfg.Limits.MaxConcurrent; n > 0 {
 		env.Slots = make(chan struct{}, n)
+	}
+	for _, m := range envMods {
+		m(env)
 	}
 	logs := &syncBuffer{}
 	srv := &Server{Env: func() *Env { return env }, Logger: slog.New(slog.NewTextHandler(logs, nil))}

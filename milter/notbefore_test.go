@@ -56,7 +56,7 @@ func TestNotBeforeHonoured(t *testing.T) {
 // out its NotBefore does not keep another message from being processed
 // and answered.
 func TestNotBeforeReleasesSlot(t *testing.T) {
-	const floor = 2 * time.Second
+	const floor = 5 * time.Second
 	slow := make(chan struct{}, 1)
 	eng := processorFunc(func(_ context.Context, in *crypto.Input) (*crypto.Plan, error) {
 		if in.Envelope.From == "slow@example.net" {
@@ -67,7 +67,7 @@ func TestNotBeforeReleasesSlot(t *testing.T) {
 	})
 	ts := startServer(t, func(c *config.Config) {
 		c.Limits.MaxConcurrent = 1
-		c.Limits.MessageTimeout = config.Duration(10 * time.Second)
+		c.Limits.MessageTimeout = config.Duration(20 * time.Second)
 	}, eng)
 	m := plain
 	m.from = "slow@example.net"

@@ -45,6 +45,10 @@ type Env struct {
 	// (limits.max_concurrent): a message waits for a free slot up to
 	// limits.message_timeout, then is tempfailed.
 	Slots chan struct{}
+	// Discover, when not nil, fills in.Discovered for outbound mail
+	// before the engine runs (key discovery; it is bounded by its own
+	// timeout and runs before a processing slot is taken).
+	Discover func(ctx context.Context, in *crypto.Input)
 }
 
 // Server is a milter server. Set Env and Logger, then call Serve for each

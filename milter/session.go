@@ -333,6 +333,17 @@ func (c *conn) decide(ctx context.Context, msg *message, o *disposition) {
 		o.fail(msg.internalError(), "spool error", err)
 		return
 	}
+	in := &crypto.Input{
+		Direction: o.dir,
+		Envelope:  crypto.Envelope{From: msg.from, Rcpts: msg.rcpts, Macros: msg.macros},
+		Message:   m,
+		QueueID:   o.qid,
+		Keys:      msg.keys,
+	}
+	if d := msg.env.Discover; d != nil && in.Direction == crypto.Outbound {
+		in.Now = c.srv.now()
+		d(ctx, in) // key discovery: network lookups, before taking a processing slot
+	}
 	release := func() {}
 	if slots := msg.env.Slots; slots != nil {
 		select {
@@ -343,14 +354,7 @@ func (c *conn) decide(ctx context.Context, msg *message, o *disposition) {
 			return
 		}
 	}
-	in := &crypto.Input{
-		Direction: o.dir,
-		Envelope:  crypto.Envelope{From: msg.from, Rcpts: msg.rcpts, Macros: msg.macros},
-		Message:   m,
-		QueueID:   o.qid,
-		Now:       c.srv.now(),
-		Keys:      msg.keys,
-	}
+	in.Now = c.srv.now()
 	plan, err := process(ctx, msg.env.Engine, in, release)
 	if errors.Is(err, errEngineTimeout) {
 		// The engine may still be reading the body: it is closed when

@@ -22,6 +22,7 @@ const keysUsage = `Usage:
   cryptmilter keys [-c FILE] export [--secret] ADDR|FPR
   cryptmilter keys [-c FILE] check
   cryptmilter keys [-c FILE] init [--csr] ADDR...
+  cryptmilter keys [-c FILE] discover ADDR [--json]
 
 The keystore is the directory named by "keystore" in the configuration.
 
@@ -44,6 +45,10 @@ check    reports expired and soon (30 days) expiring keys, unusable keys,
 init     creates the gateway identity for each address: an OpenPGP key
          (Ed25519/X25519) and an S/MIME key with a self-signed certificate;
          --csr also writes a certificate signing request and prints it.
+discover looks ADDR's key up now by key discovery ([discovery]: WKD, DANE),
+         prints what was found and from where, and caches it in
+         discovered/; list shows cached keys as kind discovered/SOURCE,
+         remove takes their fingerprint or address too.
 
 Examples:
   cryptmilter keys import alice.asc bob.pem carol.p12 --passphrase-file p.txt
@@ -57,6 +62,7 @@ Examples:
   cryptmilter keys remove 0123456789ABCDEF0123456789ABCDEF01234567
   cryptmilter keys check
   cryptmilter keys init --csr rt@example.org
+  cryptmilter keys discover alice@example.net
 `
 
 // maxImportSize bounds one input of keys import.
@@ -91,7 +97,7 @@ func runKeys(keystoreDir string, opts keystore.Options, args []string, stdin io.
 		return keysInit(opts, rest, stdout, stderr)
 	}
 	errorf(stderr, "keys: unknown subcommand %q", cmd)
-	hintf(stderr, "the subcommands are import, list, show, remove, export, check and init; run \"cryptmilter keys -h\"")
+	hintf(stderr, "the subcommands are import, list, show, remove, export, check, init and discover; run \"cryptmilter keys -h\"")
 	return 1
 }
 
@@ -245,6 +251,7 @@ func keysList(opts keystore.Options, args []string, stdout, stderr io.Writer) in
 		return 1
 	}
 	entries := s.Entries(time.Now())
+	entries = append(entries, discoveredEntries(opts, s, time.Now(), stderr)...) // keys_discover.go
 	if *asJSON {
 		if entries == nil {
 			entries = []keystore.Entry{}
@@ -273,7 +280,11 @@ func printEntries(w io.Writer, entries []keystore.Entry) {
 		if !e.Usable {
 			status = "unusable: " + e.Reason
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Protocol, e.Kind, orDash(strings.Join(e.Addresses, ",")),
+		kind := e.Kind
+		if e.Source != "" {
+			kind += "/" + e.Source // discovered/wkd, discovered/dane
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Protocol, kind, orDash(strings.Join(e.Addresses, ",")),
 			e.Fingerprint, e.Algorithm, exp, status, e.File)
 	}
 	tw.Flush()
@@ -342,6 +353,11 @@ func keysRemove(opts keystore.Options, args []string, stdout, stderr io.Writer) 
 	files, err := keystore.Remove(opts, pos[0], *secret)
 	for _, f := range files {
 		fmt.Fprintf(stdout, "removed %s from %s\n", pos[0], f)
+	}
+	if ok, derr := removeDiscovered(opts, pos[0], stdout); derr != nil { // keys_discover.go
+		err = derr
+	} else if ok && (errors.Is(err, keystore.ErrNotFound) || strings.Contains(pos[0], "@")) {
+		err = nil // only the discovery cache held it
 	}
 	if err != nil {
 		errorf(stderr, "%s", strings.TrimPrefix(err.Error(), "keystore: "))

@@ -190,7 +190,9 @@ func processMessage(cfg *config.Config, dir crypto.Direction, from string, rcpts
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.MessageTimeout.D())
 	defer cancel()
-	plan, err := crypto.New(pol, sp).Process(ctx, in)
+	eng := crypto.New(pol, sp)
+	processDiscovery(ctx, cfg, eng, in, stderr) // key discovery (discovery.go)
+	plan, err := eng.Process(ctx, in)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -278,6 +280,9 @@ func runKeysCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) in
 	if err != nil {
 		errorf(stderr, "%v", err)
 		return 1
+	}
+	if len(rest) > 0 && rest[0] == "discover" {
+		return keysDiscover(cfg, rest[1:], stdout, stderr) // keys_discover.go
 	}
 	return runKeys(cfg.Keystore, keystoreOptions(cfg, nil), rest, stdin, stdout, stderr)
 }

@@ -112,6 +112,7 @@ type daemonState struct {
 	log   *slog.Logger
 	sp    *spool.Dir
 	slots chan struct{}
+	disc  discoveryState // key discovery (discovery.go)
 }
 
 func serve(cfg *config.Config, log *slog.Logger) error {
@@ -129,7 +130,9 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	if n == 0 {
 		n = 2 * runtime.NumCPU()
 	}
+	m := metrics.New()
 	st := &daemonState{cfg: cfg, keys: holder, log: log, sp: sp, slots: make(chan struct{}, n)}
+	st.disc.obs, st.disc.log, st.disc.keys = m, log, holder
 	st.env.Store(st.newEnv(cfg))
 	lns, err := openListeners(cfg, log)
 	if err != nil {
@@ -140,11 +143,11 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 			l.Close()
 		}
 	}()
-	m := metrics.New()
 	srv := &milter.Server{Env: func() *milter.Env { return st.env.Load() }, Logger: log, Observe: m.Observe}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go st.disc.run(ctx)
 	if cfg.Keyring.Watch {
 		go func() {
 			if err := holder.Watch(ctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -295,7 +298,9 @@ func (st *daemonState) drain(srv *milter.Server) {
 // the daemon's, so a reload does not raise the concurrency.
 func (st *daemonState) newEnv(cfg *config.Config) *milter.Env {
 	pol := cfg.EnginePolicy()
-	return &milter.Env{Engine: crypto.New(pol, st.sp), Policy: pol, Config: cfg, Spool: st.sp, Keys: st.keys, Slots: st.slots}
+	eng := crypto.New(pol, st.sp)
+	return &milter.Env{Engine: eng, Policy: pol, Config: cfg, Spool: st.sp, Keys: st.keys, Slots: st.slots,
+		Discover: st.disc.hook(cfg, eng)}
 }
 
 // reload re-reads the configuration file and the keystore. A bad

@@ -44,6 +44,7 @@ type Config struct {
 	Direction Direction `toml:"direction"`
 	Limits    Limits    `toml:"limits"`
 	Metrics   Metrics   `toml:"metrics"`
+	Discovery Discovery `toml:"discovery"`
 
 	// File is the path the configuration was read from ("" for defaults).
 	File string `toml:"-"`
@@ -105,6 +106,9 @@ type Rule struct {
 	Match  string                `toml:"match"` // address, @domain or *
 	Policy crypto.OutboundPolicy `toml:"policy"`
 	Inline bool                  `toml:"inline"` // inline PGP instead of PGP/MIME
+	// MinTrust is the lowest trust a recipient key may have: manual
+	// (imported by the admin) > dane > wkd. Unset means wkd.
+	MinTrust crypto.Trust `toml:"min_trust"`
 }
 
 // Actions are the outcomes an admin chooses, as OpenDKIM's On-* settings
@@ -195,7 +199,8 @@ func Default() *Config {
 			MemorySpool:         1 << 20,
 			MaxConcurrent:       0,
 		},
-		Metrics: Metrics{Listen: ""},
+		Metrics:   Metrics{Listen: ""},
+		Discovery: defaultDiscovery(),
 	}
 }
 
@@ -225,6 +230,7 @@ func Parse(data []byte) (*Config, error) {
 	// Lists replace the defaults rather than merging into them.
 	c.Listen, c.Identity.Addresses, c.Outbound.Rules = nil, nil, nil
 	c.Direction.OriginatingDaemons, c.Direction.InternalHosts = nil, nil
+	c.Discovery.Sources = nil
 	set, err := checkWords(data)
 	if err != nil {
 		return nil, err
@@ -249,6 +255,9 @@ func Parse(data []byte) (*Config, error) {
 	}
 	if c.Direction.InternalHosts == nil {
 		c.Direction.InternalHosts = d.Direction.InternalHosts
+	}
+	if c.Discovery.Sources == nil {
+		c.Discovery.Sources = d.Discovery.Sources
 	}
 	if err := c.finish(data); err != nil {
 		return nil, err
@@ -300,6 +309,7 @@ func (c *Config) finish(doc []byte) error {
 	for _, step := range []func(*validator) error{
 		c.checkFiles, c.checkSockets, c.checkLog, c.checkAddresses,
 		c.checkActions, c.checkOutbound, c.checkDirection, c.checkLimits, c.checkMetrics,
+		func(v *validator) error { return c.Discovery.check(v.bad, c.Limits.MessageTimeout) },
 	} {
 		if err := step(v); err != nil {
 			return err
@@ -461,6 +471,11 @@ func (c *Config) checkOutbound(v *validator) error {
 		}
 		if err := v.enum(key+".policy", r.Policy.Valid(), int(r.Policy), r.Policy.Words()); err != nil {
 			return err
+		}
+		if r.MinTrust != 0 {
+			if err := v.enum(key+".min_trust", r.MinTrust.Valid(), int(r.MinTrust), r.MinTrust.Words()); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -103,7 +103,8 @@ func TestContribExample(t *testing.T) {
 		"keep_original", "unwrap_signed", "allow_sha1", "exact_local_part", "policy", "prefer", "split", "reinject", "sign_as",
 		"protect_headers", "defer_rcpt", "originating_daemons", "internal_hosts", "authenticated",
 		"max_message_size", "max_mime_depth", "max_parts", "max_header_size", "max_decompressed_size",
-		"message_timeout", "memory_spool", "max_concurrent"} {
+		"message_timeout", "memory_spool", "max_concurrent", "sources", "resolver", "ca_file", "timeout",
+		"cache_ttl", "negative_ttl", "min_trust"} {
 		if !strings.Contains(doc, "\n"+key+" = ") {
 			t.Errorf("contrib/cryptmilter.toml lacks %q", key)
 		}

@@ -107,6 +107,7 @@ func parseWord(words []string, b []byte, v *int) error {
 var enumKeys = map[string]bool{
 	"log.format": true, "log.level": true, "inbound.on_decrypt_error": true,
 	"outbound.policy": true, "outbound.prefer": true, "outbound.split": true, "outbound.rule.policy": true,
+	"outbound.rule.min_trust":  true,
 	"actions.on_decrypt_error": true, "actions.on_no_key": true, "actions.on_limits": true,
 	"actions.on_malformed": true, "actions.on_internal_error": true, "direction.authenticated": true,
 }

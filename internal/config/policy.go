@@ -8,7 +8,7 @@ func (cfg *Config) EnginePolicy() crypto.Policy {
 	o := cfg.Outbound
 	rules := make([]crypto.Rule, len(o.Rules))
 	for i, r := range o.Rules {
-		rules[i] = crypto.Rule{Match: r.Match, Policy: r.Policy, Inline: r.Inline}
+		rules[i] = crypto.Rule{Match: r.Match, Policy: r.Policy, Inline: r.Inline, MinTrust: r.MinTrust}
 	}
 	l := cfg.Limits
 	return crypto.Policy{
@@ -37,6 +37,19 @@ func (cfg *Config) EnginePolicy() crypto.Policy {
 			Rules:          rules,
 		},
 		Actions:       crypto.Actions(cfg.Actions),
+		Discovery:     discoverySources(cfg.Discovery.Sources),
 		FoldLocalPart: cfg.Keyring.FoldLocalPart,
 	}
+}
+
+// discoverySources turns [discovery] sources into trust levels.
+func discoverySources(srcs []string) []crypto.Trust {
+	var out []crypto.Trust
+	for _, s := range srcs {
+		var t crypto.Trust
+		if t.UnmarshalText([]byte(s)) == nil && t != crypto.TrustManual {
+			out = append(out, t)
+		}
+	}
+	return out
 }

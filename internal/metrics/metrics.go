@@ -16,6 +16,8 @@ type Metrics struct {
 	reg      *prometheus.Registry
 	messages *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	lookups  *prometheus.CounterVec
+	cache    *prometheus.CounterVec
 }
 
 // New returns a fresh set of metrics.
@@ -31,8 +33,16 @@ func New() *Metrics {
 			Help:    "Time from MAIL FROM to the end-of-message reply.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
 		}, []string{"direction"}),
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cryptmilter_discovery_lookups_total",
+			Help: "Key discovery lookups over the network, by source (wkd, dane) and result (found, none, unusable, insecure, tempfail).",
+		}, []string{"source", "result"}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cryptmilter_discovery_cache_total",
+			Help: "Key discovery cache use by messages, by source and result (hit, miss, stale).",
+		}, []string{"source", "result"}),
 	}
-	m.reg.MustRegister(m.messages, m.duration,
+	m.reg.MustRegister(m.messages, m.duration, m.lookups, m.cache,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -41,6 +51,16 @@ func New() *Metrics {
 func (m *Metrics) Observe(direction, decision, action string, d time.Duration) {
 	m.messages.WithLabelValues(direction, decision, action).Inc()
 	m.duration.WithLabelValues(direction).Observe(d.Seconds())
+}
+
+// DiscoveryLookup records one key discovery lookup.
+func (m *Metrics) DiscoveryLookup(source, result string) {
+	m.lookups.WithLabelValues(source, result).Inc()
+}
+
+// DiscoveryCache records one use of the key discovery cache.
+func (m *Metrics) DiscoveryCache(source, result string) {
+	m.cache.WithLabelValues(source, result).Inc()
 }
 
 // Handler serves the metrics at /metrics.

@@ -43,3 +43,21 @@ func scrape(t *testing.T, m *Metrics) string {
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	return rec.Body.String()
 }
+
+func TestDiscoveryMetrics(t *testing.T) {
+	m := New()
+	m.DiscoveryLookup("wkd", "found")
+	m.DiscoveryLookup("wkd", "found")
+	m.DiscoveryLookup("dane", "tempfail")
+	m.DiscoveryCache("wkd", "hit")
+	body := scrape(t, m)
+	for _, want := range []string{
+		`cryptmilter_discovery_lookups_total{result="found",source="wkd"} 2`,
+		`cryptmilter_discovery_lookups_total{result="tempfail",source="dane"} 1`,
+		`cryptmilter_discovery_cache_total{result="hit",source="wkd"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
