@@ -201,6 +201,11 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 			l.Close()
 		}
 	}()
+	// Before announcing readiness: a SIGTERM or SIGHUP sent as soon as
+	// "ready" is seen must not kill the process.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	daemon.SdNotify(false, daemon.SdNotifyReady)
 	if iv, err := daemon.SdWatchdogEnabled(false); err == nil && iv > 0 {
 		go func() {
@@ -218,9 +223,6 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	}
 	log.Info("ready")
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	var serveErr error
 loop:
 	for {
