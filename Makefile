@@ -22,12 +22,13 @@ run: build
 	./bin/cryptmilter serve
 
 # Installs gnupg, gpgsm, openssl, postfix, swaks, miltertest, systemd (for
-# systemd-socket-activate) and staticcheck.
+# systemd-socket-activate), m4 and the shared libraries of sendmail-bin
+# (which the Sendmail suite extracts, not installs) and staticcheck.
 deps:
 	bash .ci/deps
 
 # Every test: unit and interop tests with the race detector, staticcheck,
-# and the end-to-end suites against a real Postfix.
+# and the end-to-end suites against a real Postfix and a real Sendmail.
 test: deps lint
 	CRYPTMILTER_REQUIRE_PEERS=1 $(GO) test -race -count=1 -timeout 20m ./...
 
