@@ -58,9 +58,10 @@ type sendmailDist struct {
 }
 
 var smDist struct {
-	once sync.Once
-	d    *sendmailDist
-	err  error
+	once       sync.Once
+	d          *sendmailDist
+	err        error
+	unshareErr string
 }
 
 // sendmailCache is where the extracted packages are kept between runs.
@@ -80,7 +81,17 @@ func requireSendmail(t testing.TB) *sendmailDist {
 		skipOrFail(t, "the Sendmail suite needs root (Sendmail's daemon, and private mount and UTS namespaces with unshare -m -u)")
 	}
 	requirePeers(t, true, "apt-get", "dpkg-deb", "m4", "unshare", "mount", "hostname")
-	smDist.once.Do(func() { smDist.d, smDist.err = obtainSendmail(sendmailCache()) })
+	smDist.once.Do(func() {
+		// Root in an unprivileged container may not make namespaces.
+		if out, err := exec.Command("unshare", "--mount", "--uts", "true").CombinedOutput(); err != nil {
+			smDist.unshareErr = fmt.Sprintf("the Sendmail suite needs private mount and UTS namespaces, but unshare -m -u fails: %v: %s", err, bytes.TrimSpace(out))
+			return
+		}
+		smDist.d, smDist.err = obtainSendmail(sendmailCache())
+	})
+	if smDist.unshareErr != "" {
+		skipOrFail(t, smDist.unshareErr)
+	}
 	if smDist.err != nil {
 		t.Fatalf("obtaining Sendmail from Debian's packages: %v", smDist.err)
 	}
@@ -248,15 +259,16 @@ func tomlSettings(t testing.TB, text string) []string {
 
 // sendmailOptions configures a private Sendmail.
 type sendmailOptions struct {
-	// MilterPort is cryptmilter's port: it replaces 8895 in the snippet.
+	// MilterPort is cryptmilter's port: it replaces 8895 in the snippet
+	// (0: a free port).
 	MilterPort int
-	// ReinjectPort replaces the snippet's re-injection port (10026).
+	// ReinjectPort replaces the snippet's re-injection port, 10026 (0: a
+	// free port).
 	ReinjectPort int
 	// MC holds extra sendmail.mc lines, after the snippet.
 	MC []string
-	// MSPToMTA makes submit.cf relay to the MTA port, as Debian's
-	// submit.mc does (FEATURE(`msp', `[127.0.0.1]', `25')), instead of
-	// the MSA port.
+	// MSPToMTA makes submit.cf relay to the MTA port, as the stock
+	// submit.mc does for port 25, instead of the MSA port.
 	MSPToMTA bool
 }
 
@@ -298,7 +310,13 @@ func startSendmail(t testing.TB, opts sendmailOptions) *Sendmail {
 	if err != nil {
 		skipOrFail(t, "the Sendmail suite needs the user "+mspUser+" for the MSP (Debian's base-passwd has it)")
 	}
-	dir := tempDir(t, "cm-sm-")
+	if opts.MilterPort == 0 {
+		opts.MilterPort = freePort(t)
+	}
+	if opts.ReinjectPort == 0 {
+		opts.ReinjectPort = freePort(t)
+	}
+	dir := tempDir(t, "cm-sendmail-")
 	sm := &Sendmail{
 		t:            t,
 		dist:         dist,

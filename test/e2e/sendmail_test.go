@@ -323,9 +323,9 @@ func TestSendmailMTAOutboundMSP(t *testing.T) {
 	}
 }
 
-// TestSendmailMTAOutboundMSPToMTAPort: with Debian's submit.mc the MSP relays
-// to the MTA port (25) instead; the default internal_hosts (loopback)
-// then makes that mail outbound.
+// TestSendmailMTAOutboundMSPToMTAPort: with the stock submit.mc (Sendmail's
+// and Debian's) the MSP relays to the MTA port (25) instead of the MSA; the
+// default internal_hosts (loopback) then makes that mail outbound.
 func TestSendmailMTAOutboundMSPToMTAPort(t *testing.T) {
 	requireSendmail(t)
 	peers := newOutPeers(t)
