@@ -136,8 +136,13 @@ func TestSendmailMTAInboundOpenPGP(t *testing.T) {
 	if ct := only(t, m, "Content-Type"); !strings.HasPrefix(ct, "text/plain") {
 		t.Errorf("Content-Type %q, want the decrypted text/plain", ct)
 	}
-	if got := only(t, m, "Subject"); got != "encrypted to Sendmail" {
-		t.Errorf("Subject %q", got)
+	// The forged field is deleted by its index among the fields Sendmail
+	// passed; a wrong index would hit one of these.
+	for name, want := range map[string]string{"From": "Alice <alice@example.net>", "To": "rt@example.org",
+		"Subject": "encrypted to Sendmail", "Message-ID": "<openpgp-in@example.net>"} {
+		if got := only(t, m, name); got != want {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
 	}
 	if !bytes.Contains(m.Body, []byte("the printer is on fire. Grüße.")) || bytes.Contains(m.Raw, []byte("BEGIN PGP MESSAGE")) {
 		t.Errorf("delivered body is not the plaintext:\n%s", m.Raw)
