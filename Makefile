@@ -23,12 +23,14 @@ run: build
 
 # Installs gnupg, gpgsm, openssl, postfix, swaks, miltertest, systemd (for
 # systemd-socket-activate), the differential tests' peers (MIME-tools,
-# Mail::AuthenticationResults, python3, python3-authres) and staticcheck.
+# Mail::AuthenticationResults, python3, python3-authres), m4 and the shared
+# libraries of sendmail-bin (which the Sendmail suite extracts, not installs)
+# and staticcheck.
 deps:
 	bash .ci/deps
 
 # Every test: unit and interop tests with the race detector, staticcheck,
-# and the end-to-end suites against a real Postfix.
+# and the end-to-end suites against a real Postfix and a real Sendmail.
 test: deps lint
 	CRYPTMILTER_REQUIRE_PEERS=1 $(GO) test -race -count=1 -timeout 20m ./...
 

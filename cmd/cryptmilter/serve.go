@@ -171,11 +171,16 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 			}
 		}(l)
 	}
+	// Before announcing readiness: a SIGTERM or SIGHUP sent as soon as
+	// "ready" is seen must not kill the process.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	daemon.SdNotify(false, daemon.SdNotifyReady)
 	go watchdog(ctx)
 	log.Info("ready")
 
-	serveErr := st.run(errc)
+	serveErr := st.run(sigs, errc)
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	st.drain(srv)
 	if metricsSrv != nil {
@@ -262,10 +267,7 @@ func watchdog(ctx context.Context) {
 }
 
 // run handles signals until SIGTERM/SIGINT or a listener failure.
-func (st *daemonState) run(errc <-chan error) error {
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
+func (st *daemonState) run(sigs <-chan os.Signal, errc <-chan error) error {
 	for {
 		select {
 		case sig := <-sigs:
