@@ -29,7 +29,7 @@ func (l snapLookup) ByKeyID(id uint64) []*pgpcrypto.Key {
 func (a *analyzer) lookup() openpgp.KeyLookup { return snapLookup{a.keys} }
 
 func (a *analyzer) pgpLimits() openpgp.Limits {
-	return openpgp.Limits{MaxDecompressed: int64(a.e.cfg.Limits.MaxDecompressedSize), SpoolDir: a.e.spool.Path()}
+	return openpgp.Limits{MaxDecompressed: int64(a.e.cfg.Limits.MaxDecompressedSize), Spool: a.e.spool}
 }
 
 // pgpDecrypt decrypts an OpenPGP message for the gateway. On a decryption
@@ -54,12 +54,7 @@ func (a *analyzer) pgpDecrypt(ct []byte, res *inboundResult) ([]byte, error) {
 		return nil, fmt.Errorf("crypto: openpgp plaintext: %w", err)
 	}
 	defer pt.Close()
-	r, err := pt.Open()
-	if err != nil {
-		return nil, fmt.Errorf("crypto: openpgp plaintext: %w", err)
-	}
-	data, err := io.ReadAll(r)
-	r.Close()
+	data, err := pt.Bytes()
 	if err != nil {
 		return nil, fmt.Errorf("crypto: openpgp plaintext: %w", err)
 	}

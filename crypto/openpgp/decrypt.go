@@ -51,6 +51,16 @@ func (p *Plaintext) Open() (io.ReadCloser, error) {
 	return io.NopCloser(p.buf.Reader()), nil
 }
 
+// Bytes returns the whole plaintext: without a copy when it is held in
+// memory (the slice stays valid after Close: the memory is not reused),
+// else read from the spool file.
+func (p *Plaintext) Bytes() ([]byte, error) {
+	if p.buf == nil {
+		return nil, errors.New("openpgp: plaintext is closed")
+	}
+	return p.buf.Bytes()
+}
+
 // Close releases the spooled plaintext (memory, or a file that has no
 // name left, so closing it frees the data). It is safe to call more than
 // once.
