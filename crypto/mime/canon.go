@@ -623,13 +623,23 @@ func (c *CRLFWriter) Write(p []byte) (int, error) {
 	out := c.buf[:0]
 	start, i := 0, 0 // p[start:] is not yet in out
 	changed := false
+	// change is called before the first byte goes to out: out gets room
+	// for p with a line end added to every 16 bytes, once.
+	change := func() {
+		if !changed {
+			changed = true
+			if need := len(p) + len(p)/16 + 4; cap(out) < need {
+				out = make([]byte, 0, need)
+			}
+		}
+	}
 	if c.cr && len(p) > 0 {
+		change()
 		c.cr = false
 		out = append(out, '\r', '\n')
 		if p[0] == '\n' {
 			start, i = 1, 1
 		}
-		changed = true
 	}
 	for i < len(p) {
 		j := bytes.IndexByte(p[i:], '\n')
@@ -645,6 +655,7 @@ func (c *CRLFWriter) Write(p []byte) (int, error) {
 			if at == end-1 && j >= 0 {
 				break // CRLF
 			}
+			change()
 			out = append(out, p[start:at]...)
 			if at == len(p)-1 {
 				c.cr = true // the LF may come in the next write
@@ -652,17 +663,16 @@ func (c *CRLFWriter) Write(p []byte) (int, error) {
 				out = append(out, '\r', '\n')
 			}
 			start = at + 1
-			changed = true
 			seg = seg[k+1:]
 		}
 		if j < 0 {
 			break
 		}
 		if end == 0 || p[end-1] != '\r' {
+			change()
 			out = append(out, p[start:end]...)
 			out = append(out, '\r', '\n')
 			start = end + 1
-			changed = true
 		}
 		i = end + 1
 	}

@@ -1,6 +1,8 @@
 package openpgp
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -174,4 +176,106 @@ func (a *armorWriter) Close() error {
 	armorBufs.Put(a.buf)
 	a.buf, a.w = nil, nil
 	return err
+}
+
+// armorBody decodes the base64 body of an armor block a few kilobytes at
+// a time, where go-crypto's Block.Body decodes it through a line reader
+// and a streaming base64 decoder. It reads what go-crypto's reader reads
+// and accepts what it accepts: lines trimmed of white space, the block
+// ending at a line starting "-----END " or at the checksum line (a "="
+// and four characters; the checksum is not checked, as go-crypto does
+// not), or at the end of the input; a line over 96 characters (or over
+// the bufio.Reader's size) is an error. It is more lenient in one way:
+// padding may end any quantum (see fill).
+type armorBody struct {
+	br     *bufio.Reader
+	text   []byte // base64 text read, not yet decoded
+	out    []byte // decoded, not yet returned
+	dec    []byte // out's backing array
+	end    bool   // the end of the block was reached
+	err    error
+}
+
+// errArmorCorrupt is returned for a malformed armor body; Decrypt reports
+// any of them as ErrDecrypt.
+var errArmorCorrupt = errors.New("openpgp: armor invalid")
+
+// armorTextChunk is how much base64 text is decoded at once.
+const armorTextChunk = 4096
+
+func newArmorBody(br *bufio.Reader) *armorBody {
+	// A chunk ends within a line (at most 96 characters) of armorTextChunk.
+	const textCap = armorTextChunk + 128
+	return &armorBody{br: br, text: make([]byte, 0, textCap), dec: make([]byte, 0, base64.StdEncoding.DecodedLen(textCap))}
+}
+
+func (a *armorBody) Read(p []byte) (int, error) {
+	for len(a.out) == 0 {
+		if a.err != nil {
+			return 0, a.err
+		}
+		a.fill()
+	}
+	n := copy(p, a.out)
+	a.out = a.out[n:]
+	return n, nil
+}
+
+// fill reads lines until there is a chunk of text or the block ended,
+// and decodes the whole quanta (all of the text at the end).
+func (a *armorBody) fill() {
+	for !a.end && len(a.text) < armorTextChunk {
+		line, isPrefix, err := a.br.ReadLine()
+		switch {
+		case err != nil:
+			a.end = true
+			if err != io.EOF {
+				a.err = err
+				return
+			}
+			continue
+		case isPrefix:
+			a.err = errArmorCorrupt
+			return
+		}
+		line = bytes.TrimSpace(line)
+		switch {
+		case bytes.HasPrefix(line, []byte("-----END ")), len(line) == 5 && line[0] == '=':
+			a.end = true
+		case len(line) > 96:
+			a.err = errArmorCorrupt
+			return
+		default:
+			a.text = append(a.text, line...)
+		}
+	}
+	k := len(a.text) &^ 3
+	if a.end {
+		if k != len(a.text) {
+			a.err = io.ErrUnexpectedEOF
+			return
+		}
+	}
+	// Padding may end any quantum: go-crypto's streaming decoder accepts
+	// padded segments one after the other when they meet its reads at
+	// line ends, and this decoder accepts them wherever they are.
+	n, src := 0, a.text[:k]
+	for len(src) > 0 {
+		seg := src
+		if i := bytes.IndexByte(src, '='); i >= 0 {
+			seg = src[:min(len(src), i&^3+4)]
+		}
+		m, err := base64.StdEncoding.Decode(a.dec[n:cap(a.dec)], seg)
+		if err != nil {
+			a.err = errArmorCorrupt
+			return
+		}
+		n += m
+		src = src[len(seg):]
+	}
+	a.out = a.dec[:n]
+	a.text = a.text[:copy(a.text, a.text[k:])]
+	if a.end && len(a.out) == 0 {
+		a.err = io.EOF
+	}
 }

@@ -175,3 +175,166 @@ func BenchmarkArmor1MB(b *testing.B) {
 		})
 	}
 }
+
+// decodeBoth decodes armored text with go-crypto's Block.Body and with
+// unarmor (armorBody); each result is the data and whether it decoded
+// without error.
+func decodeBoth(t *testing.T, text []byte) (want []byte, wantOK bool, got []byte, gotOK bool) {
+	t.Helper()
+	blk, err := armor.Decode(bytes.NewReader(text))
+	if err == nil && blk.Type == "PGP MESSAGE" {
+		want, err = io.ReadAll(blk.Body)
+		wantOK = err == nil
+	}
+	r, err := unarmor(bytes.NewReader(text), "PGP MESSAGE")
+	if err == nil {
+		got, err = io.ReadAll(r)
+		gotOK = err == nil
+	}
+	return
+}
+
+// TestArmorBodyMatchesGoCrypto: unarmor decodes exactly what go-crypto's
+// armor reader decodes, and fails where it fails, on armor as gpg and
+// other writers make it (CRLF, trailing blanks, headers, no checksum,
+// 76-column lines, text around the block) and on damaged armor (bytes
+// changed, lines cut, a truncated end). The one difference allowed:
+// unarmor also decodes padded base64 segments that follow one another
+// within a line, which go-crypto accepts only where they meet its reads.
+func TestArmorBodyMatchesGoCrypto(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	variants := []func([]byte) []byte{
+		func(b []byte) []byte { return b },
+		func(b []byte) []byte { return bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n")) },
+		func(b []byte) []byte { return bytes.ReplaceAll(b, []byte("\n"), []byte(" \t\n")) },
+		func(b []byte) []byte {
+			return bytes.Replace(b, []byte("-----\n\n"), []byte("-----\nVersion: GnuPG v2\nComment: a\n\n"), 1)
+		},
+		func(b []byte) []byte { // no checksum line
+			i := bytes.LastIndex(b, []byte("\n="))
+			j := bytes.Index(b[i+1:], []byte("\n"))
+			return append(append([]byte{}, b[:i+1]...), b[i+1+j+1:]...)
+		},
+		func(b []byte) []byte { return append(append([]byte("Some text first\n\n"), b...), "\ntrailing text\n"...) },
+		func(b []byte) []byte { // 76-column lines
+			i := bytes.Index(b, []byte("\n\n")) + 2
+			j := bytes.LastIndex(b, []byte("\n="))
+			body := bytes.ReplaceAll(b[i:j], []byte("\n"), nil)
+			var out []byte
+			out = append(out, b[:i]...)
+			for len(body) > 76 {
+				out = append(append(out, body[:76]...), '\n')
+				body = body[76:]
+			}
+			out = append(out, body...)
+			return append(out, b[j:]...)
+		},
+		func(b []byte) []byte { return b[:len(b)-len("-----END PGP MESSAGE-----")] }, // no END line
+	}
+	damage := []func([]byte, *rand.Rand) []byte{
+		func(b []byte, r *rand.Rand) []byte { // one byte of the body changed
+			i := bytes.Index(b, []byte("\n\n")) + 2 + r.IntN(len(b)/2)
+			c := bytes.Clone(b)
+			c[min(i, len(c)-1)] = "=!* \n-A"[r.IntN(7)]
+			return c
+		},
+		func(b []byte, r *rand.Rand) []byte { return b[:len(b)/2+r.IntN(len(b)/2)] }, // truncated
+		func(b []byte, r *rand.Rand) []byte { // a line joined with the next
+			c := bytes.Clone(b)
+			for k := 0; k < 3; k++ {
+				if i := bytes.IndexByte(c[len(c)/3+r.IntN(len(c)/3):], '\n'); i >= 0 {
+					i += len(c) / 3
+					c = append(c[:i], c[i+1:]...)
+				}
+			}
+			return c
+		},
+	}
+	for _, n := range []int{0, 1, 2, 3, 47, 48, 100, 3000, 5000, 20000} {
+		data := make([]byte, n)
+		for i := range data {
+			data[i] = byte(rng.Uint32())
+		}
+		armored := goCryptoArmor(t, data, nil)
+		for vi, v := range variants {
+			text := v(armored)
+			want, wantOK, got, gotOK := decodeBoth(t, text)
+			if wantOK != gotOK || wantOK && !bytes.Equal(want, got) {
+				t.Fatalf("size %d, variant %d: go-crypto ok=%v (%d bytes), unarmor ok=%v (%d bytes)", n, vi, wantOK, len(want), gotOK, len(got))
+			}
+			if vi < 7 && (!gotOK || !bytes.Equal(got, data)) {
+				t.Fatalf("size %d, variant %d: did not decode", n, vi)
+			}
+			if n == 0 {
+				continue
+			}
+			for di, d := range damage {
+				for range 20 {
+					bad := d(text, rng)
+					want, wantOK, got, gotOK := decodeBoth(t, bad)
+					if gotOK && !wantOK && innerPadding(bad) {
+						continue
+					}
+					if wantOK != gotOK || wantOK && !bytes.Equal(want, got) {
+						t.Fatalf("size %d, variant %d, damage %d: go-crypto ok=%v (%d bytes), unarmor ok=%v (%d bytes)\n%q",
+							n, vi, di, wantOK, len(want), gotOK, len(got), bad)
+					}
+				}
+			}
+		}
+	}
+}
+
+// innerPadding reports whether the armor body has "=" before its last
+// four base64 characters (not counting the checksum line).
+func innerPadding(text []byte) bool {
+	var b64 []byte
+	inBody := false
+	for _, l := range bytes.Split(text, []byte("\n")) {
+		l = bytes.TrimSpace(l)
+		switch {
+		case !inBody:
+			inBody = len(l) == 0
+			continue
+		case bytes.HasPrefix(l, []byte("-----END ")) || len(l) == 5 && l[0] == '=':
+			return bytes.IndexByte(b64[:max(0, len(b64)-4)], '=') >= 0
+		}
+		b64 = append(b64, l...)
+	}
+	return bytes.IndexByte(b64[:max(0, len(b64)-4)], '=') >= 0
+}
+
+func BenchmarkUnarmor14KB(b *testing.B) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 14<<10/16)
+	text := goCryptoArmor(b, data, nil)
+	for _, impl := range []struct {
+		name string
+		open func() (io.Reader, error)
+	}{
+		{"go-crypto", func() (io.Reader, error) {
+			blk, err := armor.Decode(bytes.NewReader(text))
+			if err != nil {
+				return nil, err
+			}
+			return blk.Body, nil
+		}},
+		{"armorBody", func() (io.Reader, error) { return unarmor(bytes.NewReader(text), "PGP MESSAGE") }},
+	} {
+		b.Run(impl.name, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			buf := make([]byte, 32<<10)
+			for b.Loop() {
+				r, err := impl.open()
+				if err != nil {
+					b.Fatal(err)
+				}
+				for {
+					if _, err := r.Read(buf); err != nil {
+						break
+					}
+				}
+			}
+		})
+	}
+}

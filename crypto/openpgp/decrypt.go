@@ -131,11 +131,14 @@ func unarmor(r io.Reader, wantType string) (io.Reader, error) {
 		}
 		break
 	}
+	// armor.Decode reads the header lines from br itself (bufio gives it
+	// br back, being big enough), so br is then at the body, which
+	// armorBody decodes faster than blk.Body would.
 	blk, err := armor.Decode(br)
 	if err != nil || blk.Type != wantType {
 		return nil, ErrMalformed
 	}
-	return blk.Body, nil
+	return newArmorBody(br), nil
 }
 
 // Decrypt decrypts an OpenPGP message (armored or binary) with the gateway
