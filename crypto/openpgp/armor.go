@@ -188,12 +188,12 @@ func (a *armorWriter) Close() error {
 // the bufio.Reader's size) is an error. It is more lenient in one way:
 // padding may end any quantum (see fill).
 type armorBody struct {
-	br     *bufio.Reader
-	text   []byte // base64 text read, not yet decoded
-	out    []byte // decoded, not yet returned
-	dec    []byte // out's backing array
-	end    bool   // the end of the block was reached
-	err    error
+	br   *bufio.Reader
+	text []byte // base64 text read, not yet decoded
+	out  []byte // decoded, not yet returned
+	dec  []byte // out's backing array
+	end  bool   // the end of the block was reached
+	err  error
 }
 
 // errArmorCorrupt is returned for a malformed armor body; Decrypt reports

@@ -215,7 +215,9 @@ func TestArmorBodyMatchesGoCrypto(t *testing.T) {
 			j := bytes.Index(b[i+1:], []byte("\n"))
 			return append(append([]byte{}, b[:i+1]...), b[i+1+j+1:]...)
 		},
-		func(b []byte) []byte { return append(append([]byte("Some text first\n\n"), b...), "\ntrailing text\n"...) },
+		func(b []byte) []byte {
+			return append(append([]byte("Some text first\n\n"), b...), "\ntrailing text\n"...)
+		},
 		func(b []byte) []byte { // 76-column lines
 			i := bytes.Index(b, []byte("\n\n")) + 2
 			j := bytes.LastIndex(b, []byte("\n="))

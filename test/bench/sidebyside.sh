@@ -19,7 +19,9 @@
 # least 400), N_PEER (messages per peer run, 200), WORKERS (2), CRYPTMILTER
 # (a built binary; default: go build), CRYPTMILTER_SERVE (the binary that
 # serves, default CRYPTMILTER: to measure an older build with this bench
-# client), SKIP_PEERS=1 (cryptmilter only).
+# client), SKIP_PEERS=1 (cryptmilter only), GPG_OPTS (more gpg options for
+# the outbound peer, such as "-z 0" for large messages). GOGC and
+# GOMEMLIMIT reach the serve process as they are.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -174,15 +176,17 @@ bench_run in smime 8 "${N_IN:-400}" -c c.toml --from alice@example.net --rcpt rt
 	--protocol smime --signer-key alice-bundle.pem
 
 if [ -z "${SKIP_PEERS:-}" ]; then
-peer_run out openpgp "$G --local-user rt@example.org --recipient bob@example.net --sign --encrypt --armor -o /dev/null \"\$1\"" gpg
+peer_run out openpgp "$G ${GPG_OPTS:-} --local-user rt@example.org --recipient bob@example.net --sign --encrypt --armor -o /dev/null \"\$1\"" gpg
 peer_run in openpgp "$G --decrypt -o /dev/null \"\$1\" 2>/dev/null" gpg
 peer_run out smime "openssl cms -sign -in \"\$1\" -signer $work/gw.pem -inkey $work/gw.key -md sha256 2>/dev/null | openssl cms -encrypt -aes256 -out /dev/null $work/carol.pem" openssl
 peer_run in smime "openssl cms -decrypt -in \"\$1\" -recip $work/gw.pem -inkey $work/gw.key 2>/dev/null | openssl cms -verify -CAfile $work/ca.pem -out /dev/null 2>/dev/null" openssl
 fi
 
 "$tool" summary "$tsv" > "$out/summary.txt"
+hwm=$(awk '/VmHWM/ {print $2 " " $3}' "/proc/$serve_pid/status")
 {
 	echo
+	echo "serve: peak RSS (VmHWM) $hwm; GOGC=${GOGC:-default} GOMEMLIMIT=${GOMEMLIMIT:-default}"
 	echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB;" \
 		"$("$bin" version); $(gpg --version | head -1); $(openssl version)"
 	echo "size $SIZE bytes; peers: $WORKERS workers, one process per message; $(date -u +%Y-%m-%dT%H:%MZ)"

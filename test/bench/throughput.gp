@@ -15,9 +15,8 @@ set grid
 set key below
 gpg_out = system("awk -F'\t' '$1==\"gpg\" && $2==\"out\" {print $7}' " . tsv)
 gpg_in = system("awk -F'\t' '$1==\"gpg\" && $2==\"in\" {print $7}' " . tsv)
-plot tsv using ((strcol(1) eq "cryptmilter" && strcol(2) eq "out" && strcol(3) eq "openpgp") ? $4 : 1/0):7 \
-        with linespoints lw 2 pt 7 title "cryptmilter outbound (sign+encrypt)", \
-     tsv using ((strcol(1) eq "cryptmilter" && strcol(2) eq "in" && strcol(3) eq "openpgp") ? $4 : 1/0):7 \
-        with linespoints lw 2 pt 5 title "cryptmilter inbound (decrypt+verify)", \
+sel(dir) = sprintf("< awk -F'\t' '$1==\"cryptmilter\" && $2==\"%s\" && $3==\"openpgp\"' '%s'", dir, tsv)
+plot sel("out") using 4:7 with linespoints lw 2 pt 7 title "cryptmilter outbound (sign+encrypt)", \
+     sel("in") using 4:7 with linespoints lw 2 pt 5 title "cryptmilter inbound (decrypt+verify)", \
      gpg_out + 0 with lines dt 2 lw 2 title "gpg --sign --encrypt, 2 workers", \
      gpg_in + 0 with lines dt 3 lw 2 title "gpg --decrypt, 2 workers"
