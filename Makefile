@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.8.2
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 BENCHTIME ?= 3x
 
-.PHONY: all build run deps test unit e2e lint bench install clean fuzz
+.PHONY: all build run deps test unit e2e lint bench bench-sidebyside install clean fuzz
 
 all: build
 
@@ -53,6 +53,11 @@ bench:
 	$(GO) test -run '^$$' -bench 'Lookup' -benchmem ./keystore/
 	$(GO) test -run '^$$' -bench . -benchmem ./crypto/... ./milter/
 	$(GO) test -run '^$$' -bench 'LookupMessage' -benchmem ./keystore/discover/
+
+# cryptmilter (serve, driven by cryptmilter bench) and gpg/openssl per
+# message side by side; writes test/bench/out/ (see docs/performance.md).
+bench-sidebyside:
+	bash test/bench/sidebyside.sh test/bench/out
 
 # Each fuzzer of untrusted input for FUZZTIME (seeds in testdata/fuzz).
 FUZZTIME ?= 60s

@@ -33,7 +33,7 @@ func (l snapLookup) ByKeyID(id uint64) []*pgpcrypto.Key {
 func (a *analyzer) lookup() openpgp.KeyLookup { return snapLookup{a.keys} }
 
 func (a *analyzer) pgpLimits() openpgp.Limits {
-	return openpgp.Limits{MaxDecompressed: a.e.pol.Limits.MaxDecompressedSize, SpoolDir: a.e.spool.Path()}
+	return openpgp.Limits{MaxDecompressed: a.e.pol.Limits.MaxDecompressedSize, Spool: a.e.spool}
 }
 
 // pgpDecrypt decrypts an OpenPGP message for the gateway. The plaintext is
@@ -55,12 +55,7 @@ func (a *analyzer) pgpDecrypt(ct []byte) ([]byte, step, error) {
 		return nil, step{}, fmt.Errorf("crypto: openpgp plaintext: %w", err)
 	}
 	defer pt.Close()
-	r, err := pt.Open()
-	if err != nil {
-		return nil, step{}, fmt.Errorf("crypto: openpgp plaintext: %w", err)
-	}
-	data, err := io.ReadAll(r)
-	r.Close()
+	data, err := pt.Bytes()
 	if err != nil {
 		return nil, step{}, fmt.Errorf("crypto: openpgp plaintext: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 const benchUsage = `Usage: cryptmilter bench --connect SOCKET --direction in|out --from ADDR --rcpt ADDR [--rcpt ADDR]...
                          --size BYTES --messages N --concurrency C [--daemon NAME] [--json]
+                         [-c FILE [--protocol openpgp|smime] [--signer-key FILE]]
 
 Drives a running milter as an MTA would (milter protocol, one session per
 worker) and reports throughput and latency from MAIL to the end-of-message
@@ -26,14 +28,32 @@ reply.
   --direction in|out   in: a client at 192.0.2.1; out: a client at 127.0.0.1 with
                        {daemon_name} = --daemon (default ORIGINATING)
   --from, --rcpt       envelope sender and recipients
-  --size BYTES         body size of each message (text lines)
+  --size BYTES         body size of each message (text lines; for inbound
+                       ciphertext, the size of the text before encryption)
   --messages N         messages in all
   --concurrency C      parallel milter sessions
   --json               print the result as JSON
 
+Inbound with real ciphertext (what decrypt+verify costs):
+  -c FILE              the milter's configuration: messages are encrypted to the
+                       gateway key (or certificate) of the first --rcpt in its keystore
+  --protocol P         openpgp (PGP/MIME, default) or smime (signed, then enveloped)
+  --signer-key FILE    the correspondent (--from) who signs: an unlocked armored
+                       OpenPGP secret key, or a PEM file with an S/MIME private key
+                       and certificate. Without it a throwaway correspondent is
+                       generated; the gateway does not know it, so every signature
+                       reads "untrusted" (the verification work is the same; import
+                       the correspondent's public key and pass --signer-key to see
+                       "valid"). Every message must come back decrypted, else it
+                       counts as an error.
+Without -c inbound messages are plain text. A progress line is shown on
+standard error when it is a terminal.
+
 Examples:
   cryptmilter bench --connect inet:127.0.0.1:8895 --direction in --from a@example.net \
       --rcpt rt@example.org --size 10000 --messages 1000 --concurrency 4
+  cryptmilter bench -c /etc/cryptmilter/cryptmilter.toml --connect inet:127.0.0.1:8895 --direction in \
+      --protocol smime --from a@example.net --rcpt rt@example.org --size 10000 --messages 1000 --concurrency 32
   cryptmilter bench --connect unix:/run/cryptmilter/milter.sock --direction out --from rt@example.org \
       --rcpt a@example.net --rcpt b@example.com --size 50000 --messages 200 --concurrency 2 --json
 `
@@ -55,6 +75,11 @@ type benchResult struct {
 	Concurrency   int            `json:"concurrency"`
 	Direction     string         `json:"direction"`
 	Modifications int            `json:"modifications"`
+
+	// verdicts counts the result headers of inbound ciphertext
+	// ("encryption decrypted", "signature untrusted"); text output only,
+	// so that the JSON keeps its shape.
+	verdicts map[string]int
 }
 
 func runBench(args []string, stdout, stderr io.Writer) int {
@@ -67,6 +92,9 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	concurrency := fs.Int("concurrency", 1, "parallel sessions")
 	daemon := fs.String("daemon", "ORIGINATING", "{daemon_name} for outbound")
 	asJSON := fs.Bool("json", false, "JSON output")
+	cfgFile := fs.String("c", "", "configuration file (inbound ciphertext)")
+	protocol := fs.String("protocol", "openpgp", "openpgp or smime")
+	signerKey := fs.String("signer-key", "", "correspondent's secret key")
 	var rcpts multiFlag
 	fs.Var(&rcpts, "rcpt", "envelope recipient")
 	if code, ok := parseFlags(fs, args, stdout, stderr, benchUsage); !ok {
@@ -86,28 +114,90 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	case *size < 0 || *messages <= 0 || *concurrency <= 0:
 		errorf(stderr, "bench: --size must be >= 0, --messages and --concurrency > 0")
 		return 1
+	case *protocol != "openpgp" && *protocol != "smime":
+		errorf(stderr, "bench: --protocol %q: want openpgp or smime", *protocol)
+		return 1
+	case *cfgFile != "" && *dir != "in", *signerKey != "" && *cfgFile == "":
+		errorf(stderr, "bench: -c and --signer-key are for --direction in with real ciphertext (-c gives the keystore)")
+		return 1
 	}
-	res := bench(sock, *dir, *daemon, *from, rcpts, *size, *messages, *concurrency)
+	msgs := []benchMsg{plainBenchMsg(*size)}
+	encrypted := *cfgFile != ""
+	if encrypted {
+		if msgs, err = buildEncrypted(*cfgFile, *protocol, *signerKey, *from, rcpts[0], *size, *messages, stderr); err != nil {
+			errorf(stderr, "bench: %v", err)
+			return 1
+		}
+	}
+	var progress io.Writer
+	if isTerminal(stderr) {
+		progress = stderr
+	}
+	res := bench(sock, *dir, *daemon, *from, rcpts, msgs, encrypted, *size, *messages, *concurrency, progress)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		enc.Encode(res)
 	} else {
-		fmt.Fprintf(stdout, "%d messages of %d bytes, %s, concurrency %d: %.1f messages/s, %.1f MB/s\n",
-			res.Messages, res.Size, res.Direction, res.Concurrency, res.PerSecond, res.BytesPerSec/1e6)
-		fmt.Fprintf(stdout, "latency ms: p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", res.LatencyP50Ms, res.LatencyP90Ms, res.LatencyP99Ms, res.LatencyMaxMs)
-		var acts []string
-		for a, n := range res.Actions {
-			acts = append(acts, fmt.Sprintf("%s %d", a, n))
+		what := res.Direction
+		if encrypted {
+			what += ", " + *protocol + " ciphertext"
 		}
-		slices.Sort(acts)
-		fmt.Fprintf(stdout, "actions: %s; errors %d\n", strings.Join(acts, ", "), res.Errors)
+		fmt.Fprintf(stdout, "%d messages of %d bytes, %s, concurrency %d: %.1f messages/s, %.1f MB/s\n",
+			res.Messages, res.Size, what, res.Concurrency, res.PerSecond, res.BytesPerSec/1e6)
+		fmt.Fprintf(stdout, "latency ms: p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", res.LatencyP50Ms, res.LatencyP90Ms, res.LatencyP99Ms, res.LatencyMaxMs)
+		fmt.Fprintf(stdout, "actions: %s; errors %d\n", countList(res.Actions), res.Errors)
+		if len(res.verdicts) > 0 {
+			fmt.Fprintf(stdout, "verdicts: %s\n", countList(res.verdicts))
+		}
 	}
 	if res.Errors > 0 {
 		errorf(stderr, "bench: %d of %d messages failed; first: %s", res.Errors, res.Messages, res.FirstError)
 		return 1
 	}
 	return 0
+}
+
+func countList(m map[string]int) string {
+	var l []string
+	for a, n := range m {
+		l = append(l, fmt.Sprintf("%s %d", a, n))
+	}
+	slices.Sort(l)
+	return strings.Join(l, ", ")
+}
+
+// buildEncrypted makes the distinct ciphertexts the workers send in turn
+// (at most 32: the server decrypts each one anew every time).
+func buildEncrypted(cfgFile, protocol, signerKey, from, rcpt string, size, messages int, stderr io.Writer) ([]benchMsg, error) {
+	gw, err := loadBenchGateway(cfgFile, protocol, rcpt)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := loadBenchSigner(signerKey, protocol, from)
+	if err != nil {
+		return nil, err
+	}
+	if signer.throwaway {
+		hintf(stderr, "bench: signing as a throwaway correspondent %s that the gateway does not know: signatures read \"untrusted\" (pass --signer-key with a key in the keystore for \"valid\")", from)
+	}
+	msgs := make([]benchMsg, min(messages, 32))
+	for i := range msgs {
+		if msgs[i], err = encryptedBenchMsg(i, size, protocol, signer, gw); err != nil {
+			return nil, fmt.Errorf("build message: %w", err)
+		}
+	}
+	return msgs, nil
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // benchBody returns a text body of about size bytes.
@@ -120,9 +210,8 @@ func benchBody(size int) []byte {
 	return []byte(b.String()[:size])
 }
 
-func bench(sock config.Socket, dir, daemon, from string, rcpts []string, size, messages, concurrency int) *benchResult {
-	body := benchBody(size)
-	res := &benchResult{Messages: messages, Actions: map[string]int{}, Size: size, Concurrency: concurrency, Direction: dir}
+func bench(sock config.Socket, dir, daemon, from string, rcpts []string, msgs []benchMsg, encrypted bool, size, messages, concurrency int, progress io.Writer) *benchResult {
+	res := &benchResult{Messages: messages, Actions: map[string]int{}, Size: size, Concurrency: concurrency, Direction: dir, verdicts: map[string]int{}}
 	var mu sync.Mutex
 	var lat []time.Duration
 	work := make(chan int, messages)
@@ -139,6 +228,11 @@ func bench(sock config.Socket, dir, daemon, from string, rcpts []string, size, m
 		}
 	}
 	start := time.Now()
+	stop := showProgress(progress, messages, start, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(lat) + res.Errors
+	})
 	var wg sync.WaitGroup
 	for w := 0; w < concurrency; w++ {
 		wg.Add(1)
@@ -154,7 +248,7 @@ func bench(sock config.Socket, dir, daemon, from string, rcpts []string, size, m
 					}
 				}
 				t0 := time.Now()
-				act, mods, err := benchMessage(s, i, from, rcpts, body)
+				act, mods, err := benchMessage(s, i, from, rcpts, msgs[i%len(msgs)])
 				if err != nil {
 					fail(err)
 					s.Close()
@@ -162,10 +256,20 @@ func bench(sock config.Socket, dir, daemon, from string, rcpts []string, size, m
 					continue
 				}
 				d := time.Since(t0)
+				var verdicts []string
+				if encrypted {
+					if verdicts, err = inboundVerdicts(i, mods); err != nil {
+						fail(err)
+						continue
+					}
+				}
 				mu.Lock()
 				lat = append(lat, d)
 				res.Actions[act]++
-				res.Modifications += mods
+				res.Modifications += len(mods)
+				for _, v := range verdicts {
+					res.verdicts[v]++
+				}
 				mu.Unlock()
 			}
 			if s != nil {
@@ -175,6 +279,7 @@ func bench(sock config.Socket, dir, daemon, from string, rcpts []string, size, m
 	}
 	wg.Wait()
 	el := time.Since(start)
+	stop()
 	res.Seconds = el.Seconds()
 	ok := len(lat)
 	res.PerSecond = float64(ok) / el.Seconds()
@@ -192,6 +297,68 @@ func bench(sock config.Socket, dir, daemon, from string, rcpts []string, size, m
 		res.LatencyMaxMs = float64(lat[len(lat)-1].Microseconds()) / 1000
 	}
 	return res
+}
+
+// showProgress prints "done/total, rate" on w twice a second until the
+// returned function is called (which ends the line). A nil w shows
+// nothing.
+func showProgress(w io.Writer, total int, start time.Time, done func() int) (stop func()) {
+	if w == nil {
+		return func() {}
+	}
+	quit := make(chan struct{})
+	finished := make(chan struct{})
+	line := func() {
+		n := done()
+		fmt.Fprintf(w, "\r%d/%d messages, %.0f messages/s ", n, total, float64(n)/time.Since(start).Seconds())
+	}
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				line()
+				fmt.Fprintln(w)
+				return
+			case <-t.C:
+				line()
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-finished
+	}
+}
+
+// inboundVerdicts checks that the milter decrypted message i (its
+// X-Cryptmilter-Encryption says "decrypted") and returns the verdict
+// tokens of the result headers it set.
+func inboundVerdicts(i int, mods []gomilter.ModifyAction) ([]string, error) {
+	var enc, sig string
+	for _, m := range mods {
+		switch {
+		case m.Code != gomilter.ActAddHeader && m.Code != gomilter.ActInsertHeader && m.Code != gomilter.ActChangeHeader:
+		case strings.EqualFold(m.HeaderName, "X-Cryptmilter-Encryption"):
+			enc = strings.TrimSpace(m.HeaderValue)
+		case strings.EqualFold(m.HeaderName, "X-Cryptmilter-Signature"):
+			sig = strings.TrimSpace(m.HeaderValue)
+		}
+	}
+	token := func(v string) string {
+		t, _, _ := strings.Cut(v, ";")
+		return strings.TrimSpace(t)
+	}
+	if token(enc) != "decrypted" {
+		return nil, fmt.Errorf("message %d was not decrypted: X-Cryptmilter-Encryption: %q (is --rcpt a gateway address of this milter's keystore?)", i, enc)
+	}
+	out := []string{"encryption decrypted"}
+	if sig != "" {
+		out = append(out, "signature "+token(sig))
+	}
+	return out, nil
 }
 
 // benchSession opens a milter session and sends the connection data.
@@ -225,8 +392,9 @@ func benchSession(sock config.Socket, dir, daemon string) (*gomilter.ClientSessi
 	return s, nil
 }
 
-// benchMessage sends one message and returns the final action.
-func benchMessage(s *gomilter.ClientSession, i int, from string, rcpts []string, body []byte) (string, int, error) {
+// benchMessage sends one message and returns the final action and the
+// modifications asked for.
+func benchMessage(s *gomilter.ClientSession, i int, from string, rcpts []string, msg benchMsg) (string, []gomilter.ModifyAction, error) {
 	step := func(a *gomilter.Action, err error) error {
 		if err != nil {
 			return err
@@ -238,51 +406,52 @@ func benchMessage(s *gomilter.ClientSession, i int, from string, rcpts []string,
 	}
 	s.Macros(gomilter.CodeMail, "i", fmt.Sprintf("BENCH%06d", i))
 	if err := step(s.Mail(from, nil)); err != nil {
-		return "", 0, err
+		return "", nil, err
 	}
 	for _, r := range rcpts {
 		if err := step(s.Rcpt(r, nil)); err != nil {
-			return "", 0, err
+			return "", nil, err
 		}
 	}
 	hdr := [][2]string{
 		{"From", from}, {"To", strings.Join(rcpts, ", ")}, {"Subject", fmt.Sprintf("bench %d", i)},
 		{"Message-ID", fmt.Sprintf("<bench-%d-%d@bench.invalid>", i, time.Now().UnixNano())},
-		{"MIME-Version", "1.0"}, {"Content-Type", "text/plain; charset=utf-8"}, {"Content-Transfer-Encoding", "8bit"},
+		{"MIME-Version", "1.0"},
 	}
+	hdr = append(hdr, msg.fields...)
 	for _, h := range hdr {
 		if err := step(s.HeaderField(h[0], h[1])); err != nil {
-			return "", 0, err
+			return "", nil, err
 		}
 	}
 	if err := step(s.HeaderEnd()); err != nil {
-		return "", 0, err
+		return "", nil, err
 	}
-	for b := body; len(b) > 0; {
+	for b := msg.body; len(b) > 0; {
 		n := min(len(b), gomilter.MaxBodyChunk)
 		if err := step(s.BodyChunk(b[:n])); err != nil {
-			return "", 0, err
+			return "", nil, err
 		}
 		b = b[n:]
 	}
 	mods, act, err := s.End()
 	if err != nil {
-		return "", 0, err
+		return "", nil, err
 	}
 	switch act.Code {
 	case gomilter.ActAccept, gomilter.ActContinue:
-		return "accept", len(mods), nil
+		return "accept", mods, nil
 	case gomilter.ActDiscard:
-		return "discard", len(mods), nil
+		return "discard", mods, nil
 	case gomilter.ActReject:
-		return "reject", len(mods), nil
+		return "reject", mods, nil
 	case gomilter.ActTempFail:
-		return "tempfail", len(mods), nil
+		return "tempfail", mods, nil
 	case gomilter.ActReplyCode:
 		if act.SMTPCode >= 500 {
-			return "reject", len(mods), nil
+			return "reject", mods, nil
 		}
-		return "tempfail", len(mods), nil
+		return "tempfail", mods, nil
 	}
-	return string(rune(act.Code)), len(mods), nil
+	return string(rune(act.Code)), mods, nil
 }

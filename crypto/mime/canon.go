@@ -12,6 +12,7 @@ import (
 	stdmime "mime"
 	"mime/quotedprintable"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-message/textproto"
 )
@@ -92,7 +93,8 @@ func Canonicalize(w io.Writer, h Header, body io.Reader, opts CanonOptions) (Hea
 		opts.NewBuffer = func() TempBuffer { return &memBuffer{} }
 	}
 	c := &canon{opts: opts}
-	bw := bufio.NewWriterSize(w, 32<<10)
+	bw := getWriter(w)
+	defer putWriter(bw)
 	out, err := c.entity(bw, ContentFields(h), body, 0)
 	if err != nil {
 		return nil, err
@@ -101,6 +103,23 @@ func Canonicalize(w io.Writer, h Header, body io.Reader, opts CanonOptions) (Hea
 		return nil, fmt.Errorf("mime: canonicalize: %w", err)
 	}
 	return out, nil
+}
+
+// writers holds the 32 KiB bufio.Writers of canonicalization (one per
+// nesting level in use), reused across messages.
+var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
+
+func getWriter(w io.Writer) *bufio.Writer {
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(w)
+	return bw
+}
+
+// putWriter returns bw to the pool, dropping its writer and any unflushed
+// data (of a failed canonicalization).
+func putWriter(bw *bufio.Writer) {
+	bw.Reset(nil)
+	writers.Put(bw)
 }
 
 type canon struct {
@@ -179,7 +198,8 @@ func (c *canon) message(w *bufio.Writer, h Header, body io.Reader, depth int) (H
 	// The canonical Content-* fields are known after the body: stage it.
 	tmp := c.opts.NewBuffer()
 	defer tmp.Close()
-	tw := bufio.NewWriterSize(tmp, 32<<10)
+	tw := getWriter(tmp)
+	defer putWriter(tw)
 	ch, err := c.entity(tw, ContentFields(inner), br, depth+1)
 	if err != nil {
 		return nil, err
@@ -220,12 +240,13 @@ func (c *canon) multipart(w *bufio.Writer, h Header, mt string, params map[strin
 		// The part's canonical header is known only after its body is
 		// written: stage the body.
 		tmp := c.opts.NewBuffer()
-		tw := bufio.NewWriterSize(tmp, 32<<10)
+		tw := getWriter(tmp)
 		tr := &truncReader{r: p}
 		ch, err := c.entity(tw, ph, tr, depth+1)
 		if err == nil {
 			err = tw.Flush()
 		}
+		putWriter(tw)
 		if err != nil {
 			tmp.Close()
 			return nil, err
@@ -415,48 +436,50 @@ type cleanChecker struct {
 	cr      bool   // previous byte was CR
 }
 
+// Write checks p a line segment at a time (up to the next CR).
 func (c *cleanChecker) Write(p []byte) (int, error) {
-	if !c.clean {
-		return len(p), nil
-	}
-	for _, b := range p {
+	n := len(p)
+	for c.clean && len(p) > 0 {
 		if c.cr {
 			c.cr = false
-			if b != '\n' {
+			if p[0] != '\n' || c.prev == ' ' || c.prev == '\t' || string(c.head) == "." {
 				c.clean = false
-				return len(p), nil
-			}
-			if c.prev == ' ' || c.prev == '\t' || string(c.head) == "." {
-				c.clean = false
-				return len(p), nil
+				break
 			}
 			c.bol, c.lineLen, c.head, c.prev = true, 0, c.head[:0], '\n'
+			p = p[1:]
 			continue
 		}
-		switch {
-		case b == '\r':
-			c.cr = true
+		seg := p
+		if k := bytes.IndexByte(p, '\r'); k >= 0 {
+			seg, p, c.cr = p[:k], p[k+1:], true
+		} else {
+			p = nil
+		}
+		if len(seg) == 0 {
 			continue
-		case b == '\n' || b == 0 || b >= 0x80:
-			c.clean = false
-			return len(p), nil
 		}
-		c.lineLen++
-		if c.lineLen > maxLine {
-			c.clean = false
-			return len(p), nil
-		}
-		if len(c.head) < 5 {
-			c.head = append(c.head, b)
-			if string(c.head) == "From " {
+		for _, b := range seg {
+			if b == '\n' || b == 0 || b >= 0x80 {
 				c.clean = false
-				return len(p), nil
+				return n, nil
 			}
 		}
-		c.prev = b
+		if c.lineLen += len(seg); c.lineLen > maxLine {
+			c.clean = false
+			break
+		}
+		if len(c.head) < 5 {
+			c.head = append(c.head, seg[:min(len(seg), 5-len(c.head))]...)
+			if string(c.head) == "From " {
+				c.clean = false
+				break
+			}
+		}
+		c.prev = seg[len(seg)-1]
 		c.bol = false
 	}
-	return len(p), nil
+	return n, nil
 }
 
 func (c *cleanChecker) finish() bool {
@@ -594,23 +617,74 @@ type CRLFWriter struct {
 // bare CR.
 func NewCRLFWriter(w io.Writer) *CRLFWriter { return &CRLFWriter{w: w} }
 
+// Write converts line ends a line at a time: text that already has only
+// CRLF line ends is passed on as it is, without a copy.
 func (c *CRLFWriter) Write(p []byte) (int, error) {
-	c.buf = c.buf[:0]
-	for _, b := range p {
-		switch {
-		case b == '\n':
-			c.buf = append(c.buf, '\r', '\n')
-			c.cr = false
-			continue
-		case c.cr:
-			c.buf = append(c.buf, '\r', '\n')
-		}
-		c.cr = b == '\r'
-		if !c.cr {
-			c.buf = append(c.buf, b)
+	out := c.buf[:0]
+	start, i := 0, 0 // p[start:] is not yet in out
+	changed := false
+	// change is called before the first byte goes to out: out gets room
+	// for p with a line end added to every 16 bytes, once.
+	change := func() {
+		if !changed {
+			changed = true
+			if need := len(p) + len(p)/16 + 4; cap(out) < need {
+				out = make([]byte, 0, need)
+			}
 		}
 	}
-	if _, err := c.w.Write(c.buf); err != nil {
+	if c.cr && len(p) > 0 {
+		change()
+		c.cr = false
+		out = append(out, '\r', '\n')
+		if p[0] == '\n' {
+			start, i = 1, 1
+		}
+	}
+	for i < len(p) {
+		j := bytes.IndexByte(p[i:], '\n')
+		end := len(p)
+		if j >= 0 {
+			end = i + j
+		}
+		// p[i:end] has no LF; a CR in it is bare unless it ends the
+		// segment just before the LF.
+		seg := p[i:end]
+		for k := bytes.IndexByte(seg, '\r'); k >= 0; k = bytes.IndexByte(seg, '\r') {
+			at := end - len(seg) + k
+			if at == end-1 && j >= 0 {
+				break // CRLF
+			}
+			change()
+			out = append(out, p[start:at]...)
+			if at == len(p)-1 {
+				c.cr = true // the LF may come in the next write
+			} else {
+				out = append(out, '\r', '\n')
+			}
+			start = at + 1
+			seg = seg[k+1:]
+		}
+		if j < 0 {
+			break
+		}
+		if end == 0 || p[end-1] != '\r' {
+			change()
+			out = append(out, p[start:end]...)
+			out = append(out, '\r', '\n')
+			start = end + 1
+		}
+		i = end + 1
+	}
+	if !changed {
+		if _, err := c.w.Write(p); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	out = append(out, p[start:]...)
+	c.buf = out
+	if _, err := c.w.Write(out); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -676,9 +750,32 @@ func NewQPWriter(w io.Writer) *QPWriter { return &QPWriter{w: w} }
 
 const hexUpper = "0123456789ABCDEF"
 
+// qpLiteral marks the bytes that may stand for themselves in
+// quoted-printable (whitespace only when no line end follows).
+var qpLiteral = func() (t [256]bool) {
+	for b := range 256 {
+		t[b] = b >= 33 && b <= 126 && b != '=' || b == ' ' || b == '\t'
+	}
+	return t
+}()
+
 func (q *QPWriter) Write(p []byte) (int, error) {
 	q.out = q.out[:0]
-	for _, b := range p {
+	for i := 0; i < len(p); i++ {
+		b := p[i]
+		// Inside a line, a run of literal bytes that fits goes in at once
+		// (what byte would do for each of them).
+		if !q.cr && len(q.line) > 0 && qpLiteral[b] {
+			j, end := i+1, min(len(p), i+75-len(q.line))
+			for j < end && qpLiteral[p[j]] {
+				j++
+			}
+			if j > i && len(q.line)+1 <= 75 {
+				q.line = append(q.line, p[i:j]...)
+				i = j - 1
+				continue
+			}
+		}
 		if q.cr {
 			q.cr = false
 			if b == '\n' {

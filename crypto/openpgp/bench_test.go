@@ -10,6 +10,8 @@ import (
 	"time"
 
 	pgpcrypto "github.com/ProtonMail/gopenpgp/v3/crypto"
+
+	"github.com/cryptmilter/cryptmilter/internal/spool"
 )
 
 func benchKey(b *testing.B, email string) *pgpcrypto.Key {
@@ -146,4 +148,68 @@ func BenchmarkDecrypt50MB(b *testing.B) {
 		peak = max(peak, p)
 	}
 	b.ReportMetric(peak, "peak-heap-MiB")
+}
+
+// benchSignEncrypt signs and encrypts size bytes of text to one
+// Curve25519 recipient per op.
+func benchSignEncrypt(b *testing.B, size int64) {
+	signer := benchKey(b, "gw@example.org")
+	r := benchKey(b, "r@example.com")
+	b.SetBytes(size)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := SignEncrypt(io.Discard, &patternReader{n: size}, signer, []*pgpcrypto.Key{r}, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkSignEncrypt10KB(b *testing.B) { benchSignEncrypt(b, 10<<10) }
+func BenchmarkSignEncrypt1MB(b *testing.B)  { benchSignEncrypt(b, 1<<20) }
+
+// benchDecrypt decrypts and verifies a signed and encrypted message of
+// size plaintext bytes per op, reading the plaintext back once.
+func benchDecrypt(b *testing.B, size int64) {
+	signer := benchKey(b, "gw@example.org")
+	gw := benchKey(b, "r@example.com")
+	var msg bytes.Buffer
+	if err := SignEncrypt(&msg, &patternReader{n: size}, signer, []*pgpcrypto.Key{gw}, false); err != nil {
+		b.Fatal(err)
+	}
+	ring, _ := pgpcrypto.NewKeyRing(gw)
+	sring, _ := pgpcrypto.NewKeyRing(signer)
+	lookup := KeyRingLookup(sring)
+	lim := benchLimits(b)
+	now := time.Now().Add(time.Minute)
+	b.SetBytes(size)
+	b.ReportAllocs()
+	for b.Loop() {
+		pt, err := Decrypt(bytes.NewReader(msg.Bytes()), ring, lookup, now, lim)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if pt.Size != size || pt.Signature.Status != StatusValid {
+			b.Fatalf("size %d, signature %+v", pt.Size, pt.Signature)
+		}
+		rc, err := pt.Open()
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, rc)
+		rc.Close()
+		pt.Close()
+	}
+}
+
+func BenchmarkDecrypt10KB(b *testing.B) { benchDecrypt(b, 10<<10) }
+func BenchmarkDecrypt1MB(b *testing.B)  { benchDecrypt(b, 1<<20) }
+
+// benchLimits is what the engine passes: the spool with the default
+// limits.memory_spool (1 MiB).
+func benchLimits(b *testing.B) Limits {
+	sp, err := spool.Open(b.TempDir(), 1<<20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return Limits{Spool: sp, MaxDecompressed: 64 << 20}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 	"unicode"
@@ -15,12 +14,16 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 	pgpcrypto "github.com/ProtonMail/gopenpgp/v3/crypto"
+
+	"github.com/cryptmilter/cryptmilter/internal/spool"
 )
 
 // Plaintext is the verified content of a decrypted or inline-signed
-// message, spooled to an unlinked 0600 file in Limits.SpoolDir. It exists
-// only once the whole message was read, the integrity check passed and the
-// signatures were checked. Close releases the spool.
+// message, held in a spool buffer: in memory up to the threshold of
+// Limits.Spool, beyond it (or always, without Limits.Spool) in an unlinked
+// 0600 file in the spool directory. It exists only once the whole message
+// was read, the integrity check passed and the signatures were checked.
+// Close releases the spool.
 type Plaintext struct {
 	// Size is the number of plaintext bytes.
 	Size int64
@@ -36,26 +39,37 @@ type Plaintext struct {
 	// Binary reports the literal data format 'b' (else text, 't' or 'u').
 	Binary bool
 
-	f *os.File
+	buf *spool.Buffer
 }
 
 // Open returns a reader over the whole plaintext. Several readers may be
 // open at once; each must be closed. Open fails after Close.
 func (p *Plaintext) Open() (io.ReadCloser, error) {
-	if p.f == nil {
+	if p.buf == nil {
 		return nil, errors.New("openpgp: plaintext is closed")
 	}
-	return io.NopCloser(io.NewSectionReader(p.f, 0, p.Size)), nil
+	return io.NopCloser(p.buf.Reader()), nil
 }
 
-// Close releases the spooled plaintext (the file has no name left, so
-// closing it frees the data). It is safe to call more than once.
+// Bytes returns the whole plaintext: without a copy when it is held in
+// memory (the slice stays valid after Close: the memory is not reused),
+// else read from the spool file.
+func (p *Plaintext) Bytes() ([]byte, error) {
+	if p.buf == nil {
+		return nil, errors.New("openpgp: plaintext is closed")
+	}
+	return p.buf.Bytes()
+}
+
+// Close releases the spooled plaintext (memory, or a file that has no
+// name left, so closing it frees the data). It is safe to call more than
+// once.
 func (p *Plaintext) Close() error {
-	if p.f == nil {
+	if p.buf == nil {
 		return nil
 	}
-	err := p.f.Close()
-	p.f = nil
+	err := p.buf.Close()
+	p.buf = nil
 	return err
 }
 
@@ -117,11 +131,14 @@ func unarmor(r io.Reader, wantType string) (io.Reader, error) {
 		}
 		break
 	}
+	// armor.Decode reads the header lines from br itself (bufio gives it
+	// br back, being big enough), so br is then at the body, which
+	// armorBody decodes faster than blk.Body would.
 	blk, err := armor.Decode(br)
 	if err != nil || blk.Type != wantType {
 		return nil, ErrMalformed
 	}
-	return blk.Body, nil
+	return newArmorBody(br), nil
 }
 
 // Decrypt decrypts an OpenPGP message (armored or binary) with the gateway
@@ -241,27 +258,18 @@ type spoolError struct{ err error }
 func (e *spoolError) Error() string { return "openpgp: spool plaintext: " + e.err.Error() }
 func (e *spoolError) Unwrap() error { return e.err }
 
-// spoolVerified copies md's body to an unlinked spool file while hashing it
+// spoolVerified copies md's body to a spool buffer while hashing it
 // for every signature candidate, and judges the signatures once the body
 // reached a clean EOF (which go-crypto gives only after the integrity
-// check). On any error the spool file is closed and nothing remains.
+// check). On any error the buffer is released and nothing remains.
 func spoolVerified(md *openpgp.MessageDetails, in *errReader, verify KeyLookup, now time.Time, lim Limits, recipientFpr []byte) (pt *Plaintext, err error) {
-	dir := lim.SpoolDir
-	if dir == "" {
-		dir = os.TempDir()
-	}
-	f, err := os.CreateTemp(dir, "pgp-plain-*")
+	buf, err := lim.newBuffer()
 	if err != nil {
-		return nil, &spoolError{err}
-	}
-	// Unlink at once: the open descriptor is the only handle left.
-	if err := os.Remove(f.Name()); err != nil {
-		f.Close()
 		return nil, &spoolError{err}
 	}
 	defer func() {
 		if err != nil {
-			f.Close()
+			buf.Close()
 		}
 	}()
 
@@ -280,21 +288,22 @@ func spoolVerified(md *openpgp.MessageDetails, in *errReader, verify KeyLookup, 
 	}
 
 	max := lim.maxDecompressed()
-	bw := bufio.NewWriterSize(f, 64<<10)
-	buf := make([]byte, 32<<10)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	chunk := *bp
 	var n int64
 	for {
-		m, rerr := md.UnverifiedBody.Read(buf)
+		m, rerr := md.UnverifiedBody.Read(chunk)
 		if m > 0 {
 			n += int64(m)
 			if n > max {
 				return nil, ErrTooLarge
 			}
-			if _, werr := bw.Write(buf[:m]); werr != nil {
+			if _, werr := buf.Write(chunk[:m]); werr != nil {
 				return nil, &spoolError{werr}
 			}
 			for _, h := range hashWriters {
-				h.Write(buf[:m])
+				h.Write(chunk[:m])
 			}
 		}
 		if rerr == io.EOF {
@@ -310,14 +319,11 @@ func spoolVerified(md *openpgp.MessageDetails, in *errReader, verify KeyLookup, 
 			return nil, fmt.Errorf("openpgp: read body: %w", rerr)
 		}
 	}
-	if err := bw.Flush(); err != nil {
-		return nil, &spoolError{err}
-	}
 	// EOF from go-crypto: MDC/AEAD verified, trailing signatures parsed.
 	if !md.IsVerified && md.IsSigned {
 		return nil, errors.New("openpgp: signatures not read")
 	}
-	pt = &Plaintext{Size: n, f: f}
+	pt = &Plaintext{Size: n, buf: buf}
 	if md.LiteralData != nil {
 		pt.Filename = sanitizeFilename(md.LiteralData.FileName)
 		pt.Binary = md.LiteralData.IsBinary

@@ -16,6 +16,8 @@ import (
 	pgpcrypto "github.com/ProtonMail/gopenpgp/v3/crypto"
 	"github.com/ProtonMail/gopenpgp/v3/profile"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/cryptmilter/cryptmilter/internal/spool"
 )
 
 // eightBit is a body with non-ASCII UTF-8, Latin-1 bytes, CRLF and LF,
@@ -159,6 +161,54 @@ func TestDecryptTampered(t *testing.T) {
 			t.Error("untampered plaintext differs")
 		}
 		pt.Close()
+	}
+}
+
+// TestDecryptMemorySpool: with Limits.Spool the plaintext stays in memory
+// up to the spool's threshold and goes to an unlinked file beyond it, and
+// either way a tampered message gives exactly ErrDecrypt and no plaintext.
+func TestDecryptMemorySpool(t *testing.T) {
+	f := getFixtures(t)
+	big := bytes.Repeat([]byte("confidential line of plaintext\r\n"), 1<<15) // 1 MiB
+	msg := f.gpg.mustRun(t, big, "--encrypt", "--sign", "--compress-algo", "none",
+		"--recipient", f.gatewayUID, "--local-user", f.senderUID)
+	for _, tc := range []struct {
+		threshold int64
+		onDisk    bool
+	}{{1 << 20, false}, {64 << 10, true}} {
+		dir, checkEmpty := spoolDir(t)
+		sp, err := spool.Open(dir, tc.threshold)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lim := Limits{Spool: sp}
+		for _, off := range []int{200, len(big) / 2, 30} {
+			pt, err := Decrypt(bytes.NewReader(flipInData(msg, off)), f.gateway, f.senders, time.Now(), lim)
+			if err != ErrDecrypt || pt != nil {
+				t.Errorf("threshold %d, flip at -%d: Decrypt = %v, %v; want exactly ErrDecrypt", tc.threshold, off, pt, err)
+			}
+		}
+		pt, err := Decrypt(bytes.NewReader(msg), f.gateway, f.senders, time.Now(), lim)
+		if err != nil {
+			t.Fatalf("threshold %d: %v", tc.threshold, err)
+		}
+		if got := pt.buf.OnDisk(); got != tc.onDisk {
+			t.Errorf("threshold %d: plaintext on disk = %v, want %v", tc.threshold, got, tc.onDisk)
+		}
+		if pt.Signature.Status != StatusValid || !bytes.Equal(readAll(t, pt), big) {
+			t.Errorf("threshold %d: signature %v, plaintext equal %v", tc.threshold, pt.Signature.Status, bytes.Equal(readAll(t, pt), big))
+		}
+		if all, err := pt.Bytes(); err != nil || !bytes.Equal(all, big) {
+			t.Errorf("threshold %d: Bytes: %v, equal %v", tc.threshold, err, bytes.Equal(all, big))
+		}
+		pt.Close()
+		if _, err := pt.Open(); err == nil {
+			t.Error("Open after Close succeeded")
+		}
+		if _, err := pt.Bytes(); err == nil {
+			t.Error("Bytes after Close succeeded")
+		}
+		checkEmpty()
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 	pgpcrypto "github.com/ProtonMail/gopenpgp/v3/crypto"
@@ -76,19 +75,28 @@ func signEncryptAt(w io.Writer, plaintext io.Reader, signer *pgpcrypto.Key, reci
 	if err != nil {
 		return fmt.Errorf("openpgp: sign and encrypt: %w", err)
 	}
-	bw := bufio.NewWriterSize(w, 32<<10)
-	wc, err := h.EncryptingWriter(bw, pgpcrypto.Armor)
+	// gopenpgp writes binary packets; the gateway's own armor encoder
+	// (armor.go) armors them, with go-crypto's exact output at a fifth of
+	// its cost. It writes whole blocks of lines, so w needs no buffer.
+	aw, err := newArmorWriter(w, "PGP MESSAGE")
 	if err != nil {
 		return fmt.Errorf("openpgp: sign and encrypt: %w", err)
 	}
-	if _, err := io.Copy(wc, plaintext); err != nil {
+	wc, err := h.EncryptingWriter(aw, pgpcrypto.Bytes)
+	if err != nil {
+		aw.Close()
+		return fmt.Errorf("openpgp: sign and encrypt: %w", err)
+	}
+	if err := copyPooled(wc, plaintext); err != nil {
 		wc.Close()
+		aw.Close()
 		return fmt.Errorf("openpgp: sign and encrypt: %w", err)
 	}
 	if err := wc.Close(); err != nil {
+		aw.Close()
 		return fmt.Errorf("openpgp: sign and encrypt: %w", err)
 	}
-	if err := bw.Flush(); err != nil {
+	if err := aw.Close(); err != nil {
 		return fmt.Errorf("openpgp: sign and encrypt: %w", err)
 	}
 	return nil
@@ -163,7 +171,7 @@ func signDetachedAt(w io.Writer, data io.Reader, signer *pgpcrypto.Key, now time
 	if !ok || Micalg(sp.Hash) == "" {
 		return "", errors.New("openpgp: sign detached: unexpected signature")
 	}
-	aw, err := armor.EncodeWithChecksumOption(w, "PGP SIGNATURE", nil, true)
+	aw, err := newArmorWriter(w, "PGP SIGNATURE")
 	if err != nil {
 		return "", fmt.Errorf("openpgp: sign detached: %w", err)
 	}

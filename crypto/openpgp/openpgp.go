@@ -12,7 +12,8 @@
 // Security rules it enforces:
 //   - Plaintext is never handed out before the whole message was read, the
 //     MDC/AEAD integrity check passed and the signatures were checked: it is
-//     spooled to an already unlinked 0600 file in Limits.SpoolDir.
+//     kept in memory up to Limits.Spool's threshold, beyond it in an
+//     already unlinked 0600 file in the spool directory.
 //   - Messages without integrity protection are refused.
 //   - Every decryption failure is the same ErrDecrypt (no padding, format or
 //     key oracle); ErrNotForUs is decided from the public key IDs alone.
@@ -28,9 +29,12 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	pgpcrypto "github.com/ProtonMail/gopenpgp/v3/crypto"
+
+	"github.com/cryptmilter/cryptmilter/internal/spool"
 )
 
 // Errors returned by this package. Callers tell them apart with errors.Is.
@@ -59,10 +63,27 @@ type Limits struct {
 	// MaxDecompressed caps the size of the plaintext (after decompression)
 	// in bytes. Zero means DefaultMaxDecompressed.
 	MaxDecompressed int64
-	// SpoolDir is the directory (mode 0700) where plaintext is spooled.
-	// The spool file is created 0600 and unlinked at once, so nothing is
-	// left behind by a crash. Empty means os.TempDir(), for tests only.
+	// Spool, when set, holds plaintext in memory up to its threshold
+	// (limits.memory_spool) and beyond that in an unlinked 0600 file in
+	// its directory. It takes precedence over SpoolDir.
+	Spool *spool.Dir
+	// SpoolDir is the directory (mode 0700) where plaintext is spooled
+	// when Spool is nil: always in a file, created 0600 and unlinked at
+	// once, so nothing is left behind by a crash. Empty means
+	// os.TempDir(), for tests only.
 	SpoolDir string
+}
+
+// newBuffer returns an empty plaintext buffer as the limits say.
+func (l Limits) newBuffer() (*spool.Buffer, error) {
+	if l.Spool != nil {
+		return l.Spool.New(), nil
+	}
+	dir := l.SpoolDir
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	return spool.NewFile(dir)
 }
 
 // DefaultMaxDecompressed is the plaintext cap used when

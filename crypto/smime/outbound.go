@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -56,7 +57,10 @@ func SignDetachedReader(content io.Reader, signer Identity, chain []*x509.Certif
 		return nil, fmt.Errorf("smime: sign: unsupported key type %T", signer.Key)
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, content); err != nil {
+	bp := cbcBufs.Get().(*[]byte)
+	_, cerr := io.CopyBuffer(h, content, *bp)
+	cbcBufs.Put(bp)
+	if err := cerr; err != nil {
 		return nil, fmt.Errorf("smime: sign: reading content: %w", err)
 	}
 	md := h.Sum(nil)
@@ -306,7 +310,11 @@ func writeEnveloped(w io.Writer, content io.Reader, size int64, ris []keyTranspo
 	}
 
 	cbc := cipher.NewCBCEncrypter(block, iv)
-	buf := make([]byte, 64<<10) // a multiple of the block size
+	// The buffer holds only ciphertext once a round is done (every byte
+	// read is encrypted in place), so it can go back to the pool.
+	bp := cbcBufs.Get().(*[]byte)
+	defer cbcBufs.Put(bp)
+	buf := *bp
 	var total int64
 	for {
 		n, rerr := io.ReadFull(content, buf)
@@ -341,6 +349,10 @@ func writeEnveloped(w io.Writer, content io.Reader, size int64, ris []keyTranspo
 		return nil
 	}
 }
+
+// cbcBufs holds the 64 KiB buffers (a multiple of the AES block size) of
+// encryption and hashing, reused across messages.
+var cbcBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 // derHeader returns a DER identifier and definite length for a content of
 // n bytes.

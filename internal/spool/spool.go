@@ -55,6 +55,31 @@ func (d *Dir) Path() string { return d.path }
 // New returns an empty buffer.
 func (d *Dir) New() *Buffer { return &Buffer{dir: d} }
 
+// NewFile returns an empty buffer that keeps its content in an unlinked
+// 0600 file in dir from the first byte. dir is used as it is (it is not
+// created, checked or cleaned as Open does).
+func NewFile(dir string) (*Buffer, error) {
+	f, err := createUnlinked(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &Buffer{file: f}, nil
+}
+
+// createUnlinked creates a 0600 file in dir and unlinks it at once: the
+// open descriptor keeps the data, and a crash leaves nothing behind.
+func createUnlinked(dir string) (*os.File, error) {
+	f, err := os.CreateTemp(dir, "body-*")
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	return f, nil
+}
+
 // Buffer is a write-once, read-many byte store. Write it fully, then read it
 // with Reader as often as needed. Close releases it.
 type Buffer struct {
@@ -67,15 +92,9 @@ type Buffer struct {
 // Write implements io.Writer.
 func (b *Buffer) Write(p []byte) (int, error) {
 	if b.file == nil && b.dir != nil && int64(b.mem.Len()+len(p)) > b.dir.threshold {
-		f, err := os.CreateTemp(b.dir.path, "body-*")
+		f, err := createUnlinked(b.dir.path)
 		if err != nil {
-			return 0, fmt.Errorf("spool: %w", err)
-		}
-		// Unlink at once: the open descriptor keeps the data, and a crash
-		// leaves nothing behind.
-		if err := os.Remove(f.Name()); err != nil {
-			f.Close()
-			return 0, fmt.Errorf("spool: %w", err)
+			return 0, err
 		}
 		if _, err := f.Write(b.mem.Bytes()); err != nil {
 			f.Close()
