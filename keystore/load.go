@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/ProtonMail/gopenpgp/v3/crypto"
+
+	"github.com/cryptmilter/cryptmilter/crypto/pkcs12"
 )
 
 // fileKind says what a file in the keystore is expected to hold.
@@ -399,14 +401,14 @@ func parseSMIMEIdentity(opts Options, pol secretPolicy, rel string, data []byte)
 	var key gocrypto.Signer
 	var leaf *x509.Certificate
 	var chain []*x509.Certificate
-	if looksLikePKCS12(data) {
+	if pkcs12.LooksLikePFX(data) {
 		pass, src, err := findPassphrase(opts, pol, rel)
 		if err != nil {
 			return nil, err
 		}
-		key, leaf, chain, err = parsePKCS12(data, pass)
+		key, leaf, chain, err = pkcs12.Decode(data, pass)
 		if err != nil {
-			if errors.Is(err, errPKCS12Passphrase) {
+			if errors.Is(err, pkcs12.ErrIncorrectPassword) {
 				return nil, fmt.Errorf("PKCS#12: wrong passphrase in %s", src)
 			}
 			return nil, err

@@ -16,6 +16,8 @@ import (
 
 	"github.com/ProtonMail/gopenpgp/v3/armor"
 	"github.com/ProtonMail/gopenpgp/v3/constants"
+
+	"github.com/cryptmilter/cryptmilter/crypto/pkcs12"
 )
 
 // Input is one file (or standard input) given to Import.
@@ -125,7 +127,7 @@ func (im *importer) input(in Input) error {
 		return im.openpgp(in)
 	case bytes.Contains(data, []byte("-----BEGIN ")):
 		return im.pemOrDER(in)
-	case looksLikePKCS12(data):
+	case pkcs12.LooksLikePFX(data):
 		if _, err := x509.ParseCertificate(data); err == nil {
 			return im.pemOrDER(in)
 		}
@@ -283,7 +285,7 @@ func (im *importer) pkcs12(in Input) error {
 	if im.pass == nil {
 		return errors.New("PKCS#12 file: give its passphrase with --passphrase-file")
 	}
-	key, leaf, chain, err := parsePKCS12(in.Data, im.pass)
+	key, leaf, chain, err := pkcs12.Decode(in.Data, im.pass)
 	if err != nil {
 		return err
 	}

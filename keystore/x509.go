@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"software.sslmate.com/src/go-pkcs12"
+	"github.com/cryptmilter/cryptmilter/crypto/pkcs12"
 )
 
 // oidEmailAddress is PKCS#9 emailAddress, used in the subject of legacy
@@ -252,20 +252,12 @@ func parsePEMOrDERPass(data, passphrase []byte) (*pemContents, error) {
 			if passphrase == nil {
 				return nil, errEncryptedPEM
 			}
-			var epki p12EncryptedPrivateKeyInfo
-			if err := unmarshalBER(b.Bytes, &epki); err != nil {
-				return nil, fmt.Errorf("PEM block %d: encrypted private key: %w", n, err)
-			}
-			der, err := decryptP12(epki.Algorithm, epki.Data, passphrase)
+			k, err := pkcs12.DecryptPrivateKey(b.Bytes, passphrase)
 			if err != nil {
-				if errors.Is(err, errPKCS12Passphrase) {
+				if errors.Is(err, pkcs12.ErrIncorrectPassword) {
 					return nil, fmt.Errorf("PEM block %d: wrong passphrase", n)
 				}
-				return nil, fmt.Errorf("PEM block %d: encrypted private key: %w", n, err)
-			}
-			k, err := parsePrivateKey(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-			if err != nil {
-				return nil, fmt.Errorf("PEM block %d: wrong passphrase or %w", n, err)
+				return nil, fmt.Errorf("PEM block %d: %w", n, err)
 			}
 			pc.keys = append(pc.keys, k)
 		case "EC PARAMETERS":
@@ -302,41 +294,6 @@ func parsePrivateKey(b *pem.Block) (gocrypto.Signer, error) {
 		return nil, fmt.Errorf("private key: unsupported type %T", k)
 	}
 	return s, nil
-}
-
-// looksLikePKCS12 reports whether data is plausibly a PKCS#12 PFX: a
-// SEQUENCE starting with INTEGER 3.
-func looksLikePKCS12(data []byte) bool {
-	if len(data) < 8 || data[0] != 0x30 {
-		return false
-	}
-	i := 2
-	if data[1] > 0x80 {
-		i += int(data[1] & 0x7f)
-	}
-	return i+2 < len(data) && data[i] == 0x02 && data[i+1] == 0x01 && data[i+2] == 0x03
-}
-
-// errPKCS12Passphrase is returned when a PKCS#12 file's MAC or
-// encryption does not match the passphrase.
-var errPKCS12Passphrase = errors.New("PKCS#12: wrong passphrase")
-
-// parsePKCS12 decodes a PKCS#12 file (BER as NSS writes it, or DER) into
-// key, leaf certificate and chain.
-func parsePKCS12(data, passphrase []byte) (gocrypto.Signer, *x509.Certificate, []*x509.Certificate, error) {
-	key, leaf, chain, err := pkcs12.DecodeChain(data, string(passphrase))
-	if err != nil {
-		if errors.Is(err, pkcs12.ErrIncorrectPassword) {
-			return nil, nil, nil, errPKCS12Passphrase
-		}
-		// go-pkcs12 needs DER throughout; NSS writes BER.
-		return parsePKCS12BER(data, passphrase)
-	}
-	s, ok := key.(gocrypto.Signer)
-	if !ok {
-		return nil, nil, nil, fmt.Errorf("PKCS#12: unsupported key type %T", key)
-	}
-	return s, leaf, chain, nil
 }
 
 // keyMatchesCert reports whether the private key belongs to the certificate.
