@@ -3,6 +3,7 @@ package keystore
 import (
 	"crypto/x509"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -180,7 +181,7 @@ func (s *Snapshot) orphanPassphrases() []string {
 		have := map[string]bool{}
 		for _, n := range names {
 			if !strings.HasSuffix(n, passSuffix) {
-				have[strings.TrimSuffix(n, extOf(n))] = true
+				have[strings.TrimSuffix(n, filepath.Ext(n))] = true
 			}
 		}
 		for _, n := range names {

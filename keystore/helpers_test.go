@@ -297,3 +297,6 @@ func mustLoad(t *testing.T, o Options) *Snapshot {
 	}
 	return s
 }
+
+// hasPGP reports whether any OpenPGP key (usable or not) is indexed for addr.
+func hasPGP(s *Snapshot, addr string) bool { return len(s.pgpByAddr[s.opts.norm(addr)]) > 0 }

@@ -130,7 +130,7 @@ func TestExpiredKeys(t *testing.T) {
 	} {
 		t.Run(tc.addr, func(t *testing.T) {
 			o := newStore(t)
-			ensureDirs(o.Dir)
+			ensureDirs(o)
 			before := treeHash(t, o.Dir)
 			_, err := Import(o, readFile(t, tc.file), tc.file, false, nil, time.Now())
 			if err == nil || !strings.Contains(err.Error(), tc.file) || !strings.Contains(err.Error(), tc.reason) {
@@ -163,7 +163,7 @@ func TestExpiredKeys(t *testing.T) {
 
 func TestNewestValidAndPins(t *testing.T) {
 	o := newStore(t)
-	ensureDirs(o.Dir)
+	ensureDirs(o)
 	old, oldFpr := genPGP(t, "x@example.org", time.Now().Add(-48*time.Hour), false)
 	newer, newFpr := genPGP(t, "x@example.org", time.Now().Add(-time.Hour), false)
 	future, _ := genPGP(t, "x@example.org", time.Now().Add(24*time.Hour), false)
@@ -196,7 +196,7 @@ func TestSecretKeys(t *testing.T) {
 	f := getFixtures(t)
 	o := newStore(t)
 	mustImport(t, o, false, nil, f.secPlain)
-	ensureDirs(o.Dir)
+	ensureDirs(o)
 
 	// Protected key: no passphrase, wrong passphrase → error, nothing written.
 	before := treeHash(t, o.Dir)
@@ -218,7 +218,7 @@ func TestSecretKeys(t *testing.T) {
 		t.Fatalf("problems: %v", p)
 	}
 	for _, a := range []string{"gw@example.org", "prot@example.org"} {
-		k, err := s.GatewayOpenPGP(a)
+		k, err := s.GatewayOpenPGPAt(a, time.Now())
 		if err != nil {
 			t.Fatalf("GatewayOpenPGP(%s): %v", a, err)
 		}
@@ -236,13 +236,13 @@ func TestSecretKeys(t *testing.T) {
 		t.Fatalf("passphrase file %s: %v %v", passRel, fi, err)
 	}
 	os.Remove(filepath.Join(o.Dir, passRel))
-	if _, err := mustLoad(t, o).GatewayOpenPGP("prot@example.org"); err == nil {
+	if _, err := mustLoad(t, o).GatewayOpenPGPAt("prot@example.org", time.Now()); err == nil {
 		t.Fatal("protected key usable without any passphrase")
 	}
 	creds := t.TempDir()
 	os.WriteFile(filepath.Join(creds, CredentialPassphrase), []byte("correct horse"), 0o600)
 	o.CredentialsDir = creds
-	if _, err := mustLoad(t, o).GatewayOpenPGP("prot@example.org"); err != nil {
+	if _, err := mustLoad(t, o).GatewayOpenPGPAt("prot@example.org", time.Now()); err != nil {
 		t.Errorf("with credential: %v", err)
 	}
 }
@@ -251,41 +251,61 @@ func TestPermissions(t *testing.T) {
 	f := getFixtures(t)
 	o := newStore(t)
 	res := mustImport(t, o, false, nil, f.secPlain, f.bundle)
+	faultOf := func(s *Snapshot, rel string) *PermissionError {
+		for _, fl := range s.Faults() {
+			var pe *PermissionError
+			if fl.Path == rel && errors.As(fl.Err, &pe) {
+				return pe
+			}
+		}
+		return nil
+	}
 	for _, r := range res {
 		p := filepath.Join(o.Dir, r.File)
 		os.Chmod(p, 0o644)
 		s := mustLoad(t, o)
-		var pe *PermError
-		found := false
-		for _, pr := range s.Problems() {
-			if pr.File == r.File && errors.As(pr.Err, &pe) && strings.Contains(pr.Err.Error(), "chmod 600 "+p) {
-				found = true
-			}
-		}
-		if !found {
-			t.Errorf("%s at 0644: problems %v, want a PermError with chmod 600 %s", r.File, s.Problems(), p)
+		pe := faultOf(s, r.File)
+		if pe == nil || pe.Path != p || pe.Mode != 0o644 || pe.Want != 0o600 || pe.WantOwner != -1 || pe.Dir {
+			t.Errorf("%s at 0644: faults %v, want a PermissionError (mode 0644, want 0600) for %s", r.File, s.Faults(), p)
 		}
 		if len(s.GatewayAddresses()) != 1 {
 			t.Errorf("with %s refused, gateway addresses = %v, want the other identity only", r.File, s.GatewayAddresses())
 		}
+		// The refused identity makes its area unavailable: no key is "no key configured".
+		area := AreaGatewayOpenPGP
+		if r.Protocol == "smime" {
+			area = AreaGatewaySMIME
+		}
+		if err := s.Unavailable(area); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("%s refused: Unavailable(%v) = %v", r.File, area, err)
+		}
 		// 0640 is accepted only for the service group.
 		os.Chmod(p, 0o640)
-		if n := len(mustLoad(t, o).Problems()); n != 1 {
-			t.Errorf("0640 without service group: %d problems, want 1", n)
+		if s := mustLoad(t, o); faultOf(s, r.File) == nil {
+			t.Errorf("0640 without service group: faults %v, want one for %s", s.Faults(), r.File)
 		}
 		o2 := o
 		o2.ServiceGroup = "root" // the tests run as root; files are group root
 		if os.Geteuid() == 0 {
-			if p := mustLoad(t, o2).Problems(); len(p) != 0 {
-				t.Errorf("0640 with service group: %v", p)
+			if s := mustLoad(t, o2); len(s.Faults()) != 0 || len(s.Problems()) != 0 {
+				t.Errorf("0640 with service group: %v %v", s.Faults(), s.Problems())
 			}
 		}
 		os.Chmod(p, 0o600)
 	}
 	os.Chmod(filepath.Join(o.Dir, DirPrivate), 0o755)
 	s := mustLoad(t, o)
-	if len(s.GatewayAddresses()) != 0 || !strings.Contains(fmt.Sprint(s.Problems()), "chmod 700") {
-		t.Errorf("private/ at 0755: gateway %v, problems %v", s.GatewayAddresses(), s.Problems())
+	pe := faultOf(s, DirPrivate)
+	if len(s.GatewayAddresses()) != 0 || pe == nil || !pe.Dir || pe.Want != 0o700 {
+		t.Errorf("private/ at 0755: gateway %v, faults %v", s.GatewayAddresses(), s.Faults())
+	}
+	for _, a := range []Area{AreaGatewayOpenPGP, AreaGatewaySMIME} {
+		if err := s.Unavailable(a); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("private/ at 0755: Unavailable(%v) = %v", a, err)
+		}
+	}
+	if _, err := s.GatewayOpenPGPAt("gw@example.org", time.Now()); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoKey) {
+		t.Errorf("private/ at 0755: GatewayOpenPGPAt = %v, want ErrUnavailable (and not ErrNoKey)", err)
 	}
 }
 
@@ -348,14 +368,11 @@ func TestNSSCorpus(t *testing.T) {
 	if kr := s.GatewayDecryptionKeyRing(); kr.CountEntities() != 1 {
 		t.Errorf("gateway decryption keys: %d, want 1 (bob)", kr.CountEntities())
 	}
-	if kr := s.VerificationKeyRing(); kr.CountEntities() != 2 {
-		t.Errorf("verification keys: %d, want 2", kr.CountEntities())
-	}
 	if ks := s.OpenPGPByKeyID(0xf231550c4f47e38e); len(ks) != 1 {
 		t.Errorf("OpenPGPByKeyID(alice) = %d keys", len(ks))
 	}
-	if err := s.VerificationUsable("EB85BB5FA33A75E15E944E63F231550C4F47E38E", time.Now()); err != nil {
-		t.Errorf("VerificationUsable(alice) = %v", err)
+	if err := s.pgpByFpr["EB85BB5FA33A75E15E944E63F231550C4F47E38E"].signingUsable(time.Now()); err != nil {
+		t.Errorf("alice's key not usable for verification: %v", err)
 	}
 }
 
@@ -485,8 +502,9 @@ func TestRemoveExport(t *testing.T) {
 	if _, err := s.Export("dave@example.org", true); !errors.Is(err, ErrNotFound) {
 		t.Errorf("export --secret of a correspondent = %v, want ErrNotFound", err)
 	}
-	if _, err := Remove(o, f.fprs["gw@example.org"], false); err == nil || !strings.Contains(err.Error(), "--secret") {
-		t.Errorf("remove gateway key without --secret: %v", err)
+	var se *SecretError
+	if _, err := Remove(o, f.fprs["gw@example.org"], false); !errors.As(err, &se) || se.Fingerprint != f.fprs["gw@example.org"] {
+		t.Errorf("remove gateway key without secret = %v, want a *SecretError", err)
 	}
 	for _, fpr := range []string{f.fprs["alice@example.org"], f.fprs["gw@example.org"]} {
 		if _, err := Remove(o, fpr, true); err != nil {
@@ -494,8 +512,8 @@ func TestRemoveExport(t *testing.T) {
 		}
 	}
 	s = mustLoad(t, o)
-	if s.HasOpenPGP("alice@example.org") || len(s.GatewayAddresses()) != 0 || !s.HasOpenPGP("bob@example.org") {
-		t.Errorf("after remove: alice %v gw %v bob %v", s.HasOpenPGP("alice@example.org"), s.GatewayAddresses(), s.HasOpenPGP("bob@example.org"))
+	if hasPGP(s, "alice@example.org") || len(s.GatewayAddresses()) != 0 || !hasPGP(s, "bob@example.org") {
+		t.Errorf("after remove: alice %v gw %v bob %v", hasPGP(s, "alice@example.org"), s.GatewayAddresses(), hasPGP(s, "bob@example.org"))
 	}
 	if _, err := Remove(o, f.fprs["alice@example.org"], false); !errors.Is(err, ErrNotFound) {
 		t.Errorf("second remove = %v, want ErrNotFound", err)
@@ -561,7 +579,7 @@ func TestConcurrentImports(t *testing.T) {
 
 func TestHolderReloadDuringLookups(t *testing.T) {
 	o := newStore(t)
-	ensureDirs(o.Dir)
+	ensureDirs(o)
 	alice, _ := genPGP(t, "alice@example.org", time.Now().Add(-time.Hour), false)
 	os.WriteFile(filepath.Join(o.Dir, DirOpenPGP, "alice.asc"), []byte(alice), 0o644)
 	h, err := NewHolder(o)
@@ -589,7 +607,7 @@ func TestHolderReloadDuringLookups(t *testing.T) {
 				if _, err := s.EncryptionKey("alice@example.org", time.Now()); err != nil {
 					failures.Add(1)
 				}
-				s.VerificationKeyRing()
+				s.OpenPGPByKeyID(0)
 				lookups.Add(1)
 			}
 		})
@@ -609,8 +627,8 @@ func TestHolderReloadDuringLookups(t *testing.T) {
 		t.Errorf("%d of %d lookups failed during reloads", failures.Load(), lookups.Load())
 	}
 	s := h.Current()
-	if !s.HasOpenPGP("n9@example.org") || len(s.Problems()) != 1 || s.Problems()[0].File != "openpgp/broken.asc" {
-		t.Errorf("after reloads: n9 %v, problems %v", s.HasOpenPGP("n9@example.org"), s.Problems())
+	if !hasPGP(s, "n9@example.org") || len(s.Problems()) != 1 || s.Problems()[0].File != "openpgp/broken.asc" {
+		t.Errorf("after reloads: n9 %v, problems %v", hasPGP(s, "n9@example.org"), s.Problems())
 	}
 	// The directory going away keeps the old snapshot.
 	os.Rename(o.Dir, o.Dir+".gone")
@@ -622,7 +640,7 @@ func TestHolderReloadDuringLookups(t *testing.T) {
 
 func TestWatch(t *testing.T) {
 	o := newStore(t)
-	ensureDirs(o.Dir)
+	ensureDirs(o)
 	h, err := NewHolder(o)
 	if err != nil {
 		t.Fatal(err)
@@ -637,7 +655,7 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for !h.Current().HasOpenPGP("w@example.org") {
+	for !hasPGP(h.Current(), "w@example.org") {
 		if time.Now().After(deadline) {
 			t.Fatal("watch did not reload within 5 s")
 		}
@@ -652,8 +670,8 @@ func TestInitInterop(t *testing.T) {
 	if err != nil || len(created) != 3 {
 		t.Fatalf("Init = %v, %v", created, err)
 	}
-	if !IsInitialized(o) {
-		t.Fatal("IsInitialized = false after Init")
+	if ok, err := IsInitialized(o); !ok || err != nil {
+		t.Fatalf("IsInitialized = %v, %v after Init", ok, err)
 	}
 	again, err := Init(o, []string{"rt@example.org"}, true, time.Now())
 	if err != nil || len(again) != 0 {
@@ -712,7 +730,7 @@ func TestInitInterop(t *testing.T) {
 
 func TestHolderSetOptions(t *testing.T) {
 	o := newStore(t)
-	ensureDirs(o.Dir)
+	ensureDirs(o)
 	a, _ := genPGP(t, "Mixed.Case@example.org", time.Now().Add(-time.Hour), false)
 	os.WriteFile(filepath.Join(o.Dir, DirOpenPGP, "a.asc"), []byte(a), 0o644)
 	h, err := NewHolder(o)
@@ -785,7 +803,7 @@ func TestEncryptedPEMBundles(t *testing.T) {
 				t.Fatalf("%s: key not encrypted", file)
 			}
 			o := newStore(t)
-			ensureDirs(o.Dir)
+			ensureDirs(o)
 			before := treeHash(t, o.Dir)
 			for _, pass := range [][]byte{nil, []byte("wrong")} {
 				_, err := Import(o, readFile(t, file), file, false, pass, time.Now())
@@ -806,7 +824,7 @@ func TestEncryptedPEMBundles(t *testing.T) {
 			}
 			// The same file placed by hand is unlocked with its .passphrase.
 			o2 := newStore(t)
-			ensureDirs(o2.Dir)
+			ensureDirs(o2)
 			os.WriteFile(filepath.Join(o2.Dir, DirPrivate, PrivSMIME, "x.pem"), readFile(t, file), 0o600)
 			if p := mustLoad(t, o2).Problems(); len(p) != 1 || !strings.Contains(p[0].Err.Error(), "x.passphrase") {
 				t.Errorf("without passphrase: %v", p)
@@ -848,7 +866,7 @@ func TestCheckExpiringSoon(t *testing.T) {
 // proves that go-crypto's lazy signature cache is filled only once.
 func TestConcurrentFirstUse(t *testing.T) {
 	o := newStore(t)
-	ensureDirs(o.Dir)
+	ensureDirs(o)
 	pubs := map[string]string{}
 	for i := range 3 {
 		a, fpr := genPGP(t, fmt.Sprintf("c%d@example.org", i), time.Now().Add(-time.Hour), false)
@@ -871,11 +889,15 @@ func TestConcurrentFirstUse(t *testing.T) {
 				t.Error(err)
 			}
 			for fpr := range pubs {
-				if err := s.VerificationUsable(fpr, time.Now()); err != nil {
+				if err := s.pgpByFpr[fpr].signingUsable(time.Now()); err != nil {
 					t.Error(err)
 				}
+				for _, id := range s.pgpByFpr[fpr].keyIDs {
+					if len(s.OpenPGPByKeyID(id)) != 1 {
+						t.Errorf("OpenPGPByKeyID(%x) does not find key %s", id, fpr)
+					}
+				}
 			}
-			s.VerificationKeyRing()
 		})
 	}
 	wg.Wait()

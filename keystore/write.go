@@ -69,10 +69,7 @@ func Import(opts Options, data []byte, name string, asCA bool, passphrase []byte
 // problem. passphrase unlocks PKCS#12 files and protected OpenPGP secret
 // keys (it is stored next to such a key as its .passphrase file).
 func ImportAll(opts Options, inputs []Input, asCA bool, passphrase []byte, now time.Time) ([]ImportResult, error) {
-	if err := ensureDirs(opts.Dir); err != nil {
-		return nil, err
-	}
-	snap, unlock, err := lockedSnapshot(opts)
+	snap, w, unlock, err := lockedSnapshot(opts, true)
 	if err != nil {
 		return nil, err
 	}
@@ -98,14 +95,14 @@ func ImportAll(opts Options, inputs []Input, asCA bool, passphrase []byte, now t
 			}
 		}
 		if err != nil {
-			errs = append(errs, &fileError{file: in.Name, err: err})
+			errs = append(errs, &InputError{Name: in.Name, Err: err})
 		}
 	}
 	if len(errs) > 0 {
 		return im.res, errors.Join(errs...)
 	}
-	for _, w := range im.writes {
-		if err := writeFileAtomic(filepath.Join(opts.Dir, filepath.Dir(w.rel)), filepath.Base(w.rel), w.data, w.perm); err != nil {
+	for _, pw := range im.writes {
+		if err := w.write(pw.rel, pw.data, pw.perm); err != nil {
 			return im.res, err
 		}
 	}
@@ -510,7 +507,7 @@ func Remove(opts Options, fpr string, secret bool) ([]string, error) {
 	if f == "" {
 		return nil, fmt.Errorf("keystore: remove: %q is not a fingerprint", fpr)
 	}
-	snap, unlock, err := lockedSnapshot(opts)
+	snap, w, unlock, err := lockedSnapshot(opts, false)
 	if err != nil {
 		return nil, err
 	}
@@ -518,16 +515,16 @@ func Remove(opts Options, fpr string, secret bool) ([]string, error) {
 	var files []string
 	if k, ok := snap.pgpByFpr[f]; ok {
 		if k.secret && !secret {
-			return nil, fmt.Errorf("keystore: remove: %s is a gateway secret key (%s); add --secret to remove it", k.fpr, k.file)
+			return nil, &SecretError{Fingerprint: k.fpr, File: k.file}
 		}
 		r := snap.files[k.file]
 		if len(r.pgp) == 1 {
-			if err := removeFileSynced(filepath.Join(opts.Dir, k.file)); err != nil {
+			if err := w.remove(k.file); err != nil {
 				return nil, err
 			}
-			pass := filepath.Join(opts.Dir, strings.TrimSuffix(k.file, filepath.Ext(k.file))+passSuffix)
-			if _, err := os.Stat(pass); err == nil {
-				if err := removeFileSynced(pass); err != nil {
+			pass := strings.TrimSuffix(k.file, filepath.Ext(k.file)) + passSuffix
+			if _, err := os.Stat(filepath.Join(opts.Dir, pass)); err == nil {
+				if err := w.remove(pass); err != nil {
 					return nil, err
 				}
 			}
@@ -556,7 +553,7 @@ func Remove(opts Options, fpr string, secret bool) ([]string, error) {
 			if err != nil {
 				return nil, fmt.Errorf("keystore: remove: %w", err)
 			}
-			if err := writeFileAtomic(filepath.Join(opts.Dir, filepath.Dir(k.file)), filepath.Base(k.file), []byte(arm), perm); err != nil {
+			if err := w.write(k.file, []byte(arm), perm); err != nil {
 				return nil, err
 			}
 		}
@@ -574,13 +571,13 @@ func Remove(opts Options, fpr string, secret bool) ([]string, error) {
 		}
 		files = append(files, file)
 		if len(keep) == 0 {
-			return removeFileSynced(filepath.Join(opts.Dir, file))
+			return w.remove(file)
 		}
 		var buf bytes.Buffer
 		for _, k := range keep {
 			pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: k})
 		}
-		return writeFileAtomic(filepath.Join(opts.Dir, filepath.Dir(file)), filepath.Base(file), buf.Bytes(), 0o644)
+		return w.write(file, buf.Bytes(), 0o644)
 	}
 	if c, ok := snap.certByHash[f]; ok {
 		if err := removeCert(c.file, c.hash); err != nil {
@@ -597,9 +594,9 @@ func Remove(opts Options, fpr string, secret bool) ([]string, error) {
 	for _, id := range snap.smime {
 		if id.hash == f {
 			if !secret {
-				return files, fmt.Errorf("keystore: remove: %s is a gateway S/MIME identity (%s); add --secret to remove it", f, id.File)
+				return files, &SecretError{Fingerprint: f, File: id.File}
 			}
-			if err := removeFileSynced(filepath.Join(opts.Dir, id.File)); err != nil {
+			if err := w.remove(id.File); err != nil {
 				return nil, err
 			}
 			files = append(files, id.File)

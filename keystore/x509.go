@@ -150,6 +150,17 @@ func (e *certEntry) signingUsable(t time.Time, crls []*x509.RevocationList) erro
 	return nil
 }
 
+// signingUsable returns nil if the gateway may sign with the identity at t.
+func (id *SMIMEIdentity) signingUsable(t time.Time, crls []*x509.RevocationList) error {
+	if err := certTimeValid(id.Cert, t); err != nil {
+		return err
+	}
+	if revoked(id.Cert, t, crls) {
+		return errors.New("revoked")
+	}
+	return nil
+}
+
 func certTimeValid(c *x509.Certificate, t time.Time) error {
 	if t.Before(c.NotBefore) {
 		return fmt.Errorf("not valid before %s", c.NotBefore.UTC().Format(time.DateOnly))
