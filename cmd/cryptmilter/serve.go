@@ -123,7 +123,11 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 		return fmt.Errorf("keystore %s: %w", cfg.Keystore, err)
 	}
 	kopts := keystoreOptions(cfg, log)
-	if !keystore.IsInitialized(kopts) {
+	initialized, err := keystore.IsInitialized(kopts)
+	if err != nil {
+		return err // unreadable: never create a new identity over it
+	}
+	if !initialized {
 		addrs := cfg.Identity.Addresses
 		if len(addrs) == 0 {
 			addrs = []string{"cryptmilter@" + cfg.Hostname}
