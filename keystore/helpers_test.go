@@ -46,7 +46,13 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(helperMain())
+	}
 	code := m.Run()
+	if unpriv.dir != "" {
+		os.RemoveAll(unpriv.dir)
+	}
 	if fix.gnupgHome != "" {
 		exec.Command("gpgconf", "--homedir", fix.gnupgHome, "--kill", "all").Run()
 	}

@@ -39,6 +39,7 @@ const (
 // that cannot be read is an error (a *ReadError), never "empty": the
 // caller must not create a new identity over an unreadable one.
 func IsInitialized(opts Options) (bool, error) {
+	found := false
 	for _, d := range []string{DirPrivate, filepath.Join(DirPrivate, PrivOpenPGP), filepath.Join(DirPrivate, PrivSMIME)} {
 		p := filepath.Join(opts.Dir, d)
 		ents, err := os.ReadDir(p)
@@ -51,18 +52,15 @@ func IsInitialized(opts Options) (bool, error) {
 		if err != nil {
 			return false, &ReadError{Path: p, Err: err}
 		}
-		if d == DirPrivate {
-			continue
-		}
 		for _, e := range ents {
 			n := e.Name()
-			if e.IsDir() || strings.HasPrefix(n, ".") || strings.HasSuffix(n, passSuffix) || strings.HasSuffix(n, ".csr") || strings.HasSuffix(n, "~") {
+			if d == DirPrivate || e.IsDir() || strings.HasPrefix(n, ".") || strings.HasSuffix(n, passSuffix) || strings.HasSuffix(n, ".csr") || strings.HasSuffix(n, "~") {
 				continue
 			}
-			return true, nil
+			found = true
 		}
 	}
-	return false, nil
+	return found, nil
 }
 
 // Init creates the gateway identity for each address that lacks one: an
