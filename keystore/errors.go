@@ -23,11 +23,13 @@ var ErrNotFound = errors.New("keystore: not found")
 
 // ErrNeedPassphrase says that an input (a PKCS#12 file, an encrypted
 // private key, a protected OpenPGP secret key) cannot be read without a
-// passphrase and none was given.
-var ErrNeedPassphrase = errors.New("keystore: protected by a passphrase, and none was given")
+// passphrase and none was given. It is wrapped inside messages that name
+// the input (hence no package prefix).
+var ErrNeedPassphrase = errors.New("protected by a passphrase, and none was given")
 
-// ErrWrongPassphrase says that the passphrase given does not unlock an input.
-var ErrWrongPassphrase = errors.New("keystore: wrong passphrase")
+// ErrWrongPassphrase says that the passphrase given does not unlock an
+// input (wrapped like ErrNeedPassphrase).
+var ErrWrongPassphrase = errors.New("wrong passphrase")
 
 // ReadError is a file or directory of the keystore that could not be read
 // (an I/O or permission error, not a problem with its content).

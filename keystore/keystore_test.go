@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"os"
 	"os/exec"
@@ -25,6 +26,8 @@ import (
 	"github.com/ProtonMail/gopenpgp/v3/crypto"
 	"github.com/ProtonMail/gopenpgp/v3/profile"
 	"github.com/google/go-cmp/cmp"
+
+	cpgp "github.com/cryptmilter/cryptmilter/crypto/openpgp"
 )
 
 // genPGP makes an Ed25519/X25519 key with gopenpgp (cheap), armored.
@@ -120,42 +123,127 @@ func TestEncryptToImportedKeyGPGDecrypts(t *testing.T) {
 	}
 }
 
-func TestExpiredKeys(t *testing.T) {
+// snapLookup finds signers in a snapshot, as the engine does.
+type snapLookup struct{ s *Snapshot }
+
+func (l snapLookup) ByKeyID(id uint64) []*crypto.Key { return l.s.OpenPGPByKeyID(id) }
+
+// TestCorrespondentKeyRules: keys that cannot be encrypted to are imported
+// when they can still vouch for signatures: sign-only keys (and keys whose
+// encryption subkey expired) verify signatures now; expired and revoked
+// keys let old signatures read expired or revoked rather than untrusted.
+// None is ever chosen for encryption, and keys list and check say why.
+func TestCorrespondentKeyRules(t *testing.T) {
 	f := getFixtures(t)
 	for _, tc := range []struct {
-		file, addr, reason string
+		file, addr string
+		reason     string   // in the import result and the entry
+		uses       []string // in the entry
+		sig        string   // a signature by the key over sigData, if any
+		verdict    cpgp.Status
 	}{
-		{f.expired, "old@example.org", "expired"},
-		{f.subExpired, "sub@example.org", "encryption subkey expired"},
+		{f.signOnly, "signer@example.org", "sign-only key: no encryption subkey", []string{UseVerify}, "", 0},
+		{f.subExpired, "sub@example.org", "encryption subkey expired", []string{UseVerify}, "", 0},
+		{f.expired, "old@example.org", "expired", []string{}, f.oldSig, cpgp.StatusExpired},
+		{f.revoked, "rev@example.org", "revoked", []string{}, f.revSig, cpgp.StatusRevoked},
 	} {
 		t.Run(tc.addr, func(t *testing.T) {
 			o := newStore(t)
-			ensureDirs(o)
-			before := treeHash(t, o.Dir)
-			_, err := Import(o, readFile(t, tc.file), tc.file, false, nil, time.Now())
-			if err == nil || !strings.Contains(err.Error(), tc.file) || !strings.Contains(err.Error(), tc.reason) {
-				t.Fatalf("import: %v; want error naming %s and %q", err, tc.file, tc.reason)
-			}
-			if d := cmp.Diff(before, treeHash(t, o.Dir)); d != "" {
-				t.Fatalf("keystore changed (-before +after):\n%s", d)
-			}
-			// Put there by hand: loaded, never chosen, reported by check.
-			os.WriteFile(filepath.Join(o.Dir, DirOpenPGP, "hand.asc"), readFile(t, tc.file), 0o644)
-			s := mustLoad(t, o)
-			if _, err := s.EncryptionKey(tc.addr, time.Now()); !errors.Is(err, ErrNoKey) || !strings.Contains(err.Error(), tc.reason) {
-				t.Errorf("EncryptionKey now = %v, want ErrNoKey (%s)", err, tc.reason)
-			}
-			if _, err := s.EncryptionKey(tc.addr, time.Date(2020, 6, 1, 0, 0, 0, 0, time.UTC)); err != nil {
-				t.Errorf("EncryptionKey in 2020 (when valid) = %v", err)
-			}
-			found := false
-			for _, c := range s.Check(time.Now()) {
-				if c.File == filepath.Join(DirOpenPGP, "hand.asc") && strings.Contains(c.Message, "unusable: "+tc.reason) {
-					found = true
+			if tc.sig != "" {
+				// Before the import the signer is unknown.
+				ensureDirs(o)
+				res := cpgp.VerifyDetached(strings.NewReader(sigData), readFile(t, tc.sig), snapLookup{mustLoad(t, o)}, time.Now())
+				if res.Status != cpgp.StatusUntrusted {
+					t.Fatalf("before import: %v, want untrusted", res.Status)
 				}
 			}
-			if !found {
-				t.Errorf("Check did not report %s as unusable (%s): %v", tc.addr, tc.reason, s.Check(time.Now()))
+			res := mustImport(t, o, false, nil, tc.file)
+			if len(res) != 1 || res[0].Action != "imported" || !strings.Contains(res[0].Reason, tc.reason) ||
+				!strings.Contains(res[0].Reason, "never used for encryption") {
+				t.Fatalf("import: %+v; want imported, reason %q, never used for encryption", res, tc.reason)
+			}
+			s := mustLoad(t, o)
+			if _, err := s.EncryptionKey(tc.addr, time.Now()); !errors.Is(err, ErrNoKey) || !strings.Contains(err.Error(), tc.reason) {
+				t.Errorf("EncryptionKey = %v, want ErrNoKey (%s)", err, tc.reason)
+			}
+			es := s.Entries(time.Now())
+			if len(es) != 1 || es[0].Usable || !strings.Contains(es[0].Reason, tc.reason) || !cmp.Equal(es[0].Uses, tc.uses) {
+				t.Errorf("entry: %+v; want unusable (%s), uses %v", es, tc.reason, tc.uses)
+			}
+			fs := s.Check(time.Now(), DefaultExpiryWarning, nil)
+			if len(fs) != 1 || fs[0].Problem || !strings.Contains(fs[0].Message, tc.reason) {
+				t.Errorf("check: %+v; want one note naming %q", fs, tc.reason)
+			}
+			if tc.sig != "" {
+				res := cpgp.VerifyDetached(strings.NewReader(sigData), readFile(t, tc.sig), snapLookup{s}, time.Now())
+				if res.Status != tc.verdict {
+					t.Errorf("old signature: %v, want %v", res.Status, tc.verdict)
+				}
+			}
+		})
+	}
+	// The expired key placed by hand is loaded the same way.
+	o := newStore(t)
+	ensureDirs(o)
+	os.WriteFile(filepath.Join(o.Dir, DirOpenPGP, "hand.asc"), readFile(t, f.expired), 0o644)
+	s := mustLoad(t, o)
+	if _, err := s.EncryptionKey("old@example.org", time.Date(2020, 6, 1, 0, 0, 0, 0, time.UTC)); err != nil {
+		t.Errorf("EncryptionKey in 2020 (when valid) = %v", err)
+	}
+}
+
+// TestGatewayRollover: an expired or revoked gateway secret key is
+// imported for decryption only: it decrypts mail sent to it while it was
+// valid, never signs, and check says so.
+func TestGatewayRollover(t *testing.T) {
+	f := getFixtures(t)
+	for _, tc := range []struct {
+		file, msg, addr, reason string
+	}{
+		{f.gwOld, f.gwOldMsg, "gwold@example.org", "expired"},
+		{f.gwRev, f.gwRevMsg, "gwrev@example.org", "revoked"},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			o := newStore(t)
+			res := mustImport(t, o, false, nil, tc.file)
+			if len(res) != 1 || res[0].Action != "imported" || res[0].Kind != "secret" ||
+				!strings.Contains(res[0].Reason, tc.reason+": for decryption only") {
+				t.Fatalf("import: %+v", res)
+			}
+			s := mustLoad(t, o)
+			if _, err := s.GatewayOpenPGPAt(tc.addr, time.Now()); !errors.Is(err, ErrNoKey) {
+				t.Errorf("GatewayOpenPGPAt = %v, want ErrNoKey: never used to sign", err)
+			}
+			if _, err := s.EncryptionKey(tc.addr, time.Now()); !errors.Is(err, ErrNoKey) {
+				t.Errorf("EncryptionKey(%s) = %v, want ErrNoKey: never a recipient", tc.addr, err)
+			}
+			pt, err := cpgp.Decrypt(bytes.NewReader(readFile(t, tc.msg)), s.GatewayDecryptionKeyRing(), snapLookup{s}, time.Now(),
+				cpgp.Limits{SpoolDir: t.TempDir()})
+			if err != nil {
+				t.Fatalf("decrypting old mail with the %s key: %v", tc.reason, err)
+			}
+			r, _ := pt.Open()
+			got, _ := io.ReadAll(r)
+			r.Close()
+			pt.Close()
+			if string(got) != "old mail\n" {
+				t.Errorf("decrypted %q", got)
+			}
+			es := s.Entries(time.Now())
+			if len(es) != 1 || es[0].Usable || !cmp.Equal(es[0].Uses, []string{UseDecrypt}) || es[0].Reason != tc.reason {
+				t.Errorf("entry: %+v; want decrypt only (%s)", es, tc.reason)
+			}
+			var problems, notes []string
+			for _, fd := range s.Check(time.Now(), DefaultExpiryWarning, []string{tc.addr}) {
+				if fd.Problem {
+					problems = append(problems, fd.String())
+				} else {
+					notes = append(notes, fd.String())
+				}
+			}
+			if len(problems) != 1 || !strings.Contains(problems[0], "(gateway "+tc.addr+"): no usable OpenPGP secret key") ||
+				len(notes) != 1 || !strings.Contains(notes[0], "decrypt only: "+tc.reason) {
+				t.Errorf("check: problems %q, notes %q", problems, notes)
 			}
 		})
 	}
@@ -333,6 +421,12 @@ func TestX509Imports(t *testing.T) {
 			t.Errorf("Certificate(%s) in two years = %v, want ErrNoKey", a, err)
 		}
 	}
+	// The subject's emailAddress is shown by name, not as an OID.
+	for _, e := range s.Entries(time.Now()) {
+		if e.Addresses[0] == "erin@example.org" && e.Subject != "emailAddress=erin@example.org,CN=Erin" {
+			t.Errorf("erin's subject shown as %q", e.Subject)
+		}
+	}
 	for _, a := range []string{"frank@example.org", "grace@example.org"} {
 		id, err := s.GatewaySMIME(a)
 		if err != nil || !keyMatchesCert(id.Key, id.Cert) {
@@ -401,7 +495,7 @@ func TestBadInputs(t *testing.T) {
 		{name: "cert without e-mail", file: f.noMailCert, want: "no e-mail address"},
 		{name: "signature not key", file: write("sig.asc", []byte("-----BEGIN PGP SIGNATURE-----\n\nabcd\n-----END PGP SIGNATURE-----\n")), want: "PGP SIGNATURE, not a key"},
 		{name: "wrong PKCS#12 passphrase", file: f.p12, pass: []byte("nope"), want: "wrong passphrase"},
-		{name: "PKCS#12 without passphrase", file: f.p12, want: "--passphrase-file"},
+		{name: "PKCS#12 without passphrase", file: f.p12, want: "protected by a passphrase, and none was given"},
 		{name: "duplicate in one file", file: write("dup2.asc", []byte(oneKey+oneKey)), reason: "duplicate: same key earlier in"},
 		{name: "empty", file: write("empty", nil), want: "empty"},
 	} {
@@ -432,6 +526,16 @@ func TestBadInputs(t *testing.T) {
 				t.Errorf("results %+v; want a reason %q", res, tc.reason)
 			}
 		})
+	}
+	// A missing passphrase can be told apart, for the CLI's hint.
+	if _, err := Import(newStore(t), readFile(t, f.p12), "p12", false, nil, time.Now()); !errors.Is(err, ErrNeedPassphrase) {
+		t.Errorf("PKCS#12 without passphrase: %v, want ErrNeedPassphrase", err)
+	}
+	if _, err := Import(newStore(t), readFile(t, f.p12), "p12", false, []byte("nope"), time.Now()); !errors.Is(err, ErrWrongPassphrase) {
+		t.Errorf("PKCS#12 with a wrong passphrase: %v, want ErrWrongPassphrase", err)
+	}
+	if res, err := Import(newStore(t), readFile(t, f.secProt), "prot", false, nil, time.Now()); err == nil || len(res) != 1 || res[0].Err != ErrNeedPassphrase {
+		t.Errorf("protected secret key without passphrase: %+v %v, want a result with ErrNeedPassphrase", res, err)
 	}
 	// Importing what is already there changes nothing and says where it is.
 	o := newStore(t)
@@ -474,8 +578,8 @@ func TestBrokenFileSkipped(t *testing.T) {
 	if len(s.Entries(time.Now())) != 4 {
 		t.Errorf("entries: %d, want 4", len(s.Entries(time.Now())))
 	}
-	if !strings.Contains(fmt.Sprint(s.Check(time.Now())), "stray.txt: orphaned") {
-		t.Errorf("check does not report the orphan: %v", s.Check(time.Now()))
+	if !strings.Contains(fmt.Sprint(s.Check(time.Now(), DefaultExpiryWarning, nil)), "stray.txt: orphaned") {
+		t.Errorf("check does not report the orphan: %v", s.Check(time.Now(), DefaultExpiryWarning, nil))
 	}
 }
 
@@ -849,9 +953,12 @@ func TestCheckExpiringSoon(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := mustLoad(t, o)
-	got := fmt.Sprint(s.Check(time.Now()))
-	if !strings.Contains(got, "soon@example.org: expires") || !strings.Contains(got, "(in 9 days)") {
-		t.Errorf("check: %s", got)
+	got := s.Check(time.Now(), DefaultExpiryWarning, nil)
+	if len(got) != 1 || !got[0].Problem || !strings.Contains(got[0].Message, "soon@example.org: expires") || !strings.Contains(got[0].Message, "(in 9 days)") {
+		t.Errorf("check: %v", got)
+	}
+	if got := s.Check(time.Now(), 5*24*time.Hour, nil); len(got) != 0 {
+		t.Errorf("check warning 5 days ahead: %v, want nothing", got)
 	}
 	if _, err := s.EncryptionKey("soon@example.org", time.Now().Add(11*24*time.Hour)); !errors.Is(err, ErrNoKey) {
 		t.Errorf("EncryptionKey after expiry = %v", err)

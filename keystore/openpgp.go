@@ -251,6 +251,17 @@ func (k *pgpKey) addrValid(norm string, t time.Time) bool {
 	return false
 }
 
+// Reasons a key is not usable that say it once was: such keys are kept
+// (to verify old signatures, or to decrypt old mail) but never used to
+// encrypt or sign.
+var (
+	errExpired = errors.New("expired")
+	errRevoked = errors.New("revoked")
+)
+
+// errSignOnly says that a key has no encryption (sub)key at all.
+var errSignOnly = errors.New("sign-only key: no encryption subkey")
+
 // encryptionUsable returns nil if the key can be encrypted to at t.
 func (k *pgpKey) encryptionUsable(t time.Time) error {
 	if err := k.ready(); err != nil {
@@ -262,9 +273,50 @@ func (k *pgpKey) encryptionUsable(t time.Time) error {
 		if perr := k.primaryUsable(t); perr != nil {
 			return perr
 		}
-		return describePGPError(err, "no usable encryption subkey")
+		derr := describePGPError(err, "no usable encryption subkey")
+		var weak pgperrors.WeakAlgorithmError
+		if !errors.As(err, &weak) && !strings.HasPrefix(derr.Error(), "weak") {
+			if _, err := k.ent.EncryptionKeyWithError(time.Time{}, pgpConfig); err != nil {
+				return errSignOnly // none at any time
+			}
+		}
+		return derr
 	}
 	return nil
+}
+
+// retired returns errExpired or errRevoked when the key is expired or
+// revoked at t and was once validly self-certified for an address: a key
+// that may be kept (for old signatures, for old mail), never used. It
+// returns nil for a key that is usable, or unusable for another reason.
+func (k *pgpKey) retired(t time.Time) error {
+	if k.ready() != nil {
+		return nil
+	}
+	err := k.primaryUsable(t)
+	if !errors.Is(err, errExpired) && !errors.Is(err, errRevoked) {
+		return nil
+	}
+	for _, ids := range k.idsByAddr {
+		for _, id := range ids {
+			for _, s := range id.SelfCertifications {
+				if s.Valid != nil && *s.Valid {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// canDecrypt reports whether the key holds secret key material that can
+// decrypt, whatever its validity now (expired and revoked keys still
+// decrypt old mail).
+func (k *pgpKey) canDecrypt() bool {
+	if !k.secret || k.ready() != nil {
+		return false
+	}
+	return len(k.ent.DecryptionKeys(0, time.Time{}, pgpConfig)) > 0
 }
 
 // signingUsable returns nil if signatures by the key are acceptable at t.
@@ -283,7 +335,7 @@ func (k *pgpKey) signingUsable(t time.Time) error {
 
 func (k *pgpKey) primaryUsable(t time.Time) error {
 	if k.ent.Revoked(t) {
-		return errors.New("revoked")
+		return errRevoked
 	}
 	if _, err := k.ent.VerifyPrimaryKey(t, pgpConfig); err != nil {
 		return describePGPError(err, "no valid self-signature")
@@ -300,9 +352,9 @@ func describePGPError(err error, fallback string) error {
 	}
 	switch {
 	case errors.Is(err, pgperrors.ErrKeyExpired):
-		return errors.New("expired")
+		return errExpired
 	case errors.Is(err, pgperrors.ErrKeyRevoked):
-		return errors.New("revoked")
+		return errRevoked
 	case errors.As(err, &sel):
 		if sel.PrimaryKeyErr != nil {
 			return describePGPError(sel.PrimaryKeyErr, fallback)

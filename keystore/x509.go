@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/hex"
 	"encoding/pem"
@@ -63,6 +64,59 @@ func newCertEntry(file string, c *x509.Certificate, fold bool) *certEntry {
 	}
 	sort.Strings(e.addrs)
 	return e
+}
+
+// attrNames are the short names of distinguished name attributes, as
+// OpenSSL prints them (emailAddress included, which Go prints as an OID).
+var attrNames = map[string]string{
+	"2.5.4.3": "CN", "2.5.4.4": "SN", "2.5.4.5": "SERIALNUMBER", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST",
+	"2.5.4.9": "STREET", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.12": "title", "2.5.4.17": "postalCode",
+	"2.5.4.42": "GN", "2.5.4.43": "initials", "2.5.4.46": "dnQualifier", "2.5.4.65": "pseudonym",
+	"0.9.2342.19200300.100.1.1": "UID", "0.9.2342.19200300.100.1.25": "DC", "1.2.840.113549.1.9.1": "emailAddress",
+}
+
+// subjectString formats a certificate's subject as RFC 4514 does
+// (last RDN first), with readable names and values for every attribute
+// mail certificates carry; an unknown attribute keeps Go's OID=#hex form.
+func subjectString(c *x509.Certificate) string {
+	var rdns pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(c.RawSubject, &rdns); err != nil || len(rest) != 0 {
+		return c.Subject.String()
+	}
+	var parts []string
+	for i := len(rdns) - 1; i >= 0; i-- {
+		var attrs []string
+		for _, a := range rdns[i] {
+			name, known := attrNames[a.Type.String()]
+			v, isString := a.Value.(string)
+			if !known || !isString {
+				attrs = append(attrs, pkix.RDNSequence{{a}}.String())
+				continue
+			}
+			attrs = append(attrs, name+"="+escapeDN(v))
+		}
+		parts = append(parts, strings.Join(attrs, "+"))
+	}
+	return strings.Join(parts, ",")
+}
+
+// escapeDN escapes an attribute value as RFC 4514 section 2.4 says.
+func escapeDN(v string) string {
+	var b strings.Builder
+	for i, r := range v {
+		switch {
+		case strings.ContainsRune(",+\"<>;\\=", r),
+			(r == '#' || r == ' ') && i == 0,
+			r == ' ' && i == len(v)-1:
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < ' ':
+			fmt.Fprintf(&b, "\\%02x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // certAlgorithm names the public key algorithm and size.
@@ -126,7 +180,7 @@ func (e *certEntry) encryptionUsable(t time.Time, crls []*x509.RevocationList) e
 		return errors.New("extended key usage does not allow e-mail protection")
 	}
 	if revoked(c, t, crls) {
-		return errors.New("revoked")
+		return errRevoked
 	}
 	return nil
 }
@@ -145,7 +199,7 @@ func (e *certEntry) signingUsable(t time.Time, crls []*x509.RevocationList) erro
 		return errors.New("extended key usage does not allow e-mail protection")
 	}
 	if revoked(c, t, crls) {
-		return errors.New("revoked")
+		return errRevoked
 	}
 	return nil
 }
@@ -156,7 +210,7 @@ func (id *SMIMEIdentity) signingUsable(t time.Time, crls []*x509.RevocationList)
 		return err
 	}
 	if revoked(id.Cert, t, crls) {
-		return errors.New("revoked")
+		return errRevoked
 	}
 	return nil
 }
@@ -166,7 +220,7 @@ func certTimeValid(c *x509.Certificate, t time.Time) error {
 		return fmt.Errorf("not valid before %s", c.NotBefore.UTC().Format(time.DateOnly))
 	}
 	if t.After(c.NotAfter) {
-		return errors.New("expired")
+		return errExpired
 	}
 	return nil
 }
@@ -236,7 +290,7 @@ func parsePEMOrDERPass(data, passphrase []byte) (*pemContents, error) {
 			//lint:ignore SA1019 OpenSSL's traditional encrypted keys exist in RT keyrings; read-only use.
 			der, err := x509.DecryptPEMBlock(b, passphrase) //nolint:staticcheck
 			if err != nil {
-				return nil, fmt.Errorf("PEM block %d: wrong passphrase or damaged key", n)
+				return nil, fmt.Errorf("PEM block %d: %w (or a damaged key)", n, ErrWrongPassphrase)
 			}
 			b = &pem.Block{Type: b.Type, Bytes: der}
 		}
@@ -266,7 +320,7 @@ func parsePEMOrDERPass(data, passphrase []byte) (*pemContents, error) {
 			k, err := pkcs12.DecryptPrivateKey(b.Bytes, passphrase)
 			if err != nil {
 				if errors.Is(err, pkcs12.ErrIncorrectPassword) {
-					return nil, fmt.Errorf("PEM block %d: wrong passphrase", n)
+					return nil, fmt.Errorf("PEM block %d: %w", n, ErrWrongPassphrase)
 				}
 				return nil, fmt.Errorf("PEM block %d: %w", n, err)
 			}
