@@ -3,11 +3,11 @@ package keystore
 import (
 	"bytes"
 	"crypto/rand"
-	"errors"
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math/big"
