@@ -206,11 +206,7 @@ func (s *Snapshot) Check(t time.Time, warn time.Duration, identities []string) [
 	}
 	note := func(file, msg string) { out = append(out, Finding{File: file, Message: msg}) }
 	for _, f := range s.faults {
-		msg := strings.TrimPrefix(f.Err.Error(), "keystore: ")
-		if f.Kept {
-			msg += " (keys read there earlier are kept in service)"
-		}
-		problem(f.Path, msg, f.Err)
+		problem(f.Path, strings.TrimPrefix(f.String(), f.Path+": "), f.Err)
 	}
 	for _, p := range s.problems {
 		problem(p.File, p.Err.Error(), p.Err)

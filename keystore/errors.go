@@ -38,9 +38,9 @@ type ReadError struct {
 	Err  error
 }
 
-func (e *ReadError) Error() string {
-	return fmt.Sprintf("keystore: cannot read %s: %v", e.Path, errText(e.Err))
-}
+func (e *ReadError) Error() string { return fmt.Sprintf("keystore: cannot read %s: %v", e.Path, errText(e.Err)) }
+
+func (e *ReadError) withoutPath() string { return "cannot read: " + errText(e.Err) }
 
 func (e *ReadError) Unwrap() error { return e.Err }
 
@@ -68,10 +68,12 @@ type PermissionError struct {
 	Owner, WantOwner int
 }
 
-func (e *PermissionError) Error() string {
+func (e *PermissionError) Error() string { return "keystore: " + e.Path + ": " + e.withoutPath() }
+
+func (e *PermissionError) withoutPath() string {
 	if e.WantOwner >= 0 {
-		return fmt.Sprintf("keystore: %s: owned by uid %d, not by the keystore's owner (uid %d), the user cryptmilter runs as, or root",
-			e.Path, e.Owner, e.WantOwner)
+		return fmt.Sprintf("owned by uid %d, not by the keystore's owner (uid %d), the user cryptmilter runs as, or root",
+			e.Owner, e.WantOwner)
 	}
 	what := "secret key file"
 	if e.Dir {
@@ -81,7 +83,21 @@ func (e *PermissionError) Error() string {
 	if e.Group != "" {
 		want += fmt.Sprintf(" (or %04o with group %s)", e.Want|e.Want>>3&0o050, e.Group)
 	}
-	return fmt.Sprintf("keystore: %s: permissions too open for a %s (mode %04o, want %s)", e.Path, what, e.Mode.Perm(), want)
+	return fmt.Sprintf("permissions too open for a %s (mode %04o, want %s)", what, e.Mode.Perm(), want)
+}
+
+// faultText says what went wrong without repeating the path (which the
+// fault names relative to the keystore).
+func faultText(err error) string {
+	var re *ReadError
+	var pe *PermissionError
+	switch {
+	case errors.As(err, &pe):
+		return pe.withoutPath()
+	case errors.As(err, &re) && err == error(re):
+		return re.withoutPath()
+	}
+	return strings.TrimPrefix(err.Error(), "keystore: ")
 }
 
 // InputError is a problem with one input of an import, named in the message.
@@ -116,7 +132,7 @@ type Fault struct {
 }
 
 func (f Fault) String() string {
-	s := f.Path + ": " + strings.TrimPrefix(f.Err.Error(), "keystore: ")
+	s := f.Path + ": " + faultText(f.Err)
 	if f.Kept {
 		s += " (keys read there earlier kept in service)"
 	}
@@ -142,7 +158,7 @@ func (e *UnavailableError) Error() string {
 		if i > 0 {
 			b.WriteString(";")
 		}
-		b.WriteString(" " + f.Path + ": " + strings.TrimPrefix(f.Err.Error(), "keystore: "))
+		b.WriteString(" " + f.Path + ": " + faultText(f.Err))
 	}
 	return b.String()
 }

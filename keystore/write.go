@@ -659,11 +659,23 @@ func Remove(opts Options, fpr string, secret bool) ([]string, error) {
 	return files, nil
 }
 
+// Protocols, as in Entry.Protocol.
+const (
+	ProtocolOpenPGP = "openpgp"
+	ProtocolSMIME   = "smime"
+)
+
 // Export returns the public material for query (an address, an OpenPGP
 // fingerprint or a certificate hash): armored OpenPGP public keys and PEM
 // certificates. With secret, it returns the gateway's secret files for
 // query instead (armored secret keys, PEM key+certificate).
 func (s *Snapshot) Export(query string, secret bool) ([]byte, error) {
+	return s.ExportProtocol(query, secret, "")
+}
+
+// ExportProtocol is Export of one protocol only (ProtocolOpenPGP or
+// ProtocolSMIME; "" for both), so that the output is one kind of file.
+func (s *Snapshot) ExportProtocol(query string, secret bool, protocol string) ([]byte, error) {
 	var pgp []*pgpKey
 	var certs []*x509.Certificate
 	var ids []*SMIMEIdentity
@@ -692,6 +704,15 @@ func (s *Snapshot) Export(query string, secret bool) ([]byte, error) {
 				ids = append(ids, id)
 			}
 		}
+	}
+	switch protocol {
+	case "":
+	case ProtocolOpenPGP:
+		certs, ids = nil, nil
+	case ProtocolSMIME:
+		pgp = nil
+	default:
+		return nil, fmt.Errorf("keystore: export: unknown protocol %q", protocol)
 	}
 	var out bytes.Buffer
 	for _, k := range pgp {
@@ -732,10 +753,17 @@ func (s *Snapshot) Export(query string, secret bool) ([]byte, error) {
 		}
 	}
 	if out.Len() == 0 {
-		if secret {
-			return nil, fmt.Errorf("%w: no gateway secret for %s", ErrNotFound, query)
+		what := "key or certificate"
+		switch protocol {
+		case ProtocolOpenPGP:
+			what = "OpenPGP key"
+		case ProtocolSMIME:
+			what = "certificate"
 		}
-		return nil, fmt.Errorf("%w: nothing for %s", ErrNotFound, query)
+		if secret {
+			return nil, fmt.Errorf("%w: no gateway secret %s for %s", ErrNotFound, what, query)
+		}
+		return nil, fmt.Errorf("%w: no %s for %s", ErrNotFound, what, query)
 	}
 	return out.Bytes(), nil
 }
