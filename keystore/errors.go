@@ -38,7 +38,9 @@ type ReadError struct {
 	Err  error
 }
 
-func (e *ReadError) Error() string { return fmt.Sprintf("keystore: cannot read %s: %v", e.Path, errText(e.Err)) }
+func (e *ReadError) Error() string {
+	return fmt.Sprintf("keystore: cannot read %s: %v", e.Path, errText(e.Err))
+}
 
 func (e *ReadError) withoutPath() string { return "cannot read: " + errText(e.Err) }
 
