@@ -583,6 +583,24 @@ func TestBrokenFileSkipped(t *testing.T) {
 	}
 }
 
+// TestDiscoveredIgnored: key discovery's cache (KEYSTORE/discovered/) is
+// neither loaded as the admin's keys nor reported as orphaned.
+func TestDiscoveredIgnored(t *testing.T) {
+	o := newStore(t)
+	ensureDirs(o)
+	k, _ := genPGP(t, "found@example.net", time.Now().Add(-time.Hour), false)
+	os.MkdirAll(filepath.Join(o.Dir, DirDiscovered, "openpgp"), 0o700)
+	os.WriteFile(filepath.Join(o.Dir, DirDiscovered, "openpgp", "found.asc"), []byte(k), 0o644)
+	os.WriteFile(filepath.Join(o.Dir, DirDiscovered, "index.json"), []byte("{}"), 0o644)
+	s := mustLoad(t, o)
+	if _, err := s.EncryptionKey("found@example.net", time.Now()); !errors.Is(err, ErrNoKey) {
+		t.Errorf("a discovered key is used as the admin's: %v", err)
+	}
+	if c := s.Check(time.Now(), DefaultExpiryWarning, nil); len(c) != 0 || len(s.Entries(time.Now())) != 0 {
+		t.Errorf("check %v, entries %v; want nothing", c, s.Entries(time.Now()))
+	}
+}
+
 func TestRemoveExport(t *testing.T) {
 	f := getFixtures(t)
 	o := newStore(t)
@@ -599,6 +617,15 @@ func TestRemoveExport(t *testing.T) {
 	cmd.Stdin = bytes.NewReader(b)
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "imported: 1") {
 		t.Errorf("gpg --import of the export: %v\n%s", err, out)
+	}
+	if b, err := s.ExportProtocol("alice@example.org", false, ProtocolSMIME); !errors.Is(err, ErrNotFound) {
+		t.Errorf("export smime of an OpenPGP-only address: %q, %v; want ErrNotFound", b, err)
+	}
+	if b, err := s.ExportProtocol("dave@example.org", false, ProtocolSMIME); err != nil || !bytes.HasPrefix(b, []byte("-----BEGIN CERTIFICATE-----")) {
+		t.Errorf("export smime dave: %v %q", err, b)
+	}
+	if b, err := s.ExportProtocol("dave@example.org", false, ProtocolOpenPGP); !errors.Is(err, ErrNotFound) {
+		t.Errorf("export openpgp of an S/MIME-only address: %q, %v; want ErrNotFound", b, err)
 	}
 	if b, err := s.Export("gw@example.org", true); err != nil || !bytes.Contains(b, []byte("PRIVATE KEY BLOCK")) {
 		t.Errorf("export --secret gw: %v", err)
@@ -1008,4 +1035,29 @@ func TestConcurrentFirstUse(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestSubjectString: subjects read as OpenSSL prints them (RFC 4514
+// order, names for emailAddress and the usual attributes), values escaped.
+func TestSubjectString(t *testing.T) {
+	for _, tc := range []struct {
+		name pkix.Name
+		want string
+	}{
+		{pkix.Name{CommonName: "Erin", ExtraNames: []pkix.AttributeTypeAndValue{{Type: oidEmailAddress, Value: "erin@example.org"}}},
+			"emailAddress=erin@example.org,CN=Erin"},
+		{pkix.Name{CommonName: "Doe, John+Jr", Organization: []string{"#Acme "}, Country: []string{"DE"}},
+			"CN=Doe\\, John\\+Jr,O=\\#Acme\\ ,C=DE"},
+	} {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(1), Subject: tc.name,
+			NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}, &x509.Certificate{SerialNumber: big.NewInt(1), Subject: tc.name}, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := x509.ParseCertificate(der)
+		if got := subjectString(c); got != tc.want {
+			t.Errorf("subjectString = %q, want %q (Go: %q)", got, tc.want, c.Subject.String())
+		}
+	}
 }
