@@ -74,6 +74,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./crypto/smime/
 	$(GO) test -run '^$$' -fuzz '^FuzzToDER$$' -fuzztime $(FUZZTIME) ./crypto/smime/
 	$(GO) test -run '^$$' -fuzz '^FuzzRecord$$' -fuzztime $(FUZZTIME) ./keystore/discover/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./crypto/pkcs12/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeArmorBlocks$$' -fuzztime $(FUZZTIME) ./crypto/openpgp/
+	$(GO) test -run '^$$' -fuzz '^FuzzScanOpenPGP$$' -fuzztime $(FUZZTIME) ./keystore/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseOpenPGP$$' -fuzztime $(FUZZTIME) ./keystore/
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePEMOrDER$$' -fuzztime $(FUZZTIME) ./keystore/
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/cryptmilter $(DESTDIR)/etc/cryptmilter

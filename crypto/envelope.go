@@ -3,6 +3,7 @@ package crypto
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/crypto/verdict"
@@ -101,6 +102,9 @@ func (a *analyzer) walk(ctx context.Context, root *mime.Entity) (*envelope, erro
 			break
 		}
 		env.layers = append(env.layers, cur)
+		if err := a.keysReadable(l.kind); err != nil {
+			return nil, err
+		}
 		var st step
 		var err error
 		if l.kind.encryption() {
@@ -153,6 +157,34 @@ func (a *analyzer) walk(ctx context.Context, root *mime.Entity) (*envelope, erro
 	}
 	env.payload = cur
 	return env, nil
+}
+
+// keysReadable fails when the keys a layer of kind needs could not be
+// read (keystore.Snapshot.Unavailable): the message is then tempfailed
+// before anything is tried, so that a degraded keystore neither delivers
+// mail undecrypted nor gives a verdict it could not check, and so that
+// the reply does not depend on whether the ciphertext would decrypt.
+func (a *analyzer) keysReadable(k layerKind) error {
+	if a.keys == nil {
+		return nil
+	}
+	var areas []keystore.Area
+	switch {
+	case k.encryption() && k.protocol() == OpenPGP:
+		areas = []keystore.Area{keystore.AreaGatewayOpenPGP}
+	case k.encryption():
+		areas = []keystore.Area{keystore.AreaGatewaySMIME}
+	case k.protocol() == OpenPGP:
+		areas = []keystore.Area{keystore.AreaOpenPGP}
+	default:
+		areas = []keystore.Area{keystore.AreaCerts, keystore.AreaCA, keystore.AreaCRL}
+	}
+	for _, area := range areas {
+		if err := a.keys.Unavailable(area); err != nil {
+			return fmt.Errorf("crypto: inbound: %w", err)
+		}
+	}
+	return nil
 }
 
 // decrypt runs the adapter for an encryption layer. Decrypted content

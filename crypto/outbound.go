@@ -40,10 +40,20 @@ func (e *Engine) outbound(ctx context.Context, in *Input) (*Plan, error) {
 		now = time.Now()
 	}
 	from := fromAddress(h)
-	sg := e.gatewaySigners(in.Keys, from, now)
+	sg, err := e.gatewaySigners(in.Keys, from, now)
+	if err != nil {
+		return nil, err
+	}
 	rcpts, refused := e.classifyAll(in, sg, now)
 	if refused != nil {
 		return refused, nil
+	}
+	for _, r := range rcpts {
+		if r.fault != nil && r.cls.treat != treatEncrypt {
+			// The keystore could not be read where this recipient's key
+			// may be: wait rather than send it unencrypted.
+			return nil, fmt.Errorf("crypto: outbound: key of %s: %w", bareAddr(r.addr), r.fault)
+		}
 	}
 	groups := groupRecipients(rcpts, e.pol.Outbound.Split)
 	if len(groups) == 1 && groups[0].cls.treat == treatPlain {
@@ -190,7 +200,7 @@ func (e *Engine) RcptDefer(keys *keystore.Snapshot, now time.Time, envFrom, firs
 	if !o.DeferRcpt || first == "" {
 		return Reply{}
 	}
-	sg := e.gatewaySigners(keys, bareAddr(envFrom), now)
+	sg, _ := e.gatewaySigners(keys, bareAddr(envFrom), now)
 	if needsOwnCopy(e.pol.classify(keys, sg, first, now, nil), e.pol.classify(keys, sg, rcpt, now, nil), o.Split) {
 		return DeferReply
 	}
@@ -199,11 +209,18 @@ func (e *Engine) RcptDefer(keys *keystore.Snapshot, now time.Time, envFrom, firs
 
 // gatewaySigners finds the signing keys: the From address when it is a
 // gateway identity, else sign_as, else the first gateway address (for
-// each protocol, the first of these that has a key).
-func (e *Engine) gatewaySigners(snap *keystore.Snapshot, from string, now time.Time) signers {
+// each protocol, the first of these that has a key). It fails when the
+// gateway's keys could not be read (the message waits, never goes out
+// unsigned).
+func (e *Engine) gatewaySigners(snap *keystore.Snapshot, from string, now time.Time) (signers, error) {
 	var sg signers
 	if snap == nil {
-		return sg
+		return sg, nil
+	}
+	for _, area := range []keystore.Area{keystore.AreaGatewayOpenPGP, keystore.AreaGatewaySMIME} {
+		if err := snap.Unavailable(area); err != nil {
+			return sg, fmt.Errorf("crypto: outbound: signing keys: %w", err)
+		}
 	}
 	gw := snap.GatewayAddresses()
 	var cands []string
@@ -226,7 +243,7 @@ func (e *Engine) gatewaySigners(snap *keystore.Snapshot, from string, now time.T
 			}
 		}
 	}
-	return sg
+	return sg, nil
 }
 
 // fromAddress returns the single address of the From field, or "".

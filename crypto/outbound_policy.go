@@ -3,6 +3,7 @@ package crypto
 import (
 	"crypto/rsa"
 	"crypto/x509"
+	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -62,6 +63,9 @@ type rcpt struct {
 	source   Trust
 	discTemp bool
 	discWhy  string
+	// fault is set when a key lookup failed because the keystore could
+	// not be read: the message is tempfailed.
+	fault error
 }
 
 // signers are the gateway's signing keys for one message.
@@ -115,20 +119,33 @@ func bareAddr(a string) string { return strings.TrimSpace(strings.Trim(strings.T
 // key and an S/MIME certificate with an RSA key (S/MIME peers need RSA
 // key transport).
 func recipientKeys(snap *keystore.Snapshot, addr string, now time.Time) (*pgpcrypto.Key, *x509.Certificate) {
+	pk, cert, _ := recipientKeysOrFault(snap, addr, now)
+	return pk, cert
+}
+
+// recipientKeysOrFault is recipientKeys, with the error of a lookup that
+// found nothing because the keystore could not be read (ErrUnavailable):
+// the message must then wait, never go out without the key it may have.
+func recipientKeysOrFault(snap *keystore.Snapshot, addr string, now time.Time) (*pgpcrypto.Key, *x509.Certificate, error) {
 	if snap == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	var pk *pgpcrypto.Key
 	var cert *x509.Certificate
+	var fault error
 	if k, err := snap.EncryptionKey(addr, now); err == nil {
 		pk = k
+	} else if errors.Is(err, keystore.ErrUnavailable) {
+		fault = err
 	}
 	if c, err := snap.Certificate(addr, now); err == nil {
 		if _, isRSA := c.PublicKey.(*rsa.PublicKey); isRSA {
 			cert = c
 		}
+	} else if errors.Is(err, keystore.ErrUnavailable) && fault == nil {
+		fault = err
 	}
-	return pk, cert
+	return pk, cert, fault
 }
 
 // classify decides addr's class from its policy, its keys (the
@@ -140,7 +157,7 @@ func (p *Policy) classify(snap *keystore.Snapshot, sg signers, addr string, now 
 	r.policy, inline = ruleFor(&p.Outbound, addr)
 	a := bareAddr(addr)
 	if r.policy != NoCrypto {
-		r.pgp, r.cert = recipientKeys(snap, a, now)
+		r.pgp, r.cert, r.fault = recipientKeysOrFault(snap, a, now)
 	}
 	if r.pgp == nil && r.cert == nil && (r.policy == Required || r.policy == Opportunistic) {
 		p.useDiscovered(&r, snap, disc, a)

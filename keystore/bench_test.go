@@ -69,7 +69,7 @@ func benchKeyring(b *testing.B) string {
 func benchAddr(i int) string { return fmt.Sprintf("u%d@bench.example", i) }
 
 func generateBenchKeyring(dir string, nk, nc int) error {
-	if err := ensureDirs(dir); err != nil {
+	if _, err := ensureDirs(Options{Dir: dir}); err != nil {
 		return err
 	}
 	pgp := crypto.PGPWithProfile(profile.Default())

@@ -13,11 +13,6 @@ import (
 	"github.com/ProtonMail/gopenpgp/v3/crypto"
 )
 
-// DirDiscovered holds the cache of outbound key discovery (WKD, DANE; see
-// keystore/discover). The loader never reads it: discovered keys are not
-// the admin's and never mix with openpgp/ or certs/.
-const DirDiscovered = "discovered"
-
 // Pinned reports whether addr is pinned with [keyring.pin]: such an
 // address never falls back to another key, discovered ones included.
 func (s *Snapshot) Pinned(addr string) bool { return s.pin(s.opts.norm(addr)) != "" }

@@ -105,10 +105,10 @@ func TestLoaderIgnoresDiscovered(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(dir, "bob@example.org.wkd.json"), readFile(t, f.pubArmored), 0o644)
 	s := mustLoad(t, o)
-	if s.HasOpenPGP("bob@example.org") {
+	if _, err := s.EncryptionKey("bob@example.org", time.Now()); err == nil {
 		t.Error("a key in discovered/ was loaded")
 	}
-	for _, fd := range s.Check(time.Now()) {
+	for _, fd := range s.Check(time.Now(), 30*24*time.Hour, nil) {
 		if strings.Contains(fd.File, DirDiscovered) {
 			t.Errorf("keys check reports %s", fd)
 		}

@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/cryptmilter/cryptmilter/internal/ber"
 )
 
 // Seeds: small valid inputs of each kind, made here (no fixtures needed).
@@ -18,7 +16,7 @@ func fuzzSeeds(f *testing.F) {
 	f.Add([]byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"))
 	f.Add([]byte{0x30, 0x80, 0x02, 0x01, 0x03, 0x30, 0x80, 0x00, 0x00, 0x00, 0x00})
 	if dir, err := findCorpus(); err == nil {
-		for _, n := range []string{"smime/Alice.p12", "smime/TestCA.pem", "openpgp/keys/carol@example.com-0x3099ff1238852b9f-pub.asc"} {
+		for _, n := range []string{"smime/TestCA.pem", "openpgp/keys/carol@example.com-0x3099ff1238852b9f-pub.asc"} {
 			if b, err := os.ReadFile(filepath.Join(dir, n)); err == nil {
 				f.Add(b)
 			}
@@ -84,22 +82,6 @@ func FuzzParsePEMOrDER(f *testing.F) {
 		for _, c := range pc.certs {
 			e := newCertEntry("fuzz", c, false)
 			e.encryptionUsable(time.Now(), pc.crls)
-		}
-	})
-}
-
-// FuzzPKCS12: the BER converter and the PKCS#12 readers never panic.
-func FuzzPKCS12(f *testing.F) {
-	fuzzSeeds(f)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		if der, err := ber.ToDER(data); err == nil {
-			if _, err := ber.ToDER(der); err != nil {
-				t.Fatalf("DER output of ber.ToDER is not accepted again: %v", err)
-			}
-		}
-		parsePKCS12BER(data, []byte("nss"))
-		if looksLikePKCS12(data) {
-			parsePKCS12(data, []byte("nss"))
 		}
 	})
 }

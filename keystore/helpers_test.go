@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -24,6 +25,14 @@ type fixtures struct {
 	expired    string // old@example.org: expired in 2021
 	subExpired string // sub@example.org: primary valid, only encryption subkey expired
 	secPlain   string // gw@example.org, unprotected, --export-secret-keys
+	signOnly   string // signer@example.org: Ed25519, signing only, no encryption subkey
+	revoked    string // rev@example.org: revoked
+	revSig     string // a detached signature by rev@example.org over sigData, made before the revocation
+	oldSig     string // a detached signature by old@example.org over sigData, made in 2020 (valid then)
+	gwOld      string // gwold@example.org: gateway secret key that expired in 2021
+	gwOldMsg   string // a message encrypted to gwold@example.org in 2020
+	gwRev      string // gwrev@example.org: gateway secret key, revoked
+	gwRevMsg   string // a message encrypted to gwrev@example.org before the revocation
 	secProt    string // prot@example.org, passphrase in passFile
 	passFile   string
 	fprs       map[string]string // address → fingerprint
@@ -46,7 +55,13 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(helperMain())
+	}
 	code := m.Run()
+	if unpriv.dir != "" {
+		os.RemoveAll(unpriv.dir)
+	}
 	if fix.gnupgHome != "" {
 		exec.Command("gpgconf", "--homedir", fix.gnupgHome, "--kill", "all").Run()
 	}
@@ -111,6 +126,10 @@ func makeFixtures(f *fixtures) error {
 		{"Sub <sub@example.org>", []string{"--passphrase", "", "--faked-system-time", "20200101T000000!"}, []string{"ed25519", "sign", "never"}},
 		{"Gateway <gw@example.org>", []string{"--passphrase", ""}, []string{"future-default", "default", "never"}},
 		{"Prot <prot@example.org>", []string{"--passphrase-file", f.passFile}, []string{"future-default", "default", "never"}},
+		{"Signer <signer@example.org>", []string{"--passphrase", ""}, []string{"ed25519", "sign", "never"}},
+		{"Rev <rev@example.org>", []string{"--passphrase", ""}, []string{"future-default", "default", "never"}},
+		{"GwOld <gwold@example.org>", []string{"--passphrase", "", "--faked-system-time", "20200101T000000!"}, []string{"future-default", "default", "1y"}},
+		{"GwRev <gwrev@example.org>", []string{"--passphrase", ""}, []string{"future-default", "default", "never"}},
 	}
 	for _, g := range gen {
 		args := append(append([]string{}, g.extra...), "--quick-gen-key", g.uid)
@@ -153,7 +172,7 @@ func makeFixtures(f *fixtures) error {
 	if f.pubBinary, err = exp("pub.gpg", "--export", "alice@example.org", "bob@example.org", "carol@example.net"); err != nil {
 		return err
 	}
-	if f.expired, err = exp("old.asc", "--armor", "--export", "old@example.org"); err != nil {
+	if f.expired, err = exp("old.asc", "--armor", "--export", "<old@example.org>"); err != nil {
 		return err
 	}
 	if f.subExpired, err = exp("sub.asc", "--armor", "--export", "sub@example.org"); err != nil {
@@ -163,6 +182,45 @@ func makeFixtures(f *fixtures) error {
 		return err
 	}
 	if f.secProt, err = exp("prot-sec.gpg", "--passphrase-file", f.passFile, "--export-secret-keys", "prot@example.org"); err != nil {
+		return err
+	}
+	if f.signOnly, err = exp("signer.asc", "--armor", "--export", "signer@example.org"); err != nil {
+		return err
+	}
+	os.WriteFile(filepath.Join(dir, "sigdata.txt"), []byte(sigData), 0o644)
+	if f.revSig, err = exp("rev.sig", "--passphrase", "", "--detach-sign", "-u", "<rev@example.org>", "sigdata.txt"); err != nil {
+		return err
+	}
+	if f.oldSig, err = exp("old.sig", "--passphrase", "", "--faked-system-time", "20200601T000000!", "--detach-sign", "-u", "<old@example.org>", "sigdata.txt"); err != nil {
+		return err
+	}
+	os.WriteFile(filepath.Join(dir, "mail.txt"), []byte("old mail\n"), 0o644)
+	if f.gwOldMsg, err = exp("gwold.msg", "--faked-system-time", "20200601T000000!", "--trust-model", "always", "--armor", "--encrypt", "-r", "gwold@example.org", "mail.txt"); err != nil {
+		return err
+	}
+	if f.gwRevMsg, err = exp("gwrev.msg", "--trust-model", "always", "--armor", "--encrypt", "-r", "gwrev@example.org", "mail.txt"); err != nil {
+		return err
+	}
+	// Revoke with the certificate gpg stored at generation (its BEGIN
+	// line is prefixed with ":" against accidental import).
+	for _, a := range []string{"rev@example.org", "gwrev@example.org"} {
+		rev, err := os.ReadFile(filepath.Join(home, "openpgp-revocs.d", f.fprs[a]+".rev"))
+		if err != nil {
+			return err
+		}
+		p := filepath.Join(dir, a+".rev")
+		os.WriteFile(p, bytes.Replace(rev, []byte(":-----BEGIN"), []byte("-----BEGIN"), 1), 0o644)
+		if _, err := gpg("--import", p); err != nil {
+			return err
+		}
+	}
+	if f.revoked, err = exp("rev.asc", "--armor", "--export", "<rev@example.org>"); err != nil {
+		return err
+	}
+	if f.gwOld, err = exp("gwold-sec.asc", "--passphrase", "", "--armor", "--export-secret-keys", "gwold@example.org"); err != nil {
+		return err
+	}
+	if f.gwRev, err = exp("gwrev-sec.asc", "--passphrase", "", "--armor", "--export-secret-keys", "gwrev@example.org"); err != nil {
 		return err
 	}
 	ossl := func(args ...string) (string, error) { return run(dir, "openssl", args...) }
@@ -220,6 +278,9 @@ func makeFixtures(f *fixtures) error {
 	}
 	return nil
 }
+
+// sigData is what the fixture signatures sign (canonical CRLF, as in mail).
+const sigData = "signed long ago\r\n"
 
 func readFile(t *testing.T, p string) []byte {
 	t.Helper()
@@ -297,3 +358,6 @@ func mustLoad(t *testing.T, o Options) *Snapshot {
 	}
 	return s
 }
+
+// hasPGP reports whether any OpenPGP key (usable or not) is indexed for addr.
+func hasPGP(s *Snapshot, addr string) bool { return len(s.pgpByAddr[s.opts.norm(addr)]) > 0 }

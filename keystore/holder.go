@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -24,12 +25,15 @@ const ReloadDebounce = 200 * time.Millisecond
 // Readers call Current and keep the snapshot they got for the whole
 // message.
 type Holder struct {
-	opts Options
-	cur  atomic.Pointer[Snapshot]
-	mu   sync.Mutex // serialises reloads
+	opts      Options
+	cur       atomic.Pointer[Snapshot]
+	reloadErr atomic.Pointer[error] // of the last reload, nil when it succeeded
+	mu        sync.Mutex            // serialises reloads
 }
 
 // NewHolder loads the keystore; it fails if the directory is unusable.
+// Places in it that cannot be read do not make it fail: they are faults
+// of the snapshot (logged, and reported by Health).
 func NewHolder(opts Options) (*Holder, error) {
 	s, err := Load(opts)
 	if err != nil {
@@ -37,7 +41,7 @@ func NewHolder(opts Options) (*Holder, error) {
 	}
 	h := &Holder{opts: opts}
 	h.cur.Store(s)
-	h.logProblems(s)
+	h.logLoad(s, 0)
 	return h, nil
 }
 
@@ -60,35 +64,51 @@ func (h *Holder) Current() *Snapshot { return h.cur.Load() }
 
 // Reload reads the keystore again and swaps the new snapshot in. Files
 // unchanged since the last load are not parsed again. If the directory is
-// unusable the old snapshot stays in service and the error is returned;
-// problems with single files are logged and those files left out.
+// unusable the old snapshot stays in service and the error is returned
+// (and reported by Health until a reload succeeds). A file or directory
+// that cannot be read keeps what the previous snapshot read there; files
+// whose content cannot be used are logged and left out.
 func (h *Holder) Reload() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	start := time.Now()
-	// Half the CPUs, so that lookups keep running at full speed.
 	prev := h.cur.Load()
-	if prev.dropReuse {
-		prev = nil
-	}
-	s, err := load(h.opts, prev, true, max(runtime.GOMAXPROCS(0)/2, 1))
+	s, err := load(h.opts, loadParams{prev: prev, reuse: !prev.dropReuse, lock: true,
+		// Half the CPUs, so that lookups keep running at full speed.
+		workers: max(runtime.GOMAXPROCS(0)/2, 1)})
 	if err != nil {
+		h.reloadErr.Store(&err)
 		h.opts.logger().Error("keystore reload failed; keeping the previous keyring", "dir", h.opts.Dir, "error", err)
 		return err
 	}
+	h.reloadErr.Store(nil)
 	h.cur.Store(s)
-	h.logProblems(s)
-	h.opts.logger().Info("keystore loaded", "dir", h.opts.Dir,
-		"openpgp", len(s.pgp), "certificates", len(s.certs), "anchors", len(s.anchors), "crls", len(s.crls),
-		"gateway_openpgp", len(s.gwPGP), "gateway_smime", len(s.smime), "problems", len(s.problems),
-		"duration", time.Since(start).Round(time.Millisecond))
+	h.logLoad(s, time.Since(start))
 	return nil
 }
 
-func (h *Holder) logProblems(s *Snapshot) {
-	for _, p := range s.problems {
-		h.opts.logger().Warn("keystore file skipped", "file", p.File, "error", p.Err)
+// logLoad logs what a load found: one summary line, an error per place
+// that could not be read, a warning per file left out.
+func (h *Holder) logLoad(s *Snapshot, took time.Duration) {
+	log := h.opts.logger()
+	for _, f := range s.faults {
+		what := "keystore path unreadable; its keys are unavailable"
+		if f.Kept {
+			what = "keystore path unreadable; keeping the keys read there earlier"
+		}
+		var pe *PermissionError
+		if errors.As(f.Err, &pe) {
+			what = "keystore secret refused: unsafe permissions"
+		}
+		log.Error(what, "path", f.Path, "error", f.Err)
 	}
+	for _, p := range s.problems {
+		log.Warn("keystore file skipped", "file", p.File, "error", p.Err)
+	}
+	log.Info("keystore loaded", "dir", h.opts.Dir,
+		"openpgp", len(s.pgp), "certificates", len(s.certs), "anchors", len(s.anchors), "crls", len(s.crls),
+		"gateway_openpgp", len(s.gwPGP), "gateway_smime", len(s.smime), "problems", len(s.problems), "faults", len(s.faults),
+		"duration", took.Round(time.Millisecond))
 }
 
 // Watch reloads the keystore whenever a file in it changes (debounced by
@@ -141,6 +161,9 @@ func (h *Holder) Watch(ctx context.Context) error {
 			base := filepath.Base(ev.Name)
 			if strings.HasPrefix(base, ".") {
 				continue // lock, temporary files of writers, the spool: never keys
+			}
+			if ev.Name == filepath.Join(dir, DirDiscovered) {
+				continue // key discovery's cache: not the admin's keys
 			}
 			if ev.Op&fsnotify.Remove != 0 || ev.Op&fsnotify.Rename != 0 {
 				delete(watched, ev.Name)

@@ -7,8 +7,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -32,17 +35,32 @@ const (
 // (an OpenPGP secret key or an S/MIME key with certificate).
 // It only looks for files in private/openpgp and private/smime (cheap
 // with a large keystore); a broken identity file still counts, so that a
-// damaged identity is reported rather than silently replaced.
-func IsInitialized(opts Options) bool {
-	for _, sub := range []string{PrivOpenPGP, PrivSMIME} {
-		names, _ := readDirNames(filepath.Join(opts.Dir, DirPrivate, sub))
-		for _, n := range names {
-			if !strings.HasSuffix(n, passSuffix) && !strings.HasSuffix(n, ".csr") && !strings.HasSuffix(n, "~") {
-				return true
+// damaged identity is reported rather than silently replaced. A directory
+// that cannot be read is an error (a *ReadError), never "empty": the
+// caller must not create a new identity over an unreadable one.
+func IsInitialized(opts Options) (bool, error) {
+	found := false
+	for _, d := range []string{DirPrivate, filepath.Join(DirPrivate, PrivOpenPGP), filepath.Join(DirPrivate, PrivSMIME)} {
+		p := filepath.Join(opts.Dir, d)
+		ents, err := os.ReadDir(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			if d == DirPrivate {
+				break
 			}
+			continue
+		}
+		if err != nil {
+			return false, &ReadError{Path: p, Err: err}
+		}
+		for _, e := range ents {
+			n := e.Name()
+			if d == DirPrivate || e.IsDir() || strings.HasPrefix(n, ".") || strings.HasSuffix(n, passSuffix) || strings.HasSuffix(n, ".csr") || strings.HasSuffix(n, "~") {
+				continue
+			}
+			found = true
 		}
 	}
-	return false
+	return found, nil
 }
 
 // Init creates the gateway identity for each address that lacks one: an
@@ -55,14 +73,17 @@ func IsInitialized(opts Options) bool {
 // created; an address that already has an identity of a protocol is
 // skipped for that protocol.
 func Init(opts Options, addrs []string, csr bool, now time.Time) ([]string, error) {
-	if err := ensureDirs(opts.Dir); err != nil {
-		return nil, err
-	}
-	snap, unlock, err := lockedSnapshot(opts)
+	snap, w, unlock, err := lockedSnapshot(opts, true)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	// Never create an identity next to one that cannot be read.
+	for _, a := range []Area{AreaGatewayOpenPGP, AreaGatewaySMIME} {
+		if err := snap.Unavailable(a); err != nil {
+			return nil, err
+		}
+	}
 	var created []string
 	for _, addr := range addrs {
 		norm := opts.norm(addr)
@@ -70,14 +91,14 @@ func Init(opts Options, addrs []string, csr bool, now time.Time) ([]string, erro
 			return created, fmt.Errorf("keystore: init: %q is not an e-mail address", addr)
 		}
 		if len(snap.gwByAddr[norm]) == 0 {
-			rel, err := initOpenPGP(opts, norm, now)
+			rel, err := initOpenPGP(w, norm, now)
 			if err != nil {
 				return created, err
 			}
 			created = append(created, rel)
 		}
 		if len(snap.smimeByAddr[norm]) == 0 {
-			rels, err := initSMIME(opts, norm, csr, now)
+			rels, err := initSMIME(w, norm, csr, now)
 			if err != nil {
 				return created, err
 			}
@@ -87,7 +108,7 @@ func Init(opts Options, addrs []string, csr bool, now time.Time) ([]string, erro
 	return created, nil
 }
 
-func initOpenPGP(opts Options, addr string, now time.Time) (string, error) {
+func initOpenPGP(w writer, addr string, now time.Time) (string, error) {
 	pgp := crypto.PGPWithProfile(profile.Default())
 	key, err := pgp.KeyGeneration().AddUserId("", addr).GenerationTime(now.Unix()).New().GenerateKey()
 	if err != nil {
@@ -103,13 +124,13 @@ func initOpenPGP(opts Options, addr string, now time.Time) (string, error) {
 	}
 	fpr := normFpr(key.GetFingerprint())
 	rel := filepath.Join(DirPrivate, PrivOpenPGP, safeName(addr)+"-"+fpr+".asc")
-	if err := writeFileAtomic(filepath.Join(opts.Dir, DirPrivate, PrivOpenPGP), filepath.Base(rel), []byte(arm), 0o600); err != nil {
+	if err := w.write(rel, []byte(arm), 0o600); err != nil {
 		return "", err
 	}
 	return rel, nil
 }
 
-func initSMIME(opts Options, addr string, csr bool, now time.Time) ([]string, error) {
+func initSMIME(w writer, addr string, csr bool, now time.Time) ([]string, error) {
 	key, err := rsa.GenerateKey(rand.Reader, SMIMEKeyBits)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: init %s: s/mime: %w", addr, err)
@@ -143,9 +164,8 @@ func initSMIME(opts Options, addr string, csr bool, now time.Time) ([]string, er
 	var buf bytes.Buffer
 	pem.Encode(&buf, &pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 	pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: der})
-	dir := filepath.Join(opts.Dir, DirPrivate, PrivSMIME)
 	rel := filepath.Join(DirPrivate, PrivSMIME, safeName(addr)+"-"+certHash(cert)[:16]+".pem")
-	if err := writeFileAtomic(dir, filepath.Base(rel), buf.Bytes(), 0o600); err != nil {
+	if err := w.write(rel, buf.Bytes(), 0o600); err != nil {
 		return nil, err
 	}
 	out := []string{rel}
@@ -158,7 +178,7 @@ func initSMIME(opts Options, addr string, csr bool, now time.Time) ([]string, er
 			return out, fmt.Errorf("keystore: init %s: csr: %w", addr, err)
 		}
 		crel := filepath.Join(DirPrivate, PrivSMIME, safeName(addr)+".csr")
-		if err := writeFileAtomic(dir, filepath.Base(crel), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: creq}), 0o644); err != nil {
+		if err := w.write(crel, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: creq}), 0o644); err != nil {
 			return out, err
 		}
 		out = append(out, crel)

@@ -4,13 +4,18 @@
 // Snapshot; reloading it atomically; and writing to it atomically under a
 // lock (import, remove, init).
 //
-// The layout on disk is described in LAYOUT.md. Nothing in this package
-// takes keys from mail messages.
+// The layout on disk is described in README.md ("The keystore"). Nothing in
+// this package takes keys from mail messages.
+//
+// The keystore fails closed: a file or directory that cannot be read (an
+// I/O or permission error) never shrinks the keyring. A reload keeps what
+// the previous load read there, the snapshot reports a Fault, and lookups
+// whose answer depends on an unreadable place that nothing was kept for
+// fail with ErrUnavailable instead of ErrNoKey (see Snapshot.Unavailable
+// and Holder.Health).
 package keystore
 
 import (
-	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 )
@@ -22,8 +27,12 @@ const (
 	DirCA      = "ca"      // S/MIME trust anchors (CA certificates)
 	DirCRL     = "crl"     // certificate revocation lists
 	DirPrivate = "private" // gateway secrets, 0700
-	lockName   = ".lock"   // lock file serialising writers
-	passSuffix = ".passphrase"
+	// DirDiscovered holds keys found by outbound key discovery (WKD,
+	// DANE), kept apart from the admin's keys; the loader does not read it
+	// and does not report it as orphaned.
+	DirDiscovered = "discovered"
+	lockName      = ".lock" // lock file serialising writers
+	passSuffix    = ".passphrase"
 )
 
 // Subdirectories of DirPrivate.
@@ -36,13 +45,6 @@ const (
 // $CREDENTIALS_DIRECTORY) holding a passphrase that applies to every
 // protected secret file that has no passphrase of its own.
 const CredentialPassphrase = "keystore.passphrase"
-
-// ErrNoKey is returned by lookups when no usable key or certificate exists
-// for the address at the requested time.
-var ErrNoKey = errors.New("keystore: no usable key")
-
-// ErrNotFound is returned by Remove and Export when no key matches.
-var ErrNotFound = errors.New("keystore: not found")
 
 // Options configures loading and writing a keystore.
 type Options struct {
@@ -119,12 +121,3 @@ func normFpr(s string) string {
 	}
 	return b.String()
 }
-
-// fileError is a problem with one input file, named in the message.
-type fileError struct {
-	file string
-	err  error
-}
-
-func (e *fileError) Error() string { return fmt.Sprintf("keystore: %s: %v", e.file, e.err) }
-func (e *fileError) Unwrap() error { return e.err }

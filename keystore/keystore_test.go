@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"os"
 	"os/exec"
@@ -25,6 +26,8 @@ import (
 	"github.com/ProtonMail/gopenpgp/v3/crypto"
 	"github.com/ProtonMail/gopenpgp/v3/profile"
 	"github.com/google/go-cmp/cmp"
+
+	cpgp "github.com/cryptmilter/cryptmilter/crypto/openpgp"
 )
 
 // genPGP makes an Ed25519/X25519 key with gopenpgp (cheap), armored.
@@ -120,42 +123,127 @@ func TestEncryptToImportedKeyGPGDecrypts(t *testing.T) {
 	}
 }
 
-func TestExpiredKeys(t *testing.T) {
+// snapLookup finds signers in a snapshot, as the engine does.
+type snapLookup struct{ s *Snapshot }
+
+func (l snapLookup) ByKeyID(id uint64) []*crypto.Key { return l.s.OpenPGPByKeyID(id) }
+
+// TestCorrespondentKeyRules: keys that cannot be encrypted to are imported
+// when they can still vouch for signatures: sign-only keys (and keys whose
+// encryption subkey expired) verify signatures now; expired and revoked
+// keys let old signatures read expired or revoked rather than untrusted.
+// None is ever chosen for encryption, and keys list and check say why.
+func TestCorrespondentKeyRules(t *testing.T) {
 	f := getFixtures(t)
 	for _, tc := range []struct {
-		file, addr, reason string
+		file, addr string
+		reason     string   // in the import result and the entry
+		uses       []string // in the entry
+		sig        string   // a signature by the key over sigData, if any
+		verdict    cpgp.Status
 	}{
-		{f.expired, "old@example.org", "expired"},
-		{f.subExpired, "sub@example.org", "encryption subkey expired"},
+		{f.signOnly, "signer@example.org", "sign-only key: no encryption subkey", []string{UseVerify}, "", 0},
+		{f.subExpired, "sub@example.org", "encryption subkey expired", []string{UseVerify}, "", 0},
+		{f.expired, "old@example.org", "expired", []string{}, f.oldSig, cpgp.StatusExpired},
+		{f.revoked, "rev@example.org", "revoked", []string{}, f.revSig, cpgp.StatusRevoked},
 	} {
 		t.Run(tc.addr, func(t *testing.T) {
 			o := newStore(t)
-			ensureDirs(o.Dir)
-			before := treeHash(t, o.Dir)
-			_, err := Import(o, readFile(t, tc.file), tc.file, false, nil, time.Now())
-			if err == nil || !strings.Contains(err.Error(), tc.file) || !strings.Contains(err.Error(), tc.reason) {
-				t.Fatalf("import: %v; want error naming %s and %q", err, tc.file, tc.reason)
-			}
-			if d := cmp.Diff(before, treeHash(t, o.Dir)); d != "" {
-				t.Fatalf("keystore changed (-before +after):\n%s", d)
-			}
-			// Put there by hand: loaded, never chosen, reported by check.
-			os.WriteFile(filepath.Join(o.Dir, DirOpenPGP, "hand.asc"), readFile(t, tc.file), 0o644)
-			s := mustLoad(t, o)
-			if _, err := s.EncryptionKey(tc.addr, time.Now()); !errors.Is(err, ErrNoKey) || !strings.Contains(err.Error(), tc.reason) {
-				t.Errorf("EncryptionKey now = %v, want ErrNoKey (%s)", err, tc.reason)
-			}
-			if _, err := s.EncryptionKey(tc.addr, time.Date(2020, 6, 1, 0, 0, 0, 0, time.UTC)); err != nil {
-				t.Errorf("EncryptionKey in 2020 (when valid) = %v", err)
-			}
-			found := false
-			for _, c := range s.Check(time.Now()) {
-				if c.File == filepath.Join(DirOpenPGP, "hand.asc") && strings.Contains(c.Message, "unusable: "+tc.reason) {
-					found = true
+			if tc.sig != "" {
+				// Before the import the signer is unknown.
+				ensureDirs(o)
+				res := cpgp.VerifyDetached(strings.NewReader(sigData), readFile(t, tc.sig), snapLookup{mustLoad(t, o)}, time.Now())
+				if res.Status != cpgp.StatusUntrusted {
+					t.Fatalf("before import: %v, want untrusted", res.Status)
 				}
 			}
-			if !found {
-				t.Errorf("Check did not report %s as unusable (%s): %v", tc.addr, tc.reason, s.Check(time.Now()))
+			res := mustImport(t, o, false, nil, tc.file)
+			if len(res) != 1 || res[0].Action != "imported" || !strings.Contains(res[0].Reason, tc.reason) ||
+				!strings.Contains(res[0].Reason, "never used for encryption") {
+				t.Fatalf("import: %+v; want imported, reason %q, never used for encryption", res, tc.reason)
+			}
+			s := mustLoad(t, o)
+			if _, err := s.EncryptionKey(tc.addr, time.Now()); !errors.Is(err, ErrNoKey) || !strings.Contains(err.Error(), tc.reason) {
+				t.Errorf("EncryptionKey = %v, want ErrNoKey (%s)", err, tc.reason)
+			}
+			es := s.Entries(time.Now())
+			if len(es) != 1 || es[0].Usable || !strings.Contains(es[0].Reason, tc.reason) || !cmp.Equal(es[0].Uses, tc.uses) {
+				t.Errorf("entry: %+v; want unusable (%s), uses %v", es, tc.reason, tc.uses)
+			}
+			fs := s.Check(time.Now(), DefaultExpiryWarning, nil)
+			if len(fs) != 1 || fs[0].Problem || !strings.Contains(fs[0].Message, tc.reason) {
+				t.Errorf("check: %+v; want one note naming %q", fs, tc.reason)
+			}
+			if tc.sig != "" {
+				res := cpgp.VerifyDetached(strings.NewReader(sigData), readFile(t, tc.sig), snapLookup{s}, time.Now())
+				if res.Status != tc.verdict {
+					t.Errorf("old signature: %v, want %v", res.Status, tc.verdict)
+				}
+			}
+		})
+	}
+	// The expired key placed by hand is loaded the same way.
+	o := newStore(t)
+	ensureDirs(o)
+	os.WriteFile(filepath.Join(o.Dir, DirOpenPGP, "hand.asc"), readFile(t, f.expired), 0o644)
+	s := mustLoad(t, o)
+	if _, err := s.EncryptionKey("old@example.org", time.Date(2020, 6, 1, 0, 0, 0, 0, time.UTC)); err != nil {
+		t.Errorf("EncryptionKey in 2020 (when valid) = %v", err)
+	}
+}
+
+// TestGatewayRollover: an expired or revoked gateway secret key is
+// imported for decryption only: it decrypts mail sent to it while it was
+// valid, never signs, and check says so.
+func TestGatewayRollover(t *testing.T) {
+	f := getFixtures(t)
+	for _, tc := range []struct {
+		file, msg, addr, reason string
+	}{
+		{f.gwOld, f.gwOldMsg, "gwold@example.org", "expired"},
+		{f.gwRev, f.gwRevMsg, "gwrev@example.org", "revoked"},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			o := newStore(t)
+			res := mustImport(t, o, false, nil, tc.file)
+			if len(res) != 1 || res[0].Action != "imported" || res[0].Kind != "secret" ||
+				!strings.Contains(res[0].Reason, tc.reason+": for decryption only") {
+				t.Fatalf("import: %+v", res)
+			}
+			s := mustLoad(t, o)
+			if _, err := s.GatewayOpenPGPAt(tc.addr, time.Now()); !errors.Is(err, ErrNoKey) {
+				t.Errorf("GatewayOpenPGPAt = %v, want ErrNoKey: never used to sign", err)
+			}
+			if _, err := s.EncryptionKey(tc.addr, time.Now()); !errors.Is(err, ErrNoKey) {
+				t.Errorf("EncryptionKey(%s) = %v, want ErrNoKey: never a recipient", tc.addr, err)
+			}
+			pt, err := cpgp.Decrypt(bytes.NewReader(readFile(t, tc.msg)), s.GatewayDecryptionKeyRing(), snapLookup{s}, time.Now(),
+				cpgp.Limits{SpoolDir: t.TempDir()})
+			if err != nil {
+				t.Fatalf("decrypting old mail with the %s key: %v", tc.reason, err)
+			}
+			r, _ := pt.Open()
+			got, _ := io.ReadAll(r)
+			r.Close()
+			pt.Close()
+			if string(got) != "old mail\n" {
+				t.Errorf("decrypted %q", got)
+			}
+			es := s.Entries(time.Now())
+			if len(es) != 1 || es[0].Usable || !cmp.Equal(es[0].Uses, []string{UseDecrypt}) || es[0].Reason != tc.reason {
+				t.Errorf("entry: %+v; want decrypt only (%s)", es, tc.reason)
+			}
+			var problems, notes []string
+			for _, fd := range s.Check(time.Now(), DefaultExpiryWarning, []string{tc.addr}) {
+				if fd.Problem {
+					problems = append(problems, fd.String())
+				} else {
+					notes = append(notes, fd.String())
+				}
+			}
+			if len(problems) != 1 || !strings.Contains(problems[0], "(gateway "+tc.addr+"): no usable OpenPGP secret key") ||
+				len(notes) != 1 || !strings.Contains(notes[0], "decrypt only: "+tc.reason) {
+				t.Errorf("check: problems %q, notes %q", problems, notes)
 			}
 		})
 	}
@@ -163,7 +251,7 @@ func TestExpiredKeys(t *testing.T) {
 
 func TestNewestValidAndPins(t *testing.T) {
 	o := newStore(t)
-	ensureDirs(o.Dir)
+	ensureDirs(o)
 	old, oldFpr := genPGP(t, "x@example.org", time.Now().Add(-48*time.Hour), false)
 	newer, newFpr := genPGP(t, "x@example.org", time.Now().Add(-time.Hour), false)
 	future, _ := genPGP(t, "x@example.org", time.Now().Add(24*time.Hour), false)
@@ -196,7 +284,7 @@ func TestSecretKeys(t *testing.T) {
 	f := getFixtures(t)
 	o := newStore(t)
 	mustImport(t, o, false, nil, f.secPlain)
-	ensureDirs(o.Dir)
+	ensureDirs(o)
 
 	// Protected key: no passphrase, wrong passphrase → error, nothing written.
 	before := treeHash(t, o.Dir)
@@ -218,7 +306,7 @@ func TestSecretKeys(t *testing.T) {
 		t.Fatalf("problems: %v", p)
 	}
 	for _, a := range []string{"gw@example.org", "prot@example.org"} {
-		k, err := s.GatewayOpenPGP(a)
+		k, err := s.GatewayOpenPGPAt(a, time.Now())
 		if err != nil {
 			t.Fatalf("GatewayOpenPGP(%s): %v", a, err)
 		}
@@ -236,13 +324,13 @@ func TestSecretKeys(t *testing.T) {
 		t.Fatalf("passphrase file %s: %v %v", passRel, fi, err)
 	}
 	os.Remove(filepath.Join(o.Dir, passRel))
-	if _, err := mustLoad(t, o).GatewayOpenPGP("prot@example.org"); err == nil {
+	if _, err := mustLoad(t, o).GatewayOpenPGPAt("prot@example.org", time.Now()); err == nil {
 		t.Fatal("protected key usable without any passphrase")
 	}
 	creds := t.TempDir()
 	os.WriteFile(filepath.Join(creds, CredentialPassphrase), []byte("correct horse"), 0o600)
 	o.CredentialsDir = creds
-	if _, err := mustLoad(t, o).GatewayOpenPGP("prot@example.org"); err != nil {
+	if _, err := mustLoad(t, o).GatewayOpenPGPAt("prot@example.org", time.Now()); err != nil {
 		t.Errorf("with credential: %v", err)
 	}
 }
@@ -251,41 +339,61 @@ func TestPermissions(t *testing.T) {
 	f := getFixtures(t)
 	o := newStore(t)
 	res := mustImport(t, o, false, nil, f.secPlain, f.bundle)
+	faultOf := func(s *Snapshot, rel string) *PermissionError {
+		for _, fl := range s.Faults() {
+			var pe *PermissionError
+			if fl.Path == rel && errors.As(fl.Err, &pe) {
+				return pe
+			}
+		}
+		return nil
+	}
 	for _, r := range res {
 		p := filepath.Join(o.Dir, r.File)
 		os.Chmod(p, 0o644)
 		s := mustLoad(t, o)
-		var pe *PermError
-		found := false
-		for _, pr := range s.Problems() {
-			if pr.File == r.File && errors.As(pr.Err, &pe) && strings.Contains(pr.Err.Error(), "chmod 600 "+p) {
-				found = true
-			}
-		}
-		if !found {
-			t.Errorf("%s at 0644: problems %v, want a PermError with chmod 600 %s", r.File, s.Problems(), p)
+		pe := faultOf(s, r.File)
+		if pe == nil || pe.Path != p || pe.Mode != 0o644 || pe.Want != 0o600 || pe.WantOwner != -1 || pe.Dir {
+			t.Errorf("%s at 0644: faults %v, want a PermissionError (mode 0644, want 0600) for %s", r.File, s.Faults(), p)
 		}
 		if len(s.GatewayAddresses()) != 1 {
 			t.Errorf("with %s refused, gateway addresses = %v, want the other identity only", r.File, s.GatewayAddresses())
 		}
+		// The refused identity makes its area unavailable: no key is "no key configured".
+		area := AreaGatewayOpenPGP
+		if r.Protocol == "smime" {
+			area = AreaGatewaySMIME
+		}
+		if err := s.Unavailable(area); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("%s refused: Unavailable(%v) = %v", r.File, area, err)
+		}
 		// 0640 is accepted only for the service group.
 		os.Chmod(p, 0o640)
-		if n := len(mustLoad(t, o).Problems()); n != 1 {
-			t.Errorf("0640 without service group: %d problems, want 1", n)
+		if s := mustLoad(t, o); faultOf(s, r.File) == nil {
+			t.Errorf("0640 without service group: faults %v, want one for %s", s.Faults(), r.File)
 		}
 		o2 := o
 		o2.ServiceGroup = "root" // the tests run as root; files are group root
 		if os.Geteuid() == 0 {
-			if p := mustLoad(t, o2).Problems(); len(p) != 0 {
-				t.Errorf("0640 with service group: %v", p)
+			if s := mustLoad(t, o2); len(s.Faults()) != 0 || len(s.Problems()) != 0 {
+				t.Errorf("0640 with service group: %v %v", s.Faults(), s.Problems())
 			}
 		}
 		os.Chmod(p, 0o600)
 	}
 	os.Chmod(filepath.Join(o.Dir, DirPrivate), 0o755)
 	s := mustLoad(t, o)
-	if len(s.GatewayAddresses()) != 0 || !strings.Contains(fmt.Sprint(s.Problems()), "chmod 700") {
-		t.Errorf("private/ at 0755: gateway %v, problems %v", s.GatewayAddresses(), s.Problems())
+	pe := faultOf(s, DirPrivate)
+	if len(s.GatewayAddresses()) != 0 || pe == nil || !pe.Dir || pe.Want != 0o700 {
+		t.Errorf("private/ at 0755: gateway %v, faults %v", s.GatewayAddresses(), s.Faults())
+	}
+	for _, a := range []Area{AreaGatewayOpenPGP, AreaGatewaySMIME} {
+		if err := s.Unavailable(a); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("private/ at 0755: Unavailable(%v) = %v", a, err)
+		}
+	}
+	if _, err := s.GatewayOpenPGPAt("gw@example.org", time.Now()); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoKey) {
+		t.Errorf("private/ at 0755: GatewayOpenPGPAt = %v, want ErrUnavailable (and not ErrNoKey)", err)
 	}
 }
 
@@ -311,6 +419,12 @@ func TestX509Imports(t *testing.T) {
 		}
 		if _, err := s.Certificate(a, time.Now().Add(2*365*24*time.Hour)); !errors.Is(err, ErrNoKey) {
 			t.Errorf("Certificate(%s) in two years = %v, want ErrNoKey", a, err)
+		}
+	}
+	// The subject's emailAddress is shown by name, not as an OID.
+	for _, e := range s.Entries(time.Now()) {
+		if e.Addresses[0] == "erin@example.org" && e.Subject != "emailAddress=erin@example.org,CN=Erin" {
+			t.Errorf("erin's subject shown as %q", e.Subject)
 		}
 	}
 	for _, a := range []string{"frank@example.org", "grace@example.org"} {
@@ -348,14 +462,11 @@ func TestNSSCorpus(t *testing.T) {
 	if kr := s.GatewayDecryptionKeyRing(); kr.CountEntities() != 1 {
 		t.Errorf("gateway decryption keys: %d, want 1 (bob)", kr.CountEntities())
 	}
-	if kr := s.VerificationKeyRing(); kr.CountEntities() != 2 {
-		t.Errorf("verification keys: %d, want 2", kr.CountEntities())
-	}
 	if ks := s.OpenPGPByKeyID(0xf231550c4f47e38e); len(ks) != 1 {
 		t.Errorf("OpenPGPByKeyID(alice) = %d keys", len(ks))
 	}
-	if err := s.VerificationUsable("EB85BB5FA33A75E15E944E63F231550C4F47E38E", time.Now()); err != nil {
-		t.Errorf("VerificationUsable(alice) = %v", err)
+	if err := s.pgpByFpr["EB85BB5FA33A75E15E944E63F231550C4F47E38E"].signingUsable(time.Now()); err != nil {
+		t.Errorf("alice's key not usable for verification: %v", err)
 	}
 }
 
@@ -384,7 +495,7 @@ func TestBadInputs(t *testing.T) {
 		{name: "cert without e-mail", file: f.noMailCert, want: "no e-mail address"},
 		{name: "signature not key", file: write("sig.asc", []byte("-----BEGIN PGP SIGNATURE-----\n\nabcd\n-----END PGP SIGNATURE-----\n")), want: "PGP SIGNATURE, not a key"},
 		{name: "wrong PKCS#12 passphrase", file: f.p12, pass: []byte("nope"), want: "wrong passphrase"},
-		{name: "PKCS#12 without passphrase", file: f.p12, want: "--passphrase-file"},
+		{name: "PKCS#12 without passphrase", file: f.p12, want: "protected by a passphrase, and none was given"},
 		{name: "duplicate in one file", file: write("dup2.asc", []byte(oneKey+oneKey)), reason: "duplicate: same key earlier in"},
 		{name: "empty", file: write("empty", nil), want: "empty"},
 	} {
@@ -415,6 +526,16 @@ func TestBadInputs(t *testing.T) {
 				t.Errorf("results %+v; want a reason %q", res, tc.reason)
 			}
 		})
+	}
+	// A missing passphrase can be told apart, for the CLI's hint.
+	if _, err := Import(newStore(t), readFile(t, f.p12), "p12", false, nil, time.Now()); !errors.Is(err, ErrNeedPassphrase) {
+		t.Errorf("PKCS#12 without passphrase: %v, want ErrNeedPassphrase", err)
+	}
+	if _, err := Import(newStore(t), readFile(t, f.p12), "p12", false, []byte("nope"), time.Now()); !errors.Is(err, ErrWrongPassphrase) {
+		t.Errorf("PKCS#12 with a wrong passphrase: %v, want ErrWrongPassphrase", err)
+	}
+	if res, err := Import(newStore(t), readFile(t, f.secProt), "prot", false, nil, time.Now()); err == nil || len(res) != 1 || res[0].Err != ErrNeedPassphrase {
+		t.Errorf("protected secret key without passphrase: %+v %v, want a result with ErrNeedPassphrase", res, err)
 	}
 	// Importing what is already there changes nothing and says where it is.
 	o := newStore(t)
@@ -457,8 +578,26 @@ func TestBrokenFileSkipped(t *testing.T) {
 	if len(s.Entries(time.Now())) != 4 {
 		t.Errorf("entries: %d, want 4", len(s.Entries(time.Now())))
 	}
-	if !strings.Contains(fmt.Sprint(s.Check(time.Now())), "stray.txt: orphaned") {
-		t.Errorf("check does not report the orphan: %v", s.Check(time.Now()))
+	if !strings.Contains(fmt.Sprint(s.Check(time.Now(), DefaultExpiryWarning, nil)), "stray.txt: orphaned") {
+		t.Errorf("check does not report the orphan: %v", s.Check(time.Now(), DefaultExpiryWarning, nil))
+	}
+}
+
+// TestDiscoveredIgnored: key discovery's cache (KEYSTORE/discovered/) is
+// neither loaded as the admin's keys nor reported as orphaned.
+func TestDiscoveredIgnored(t *testing.T) {
+	o := newStore(t)
+	ensureDirs(o)
+	k, _ := genPGP(t, "found@example.net", time.Now().Add(-time.Hour), false)
+	os.MkdirAll(filepath.Join(o.Dir, DirDiscovered, "openpgp"), 0o700)
+	os.WriteFile(filepath.Join(o.Dir, DirDiscovered, "openpgp", "found.asc"), []byte(k), 0o644)
+	os.WriteFile(filepath.Join(o.Dir, DirDiscovered, "index.json"), []byte("{}"), 0o644)
+	s := mustLoad(t, o)
+	if _, err := s.EncryptionKey("found@example.net", time.Now()); !errors.Is(err, ErrNoKey) {
+		t.Errorf("a discovered key is used as the admin's: %v", err)
+	}
+	if c := s.Check(time.Now(), DefaultExpiryWarning, nil); len(c) != 0 || len(s.Entries(time.Now())) != 0 {
+		t.Errorf("check %v, entries %v; want nothing", c, s.Entries(time.Now()))
 	}
 }
 
@@ -479,14 +618,24 @@ func TestRemoveExport(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "imported: 1") {
 		t.Errorf("gpg --import of the export: %v\n%s", err, out)
 	}
+	if b, err := s.ExportProtocol("alice@example.org", false, ProtocolSMIME); !errors.Is(err, ErrNotFound) {
+		t.Errorf("export smime of an OpenPGP-only address: %q, %v; want ErrNotFound", b, err)
+	}
+	if b, err := s.ExportProtocol("dave@example.org", false, ProtocolSMIME); err != nil || !bytes.HasPrefix(b, []byte("-----BEGIN CERTIFICATE-----")) {
+		t.Errorf("export smime dave: %v %q", err, b)
+	}
+	if b, err := s.ExportProtocol("dave@example.org", false, ProtocolOpenPGP); !errors.Is(err, ErrNotFound) {
+		t.Errorf("export openpgp of an S/MIME-only address: %q, %v; want ErrNotFound", b, err)
+	}
 	if b, err := s.Export("gw@example.org", true); err != nil || !bytes.Contains(b, []byte("PRIVATE KEY BLOCK")) {
 		t.Errorf("export --secret gw: %v", err)
 	}
 	if _, err := s.Export("dave@example.org", true); !errors.Is(err, ErrNotFound) {
 		t.Errorf("export --secret of a correspondent = %v, want ErrNotFound", err)
 	}
-	if _, err := Remove(o, f.fprs["gw@example.org"], false); err == nil || !strings.Contains(err.Error(), "--secret") {
-		t.Errorf("remove gateway key without --secret: %v", err)
+	var se *SecretError
+	if _, err := Remove(o, f.fprs["gw@example.org"], false); !errors.As(err, &se) || se.Fingerprint != f.fprs["gw@example.org"] {
+		t.Errorf("remove gateway key without secret = %v, want a *SecretError", err)
 	}
 	for _, fpr := range []string{f.fprs["alice@example.org"], f.fprs["gw@example.org"]} {
 		if _, err := Remove(o, fpr, true); err != nil {
@@ -494,8 +643,8 @@ func TestRemoveExport(t *testing.T) {
 		}
 	}
 	s = mustLoad(t, o)
-	if s.HasOpenPGP("alice@example.org") || len(s.GatewayAddresses()) != 0 || !s.HasOpenPGP("bob@example.org") {
-		t.Errorf("after remove: alice %v gw %v bob %v", s.HasOpenPGP("alice@example.org"), s.GatewayAddresses(), s.HasOpenPGP("bob@example.org"))
+	if hasPGP(s, "alice@example.org") || len(s.GatewayAddresses()) != 0 || !hasPGP(s, "bob@example.org") {
+		t.Errorf("after remove: alice %v gw %v bob %v", hasPGP(s, "alice@example.org"), s.GatewayAddresses(), hasPGP(s, "bob@example.org"))
 	}
 	if _, err := Remove(o, f.fprs["alice@example.org"], false); !errors.Is(err, ErrNotFound) {
 		t.Errorf("second remove = %v, want ErrNotFound", err)
@@ -561,7 +710,7 @@ func TestConcurrentImports(t *testing.T) {
 
 func TestHolderReloadDuringLookups(t *testing.T) {
 	o := newStore(t)
-	ensureDirs(o.Dir)
+	ensureDirs(o)
 	alice, _ := genPGP(t, "alice@example.org", time.Now().Add(-time.Hour), false)
 	os.WriteFile(filepath.Join(o.Dir, DirOpenPGP, "alice.asc"), []byte(alice), 0o644)
 	h, err := NewHolder(o)
@@ -589,7 +738,7 @@ func TestHolderReloadDuringLookups(t *testing.T) {
 				if _, err := s.EncryptionKey("alice@example.org", time.Now()); err != nil {
 					failures.Add(1)
 				}
-				s.VerificationKeyRing()
+				s.OpenPGPByKeyID(0)
 				lookups.Add(1)
 			}
 		})
@@ -609,8 +758,8 @@ func TestHolderReloadDuringLookups(t *testing.T) {
 		t.Errorf("%d of %d lookups failed during reloads", failures.Load(), lookups.Load())
 	}
 	s := h.Current()
-	if !s.HasOpenPGP("n9@example.org") || len(s.Problems()) != 1 || s.Problems()[0].File != "openpgp/broken.asc" {
-		t.Errorf("after reloads: n9 %v, problems %v", s.HasOpenPGP("n9@example.org"), s.Problems())
+	if !hasPGP(s, "n9@example.org") || len(s.Problems()) != 1 || s.Problems()[0].File != "openpgp/broken.asc" {
+		t.Errorf("after reloads: n9 %v, problems %v", hasPGP(s, "n9@example.org"), s.Problems())
 	}
 	// The directory going away keeps the old snapshot.
 	os.Rename(o.Dir, o.Dir+".gone")
@@ -622,7 +771,7 @@ func TestHolderReloadDuringLookups(t *testing.T) {
 
 func TestWatch(t *testing.T) {
 	o := newStore(t)
-	ensureDirs(o.Dir)
+	ensureDirs(o)
 	h, err := NewHolder(o)
 	if err != nil {
 		t.Fatal(err)
@@ -637,7 +786,7 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for !h.Current().HasOpenPGP("w@example.org") {
+	for !hasPGP(h.Current(), "w@example.org") {
 		if time.Now().After(deadline) {
 			t.Fatal("watch did not reload within 5 s")
 		}
@@ -652,8 +801,8 @@ func TestInitInterop(t *testing.T) {
 	if err != nil || len(created) != 3 {
 		t.Fatalf("Init = %v, %v", created, err)
 	}
-	if !IsInitialized(o) {
-		t.Fatal("IsInitialized = false after Init")
+	if ok, err := IsInitialized(o); !ok || err != nil {
+		t.Fatalf("IsInitialized = %v, %v after Init", ok, err)
 	}
 	again, err := Init(o, []string{"rt@example.org"}, true, time.Now())
 	if err != nil || len(again) != 0 {
@@ -712,7 +861,7 @@ func TestInitInterop(t *testing.T) {
 
 func TestHolderSetOptions(t *testing.T) {
 	o := newStore(t)
-	ensureDirs(o.Dir)
+	ensureDirs(o)
 	a, _ := genPGP(t, "Mixed.Case@example.org", time.Now().Add(-time.Hour), false)
 	os.WriteFile(filepath.Join(o.Dir, DirOpenPGP, "a.asc"), []byte(a), 0o644)
 	h, err := NewHolder(o)
@@ -785,7 +934,7 @@ func TestEncryptedPEMBundles(t *testing.T) {
 				t.Fatalf("%s: key not encrypted", file)
 			}
 			o := newStore(t)
-			ensureDirs(o.Dir)
+			ensureDirs(o)
 			before := treeHash(t, o.Dir)
 			for _, pass := range [][]byte{nil, []byte("wrong")} {
 				_, err := Import(o, readFile(t, file), file, false, pass, time.Now())
@@ -806,7 +955,7 @@ func TestEncryptedPEMBundles(t *testing.T) {
 			}
 			// The same file placed by hand is unlocked with its .passphrase.
 			o2 := newStore(t)
-			ensureDirs(o2.Dir)
+			ensureDirs(o2)
 			os.WriteFile(filepath.Join(o2.Dir, DirPrivate, PrivSMIME, "x.pem"), readFile(t, file), 0o600)
 			if p := mustLoad(t, o2).Problems(); len(p) != 1 || !strings.Contains(p[0].Err.Error(), "x.passphrase") {
 				t.Errorf("without passphrase: %v", p)
@@ -831,9 +980,12 @@ func TestCheckExpiringSoon(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := mustLoad(t, o)
-	got := fmt.Sprint(s.Check(time.Now()))
-	if !strings.Contains(got, "soon@example.org: expires") || !strings.Contains(got, "(in 9 days)") {
-		t.Errorf("check: %s", got)
+	got := s.Check(time.Now(), DefaultExpiryWarning, nil)
+	if len(got) != 1 || !got[0].Problem || !strings.Contains(got[0].Message, "soon@example.org: expires") || !strings.Contains(got[0].Message, "(in 9 days)") {
+		t.Errorf("check: %v", got)
+	}
+	if got := s.Check(time.Now(), 5*24*time.Hour, nil); len(got) != 0 {
+		t.Errorf("check warning 5 days ahead: %v, want nothing", got)
 	}
 	if _, err := s.EncryptionKey("soon@example.org", time.Now().Add(11*24*time.Hour)); !errors.Is(err, ErrNoKey) {
 		t.Errorf("EncryptionKey after expiry = %v", err)
@@ -848,7 +1000,7 @@ func TestCheckExpiringSoon(t *testing.T) {
 // proves that go-crypto's lazy signature cache is filled only once.
 func TestConcurrentFirstUse(t *testing.T) {
 	o := newStore(t)
-	ensureDirs(o.Dir)
+	ensureDirs(o)
 	pubs := map[string]string{}
 	for i := range 3 {
 		a, fpr := genPGP(t, fmt.Sprintf("c%d@example.org", i), time.Now().Add(-time.Hour), false)
@@ -871,12 +1023,41 @@ func TestConcurrentFirstUse(t *testing.T) {
 				t.Error(err)
 			}
 			for fpr := range pubs {
-				if err := s.VerificationUsable(fpr, time.Now()); err != nil {
+				if err := s.pgpByFpr[fpr].signingUsable(time.Now()); err != nil {
 					t.Error(err)
 				}
+				for _, id := range s.pgpByFpr[fpr].keyIDs {
+					if len(s.OpenPGPByKeyID(id)) != 1 {
+						t.Errorf("OpenPGPByKeyID(%x) does not find key %s", id, fpr)
+					}
+				}
 			}
-			s.VerificationKeyRing()
 		})
 	}
 	wg.Wait()
+}
+
+// TestSubjectString: subjects read as OpenSSL prints them (RFC 4514
+// order, names for emailAddress and the usual attributes), values escaped.
+func TestSubjectString(t *testing.T) {
+	for _, tc := range []struct {
+		name pkix.Name
+		want string
+	}{
+		{pkix.Name{CommonName: "Erin", ExtraNames: []pkix.AttributeTypeAndValue{{Type: oidEmailAddress, Value: "erin@example.org"}}},
+			"emailAddress=erin@example.org,CN=Erin"},
+		{pkix.Name{CommonName: "Doe, John+Jr", Organization: []string{"#Acme "}, Country: []string{"DE"}},
+			"CN=Doe\\, John\\+Jr,O=\\#Acme\\ ,C=DE"},
+	} {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(1), Subject: tc.name,
+			NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}, &x509.Certificate{SerialNumber: big.NewInt(1), Subject: tc.name}, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := x509.ParseCertificate(der)
+		if got := subjectString(c); got != tc.want {
+			t.Errorf("subjectString = %q, want %q (Go: %q)", got, tc.want, c.Subject.String())
+		}
+	}
 }

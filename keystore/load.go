@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ProtonMail/gopenpgp/v3/crypto"
+	"github.com/cryptmilter/cryptmilter/crypto/pkcs12"
 )
 
 // fileKind says what a file in the keystore is expected to hold.
@@ -64,6 +64,8 @@ type fileResult struct {
 	crls    []*x509.RevocationList
 	smime   *SMIMEIdentity
 	other   bool    // not a regular file: reported as orphaned
+	gone    bool    // removed while loading
+	fault   error   // could not be read (*ReadError) or refused (*PermissionError)
 	err     error   // the whole file is unusable
 	partial []error // parts of the file were skipped
 }
@@ -103,59 +105,121 @@ type Snapshot struct {
 	smime       []*SMIMEIdentity
 	smimeByAddr map[string][]*SMIMEIdentity
 
-	problems []Problem
-	pins     map[string]string // normalised address → fingerprint/hash
+	problems       []Problem // files (or parts) left out because of their content
+	secretProblems []Problem // those of them in the secret directories
+	faults         []Fault   // places that could not be read
+	unavail        [numAreas][]Fault
+	dirs           map[string]dirState // by relative path of the key directories and private/
+	pins           map[string]string   // normalised address → fingerprint/hash
 
 	dropReuse bool // set (under Holder.mu) when options changed: reparse all
-
-	verifyOnce sync.Once
-	verifyRing *crypto.KeyRing
 }
+
+// dirState is what a load knows about a key directory.
+type dirState uint8
+
+const (
+	dirAbsent dirState = iota // does not exist
+	dirRead                   // read by this load
+	dirKept                   // unreadable; what an earlier load read there is kept
+	dirLost                   // unreadable; nothing known
+)
 
 // Load reads the keystore directory. It fails only if the directory itself
-// is unusable (missing, unreadable, private/ with unsafe permissions);
-// problems with single files are in Snapshot.Problems and those files are
-// left out.
+// is unusable (missing, unreadable, or the service group unknown): single
+// files or subdirectories that cannot be read are Faults of the snapshot,
+// files whose content cannot be used are Problems, and both are left out.
 func Load(opts Options) (*Snapshot, error) {
-	return load(opts, nil, true, max(runtime.GOMAXPROCS(0), 4))
+	return load(opts, loadParams{lock: true, workers: max(runtime.GOMAXPROCS(0), 4)})
 }
 
-// load reads the keystore, reusing prev's results for unchanged public
-// files. lock takes the shared lock (writers holding the exclusive lock
-// pass false). workers goroutines read and parse files: more than the
-// CPUs for a cold load (to overlap I/O waits), fewer for a reload while
-// the daemon serves lookups.
-func load(opts Options, prev *Snapshot, lock bool, workers int) (*Snapshot, error) {
+// loadParams says how load reads the keystore.
+type loadParams struct {
+	// prev is the snapshot in service: what it read in a place that is
+	// now unreadable is kept, and with reuse its results for unchanged
+	// public files are used again instead of parsing them.
+	prev  *Snapshot
+	reuse bool
+	// lock takes the shared lock (writers holding the exclusive lock
+	// pass false).
+	lock bool
+	// workers goroutines read and parse files: more than the CPUs for a
+	// cold load (to overlap I/O waits), fewer for a reload while the
+	// daemon serves lookups.
+	workers int
+}
+
+// loader is the state of one load.
+type loader struct {
+	opts  Options
+	pol   secretPolicy
+	prev  *Snapshot
+	s     *Snapshot
+	kept  []*fileResult // results carried over from prev for unreadable places
+	taken map[string]bool
+}
+
+func load(opts Options, lp loadParams) (*Snapshot, error) {
 	fi, err := os.Stat(opts.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("keystore: %w", err)
+		return nil, &ReadError{Path: opts.Dir, Err: err}
 	}
 	if !fi.IsDir() {
-		return nil, fmt.Errorf("keystore: %s is not a directory", opts.Dir)
+		return nil, &ReadError{Path: opts.Dir, Err: syscall.ENOTDIR}
 	}
-	pol, err := newSecretPolicy(opts)
+	pol, err := newSecretPolicy(opts, fi)
 	if err != nil {
 		return nil, err
 	}
-	if lock {
+	if lp.lock {
 		unlock := lockShared(opts.Dir)
 		defer unlock()
 	}
-
-	s := &Snapshot{opts: opts, loadedAt: time.Now(), files: map[string]*fileResult{}}
-
-	// Secret directories must be private; if one is not, its files are
-	// refused (reported), the rest of the keystore still loads.
-	privOK := map[string]error{}
-	for _, d := range []string{DirPrivate, filepath.Join(DirPrivate, PrivOpenPGP), filepath.Join(DirPrivate, PrivSMIME)} {
-		p := filepath.Join(opts.Dir, d)
-		dfi, err := os.Stat(p)
-		if err != nil {
+	top, err := os.ReadDir(opts.Dir)
+	if err != nil {
+		return nil, &ReadError{Path: opts.Dir, Err: err}
+	}
+	l := &loader{opts: opts, pol: pol, prev: lp.prev, taken: map[string]bool{},
+		s: &Snapshot{opts: opts, loadedAt: time.Now(), files: map[string]*fileResult{}, dirs: map[string]dirState{}}}
+	s := l.s
+	known := map[string]bool{DirOpenPGP: true, DirCerts: true, DirCA: true, DirCRL: true, DirPrivate: true, DirDiscovered: true}
+	for _, e := range top {
+		if strings.HasPrefix(e.Name(), ".") || known[e.Name()] {
 			continue
 		}
-		if err := pol.checkSecretDir(p, dfi); err != nil {
-			privOK[d] = err
-			s.problems = append(s.problems, Problem{File: d, Err: err})
+		s.others = append(s.others, e.Name())
+	}
+
+	// Secret directories must be private; if one is not, its files are
+	// refused, the rest of the keystore still loads.
+	privSub := []string{filepath.Join(DirPrivate, PrivOpenPGP), filepath.Join(DirPrivate, PrivSMIME)}
+	refused := map[string]error{} // a secret directory with unsafe permissions (or below one)
+	faulted := map[string]bool{}  // a directory that cannot be read (or below one)
+	for _, d := range append([]string{DirPrivate}, privSub...) {
+		if faulted[d] || refused[d] != nil {
+			continue
+		}
+		p := filepath.Join(opts.Dir, d)
+		dfi, err := os.Stat(p)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			continue
+		case err != nil:
+			l.dirFault(d, &ReadError{Path: p, Err: err})
+			faulted[d] = true
+		default:
+			if err := pol.checkSecretDir(p, dfi); err != nil {
+				refused[d] = err
+				s.dirs[d] = dirLost
+				s.faults = append(s.faults, Fault{Path: d, Err: err})
+			} else {
+				s.dirs[d] = dirRead
+			}
+		}
+		if d == DirPrivate && (faulted[d] || refused[d] != nil) {
+			for _, sub := range privSub {
+				faulted[sub], refused[sub] = faulted[d], refused[d]
+			}
 		}
 	}
 
@@ -164,25 +228,24 @@ func load(opts Options, prev *Snapshot, lock bool, workers int) (*Snapshot, erro
 		kind fileKind
 	}
 	var jobs []job
-	top, err := os.ReadDir(opts.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("keystore: %w", err)
-	}
-	known := map[string]bool{DirOpenPGP: true, DirCerts: true, DirCA: true, DirCRL: true, DirPrivate: true, DirDiscovered: true}
-	for _, e := range top {
-		if strings.HasPrefix(e.Name(), ".") || known[e.Name()] {
-			continue
-		}
-		s.others = append(s.others, e.Name())
-	}
 	for _, kd := range kindDirs {
-		ents, err := os.ReadDir(filepath.Join(opts.Dir, kd.dir))
+		if faulted[kd.dir] {
+			continue // recorded, and what was read there before kept
+		}
+		full := filepath.Join(opts.Dir, kd.dir)
+		ents, err := os.ReadDir(full)
 		if errors.Is(err, fs.ErrNotExist) {
+			delete(s.dirs, kd.dir)
 			continue
 		}
 		if err != nil {
-			s.problems = append(s.problems, Problem{File: kd.dir, Err: err})
+			if refused[kd.dir] == nil {
+				l.dirFault(kd.dir, &ReadError{Path: full, Err: err})
+			}
 			continue
+		}
+		if refused[kd.dir] == nil {
+			s.dirs[kd.dir] = dirRead
 		}
 		for _, e := range ents {
 			name := e.Name()
@@ -194,35 +257,39 @@ func load(opts Options, prev *Snapshot, lock bool, workers int) (*Snapshot, erro
 				continue
 			}
 			if e.IsDir() {
-				if kd.dir != DirPrivate {
-					s.others = append(s.others, rel)
-				}
+				s.others = append(s.others, rel)
 				continue
 			}
-			if kd.kind.secret() {
-				if privOK[DirPrivate] != nil || privOK[filepath.Dir(rel)] != nil {
-					s.problems = append(s.problems, Problem{File: rel, Err: errors.New("refused: its directory is not private (see the problem reported for it)")})
-					continue
-				}
+			if refused[kd.dir] != nil {
+				p := Problem{File: rel, Err: errors.New("refused: its directory is not private (see the fault reported for it)")}
+				s.problems = append(s.problems, p)
+				s.secretProblems = append(s.secretProblems, p)
+				continue
 			}
 			jobs = append(jobs, job{rel, kd.kind})
 		}
 	}
 	// Files directly in private/ are not read.
-	if ents, err := os.ReadDir(filepath.Join(opts.Dir, DirPrivate)); err == nil {
-		for _, e := range ents {
-			if !e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-				s.others = append(s.others, filepath.Join(DirPrivate, e.Name()))
+	if s.dirs[DirPrivate] == dirRead {
+		if ents, err := os.ReadDir(filepath.Join(opts.Dir, DirPrivate)); err == nil {
+			for _, e := range ents {
+				if !e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+					s.others = append(s.others, filepath.Join(DirPrivate, e.Name()))
+				}
 			}
 		}
 	}
 
 	// Workers open each file once: fstat for the reuse stamp and the
 	// permission check, then one read of the known size.
+	reuse := lp.prev
+	if !lp.reuse {
+		reuse = nil
+	}
 	results := make([]*fileResult, len(jobs))
 	var wg sync.WaitGroup
 	var next atomic.Int64
-	for range workers {
+	for range lp.workers {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1) - 1)
@@ -230,21 +297,89 @@ func load(opts Options, prev *Snapshot, lock bool, workers int) (*Snapshot, erro
 					return
 				}
 				j := jobs[i]
-				results[i] = loadFile(opts, pol, prev, j.rel, j.kind)
+				results[i] = loadFile(opts, pol, reuse, j.rel, j.kind)
 			}
 		})
 	}
 	wg.Wait()
 	var kept []*fileResult
 	for _, r := range results {
-		if r.other {
+		switch {
+		case r.gone:
+		case r.other:
 			s.others = append(s.others, r.rel)
-			continue
+		case r.fault != nil:
+			l.fileFault(r)
+		default:
+			kept = append(kept, r)
 		}
-		kept = append(kept, r)
 	}
-	s.index(kept)
+	s.index(append(kept, l.kept...))
+	s.computeUnavailable()
+	if !lp.reuse && len(l.kept) > 0 {
+		s.dropReuse = true // what was kept was parsed with the old options
+	}
 	return s, nil
+}
+
+// dirFault records that the key directory rel (or private/) cannot be
+// read, and keeps what the previous load had below it.
+func (l *loader) dirFault(rel string, err error) {
+	st := l.prev.dirState(rel)
+	kept := st == dirRead || st == dirKept
+	if l.prev != nil {
+		for frel, r := range l.prev.files {
+			if strings.HasPrefix(frel, rel+string(filepath.Separator)) && !l.taken[frel] {
+				l.taken[frel] = true
+				l.kept = append(l.kept, r)
+			}
+		}
+	}
+	if rel == DirPrivate {
+		// Both secret directories below it are unreadable too; what the
+		// previous load knew of each is kept.
+		for _, d := range []string{filepath.Join(DirPrivate, PrivOpenPGP), filepath.Join(DirPrivate, PrivSMIME)} {
+			st := dirLost
+			if ps := l.prev.dirState(d); ps == dirRead || ps == dirKept || ps == dirAbsent && kept {
+				st = dirKept
+			}
+			l.s.dirs[d] = st
+			if st == dirLost && kept {
+				l.s.faults = append(l.s.faults, Fault{Path: d, Err: err})
+			}
+		}
+	}
+	st = dirLost
+	if kept {
+		st = dirKept
+	}
+	l.s.dirs[rel] = st
+	l.s.faults = append(l.s.faults, Fault{Path: rel, Err: err, Kept: kept})
+}
+
+// dirState returns what s knew of a directory (dirLost without s).
+func (s *Snapshot) dirState(rel string) dirState {
+	if s == nil {
+		return dirLost
+	}
+	return s.dirs[rel]
+}
+
+// fileFault records a file that could not be read (or a secret refused
+// for its permissions) and keeps what the previous load read from it. A
+// secret refused for its permissions is not kept: the rule is the same at
+// start and at reload.
+func (l *loader) fileFault(r *fileResult) {
+	f := Fault{Path: r.rel, Err: r.fault}
+	var pe *PermissionError
+	if l.prev != nil && !errors.As(r.fault, &pe) && !l.taken[r.rel] {
+		if p, ok := l.prev.files[r.rel]; ok {
+			l.taken[r.rel] = true
+			l.kept = append(l.kept, p)
+			f.Kept = true
+		}
+	}
+	l.s.faults = append(l.s.faults, f)
 }
 
 // loadFile opens, checks and parses one file (or reuses prev's result).
@@ -263,13 +398,17 @@ func loadFile(opts Options, pol secretPolicy, prev *Snapshot, rel string, kind f
 		}
 	}
 	fd, err := syscall.Open(full, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
+	if err == syscall.ENOENT {
+		r.gone = true // removed since the directory was listed
+		return r
+	}
 	if err != nil {
-		r.err = &fs.PathError{Op: "open", Path: rel, Err: err}
+		r.fault = &ReadError{Path: full, Err: &fs.PathError{Op: "open", Path: full, Err: err}}
 		return r
 	}
 	defer syscall.Close(fd)
 	if err := syscall.Fstat(fd, &st); err != nil {
-		r.err = &fs.PathError{Op: "stat", Path: rel, Err: err}
+		r.fault = &ReadError{Path: full, Err: &fs.PathError{Op: "stat", Path: full, Err: err}}
 		return r
 	}
 	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
@@ -278,8 +417,8 @@ func loadFile(opts Options, pol secretPolicy, prev *Snapshot, rel string, kind f
 	}
 	r.stamp = stampOfStat(&st)
 	if kind.secret() {
-		if err := pol.checkSecret(full, fs.FileMode(st.Mode&0o777), int(st.Uid), int(st.Gid), 0o600, 0o640, "600"); err != nil {
-			r.err = err
+		if err := pol.checkSecret(full, false, fs.FileMode(st.Mode&0o777), int(st.Uid), int(st.Gid)); err != nil {
+			r.fault = err
 			return r
 		}
 	}
@@ -294,7 +433,7 @@ func loadFile(opts Options, pol secretPolicy, prev *Snapshot, rel string, kind f
 			continue
 		}
 		if err != nil {
-			r.err = &fs.PathError{Op: "read", Path: rel, Err: err}
+			r.fault = &ReadError{Path: full, Err: &fs.PathError{Op: "read", Path: full, Err: err}}
 			return r
 		}
 		if m == 0 {
@@ -304,6 +443,14 @@ func loadFile(opts Options, pol secretPolicy, prev *Snapshot, rel string, kind f
 		n += m
 	}
 	parseFile(opts, pol, r, data)
+	// A passphrase file or credential that cannot be read (or has unsafe
+	// permissions) is a fault of the key file, not a problem with its
+	// content.
+	var re *ReadError
+	var pe *PermissionError
+	if errors.As(r.err, &re) || errors.As(r.err, &pe) {
+		r.fault, r.err, r.pgp, r.smime = r.err, nil, nil, nil
+	}
 	return r
 }
 
@@ -399,14 +546,14 @@ func parseSMIMEIdentity(opts Options, pol secretPolicy, rel string, data []byte)
 	var key gocrypto.Signer
 	var leaf *x509.Certificate
 	var chain []*x509.Certificate
-	if looksLikePKCS12(data) {
+	if pkcs12.LooksLikePFX(data) {
 		pass, src, err := findPassphrase(opts, pol, rel)
 		if err != nil {
 			return nil, err
 		}
-		key, leaf, chain, err = parsePKCS12(data, pass)
+		key, leaf, chain, err = pkcs12.Decode(data, pass)
 		if err != nil {
-			if errors.Is(err, errPKCS12Passphrase) {
+			if errors.Is(err, pkcs12.ErrIncorrectPassword) {
 				return nil, fmt.Errorf("PKCS#12: wrong passphrase in %s", src)
 			}
 			return nil, err
@@ -458,35 +605,44 @@ func parseSMIMEIdentity(opts Options, pol secretPolicy, rel string, data []byte)
 
 // findPassphrase looks for the passphrase of the protected secret file rel:
 // private/…/NAME.passphrase, then $CREDENTIALS_DIRECTORY/NAME.passphrase,
-// then $CREDENTIALS_DIRECTORY/keystore.passphrase.
+// then $CREDENTIALS_DIRECTORY/keystore.passphrase. A passphrase file that
+// exists but cannot be read is a *ReadError.
 func findPassphrase(opts Options, pol secretPolicy, rel string) ([]byte, string, error) {
 	base := strings.TrimSuffix(filepath.Base(rel), filepath.Ext(rel))
-	local := filepath.Join(opts.Dir, filepath.Dir(rel), base+passSuffix)
-	if fi, err := os.Stat(local); err == nil {
+	localRel := filepath.Join(filepath.Dir(rel), base+passSuffix)
+	local := filepath.Join(opts.Dir, localRel)
+	fi, err := os.Stat(local)
+	switch {
+	case err == nil:
 		if err := pol.checkSecretFile(local, fi); err != nil {
-			return nil, "", fmt.Errorf("passphrase file %s: %w", filepath.Join(filepath.Dir(rel), base+passSuffix), err)
+			return nil, "", err
 		}
 		p, err := readPassphrase(local)
-		return p, filepath.Join(filepath.Dir(rel), base+passSuffix), err
+		return p, localRel, err
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, "", &ReadError{Path: local, Err: err}
 	}
 	if opts.CredentialsDir != "" {
 		for _, n := range []string{base + passSuffix, CredentialPassphrase} {
 			p := filepath.Join(opts.CredentialsDir, n)
-			if _, err := os.Stat(p); err == nil {
+			_, err := os.Stat(p)
+			switch {
+			case err == nil:
 				pass, err := readPassphrase(p)
 				return pass, "credential " + n, err
+			case !errors.Is(err, fs.ErrNotExist):
+				return nil, "", &ReadError{Path: p, Err: err}
 			}
 		}
 	}
-	return nil, "", fmt.Errorf("protected by a passphrase, and none found (put it in %s or the systemd credential %s)",
-		filepath.Join(filepath.Dir(rel), base+passSuffix), CredentialPassphrase)
+	return nil, "", fmt.Errorf("%w (put it in %s or the systemd credential %s)", ErrNeedPassphrase, localRel, CredentialPassphrase)
 }
 
 // readPassphrase reads a passphrase file, dropping one final line break.
 func readPassphrase(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("keystore: read passphrase: %w", err)
+		return nil, &ReadError{Path: path, Err: err}
 	}
 	b = bytes.TrimSuffix(b, []byte("\n"))
 	b = bytes.TrimSuffix(b, []byte("\r"))
@@ -535,6 +691,9 @@ func (s *Snapshot) index(results []*fileResult) {
 		s.files[r.rel] = r
 		if r.err != nil {
 			s.problems = append(s.problems, Problem{File: r.rel, Err: r.err})
+			if r.kind.secret() {
+				s.secretProblems = append(s.secretProblems, Problem{File: r.rel, Err: r.err})
+			}
 			continue
 		}
 		for _, e := range r.partial {
@@ -635,7 +794,8 @@ func (s *Snapshot) index(results []*fileResult) {
 	}
 }
 
-// Problems lists the files (or parts) that were left out, and why.
+// Problems lists the files (or parts of files) left out because of their
+// content, and why. Places that could not be read are Faults.
 func (s *Snapshot) Problems() []Problem { return append([]Problem(nil), s.problems...) }
 
 // LoadedAt is when the snapshot was read.

@@ -29,10 +29,52 @@ func lockShared(dir string) func() {
 	}
 }
 
-// lockExclusive takes the writers' lock on DIR/.lock, creating it.
-func lockExclusive(dir string) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+// writer writes files into a keystore: as the keystore directory's owner
+// when run as root, so that root (an admin running `keys`) manages a
+// keystore the service user reads.
+type writer struct {
+	dir string
+	// uid and gid of every file and directory written, -1 to leave them
+	// to the writing process: the keystore directory's owner and its
+	// group, or the configured service group.
+	uid, gid int
+}
+
+// newWriter returns the writer for the keystore of opts, which must exist.
+func newWriter(opts Options) (writer, error) {
+	w := writer{dir: opts.Dir, uid: -1, gid: -1}
+	if os.Geteuid() != 0 {
+		return w, nil
+	}
+	fi, err := os.Stat(opts.Dir)
 	if err != nil {
+		return w, &ReadError{Path: opts.Dir, Err: err}
+	}
+	w.uid, w.gid = ownerGroup(fi)
+	if opts.ServiceGroup != "" {
+		if w.gid, err = lookupGroup(opts.ServiceGroup); err != nil {
+			return w, err
+		}
+	}
+	return w, nil
+}
+
+// chown gives a file written by root to the keystore's owner.
+func (w writer) chown(f *os.File) error {
+	if w.uid < 0 {
+		return nil
+	}
+	return f.Chown(w.uid, w.gid)
+}
+
+// lockExclusive takes the writers' lock on DIR/.lock, creating it.
+func (w writer) lockExclusive() (func(), error) {
+	f, err := os.OpenFile(filepath.Join(w.dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: lock: %w", err)
+	}
+	if err := w.chown(f); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("keystore: lock: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
@@ -46,34 +88,48 @@ func lockExclusive(dir string) (func(), error) {
 }
 
 // lockedSnapshot takes the writers' lock and loads the keystore under it,
-// for a change: the caller writes, then calls unlock.
-func lockedSnapshot(opts Options) (snap *Snapshot, unlock func(), err error) {
-	unlock, err = lockExclusive(opts.Dir)
-	if err != nil {
-		return nil, nil, err
+// for a change: the caller writes with w, then calls unlock. With create,
+// the keystore's directories are created first where missing.
+func lockedSnapshot(opts Options, create bool) (snap *Snapshot, w writer, unlock func(), err error) {
+	if create {
+		w, err = ensureDirs(opts)
+	} else {
+		w, err = newWriter(opts)
 	}
-	snap, err = load(opts, nil, false, max(runtime.GOMAXPROCS(0), 4))
+	if err != nil {
+		return nil, w, nil, err
+	}
+	unlock, err = w.lockExclusive()
+	if err != nil {
+		return nil, w, nil, err
+	}
+	snap, err = load(opts, loadParams{workers: max(runtime.GOMAXPROCS(0), 4)})
 	if err != nil {
 		unlock()
-		return nil, nil, err
+		return nil, w, nil, err
 	}
-	return snap, unlock, nil
+	return snap, w, unlock, nil
 }
 
-// writeFileAtomic writes data to dir/name through a temporary file in the
-// same directory: write, chmod, fsync, rename, fsync the directory.
-func writeFileAtomic(dir, name string, data []byte, perm os.FileMode) error {
+// write writes data to rel (relative to the keystore) atomically: a
+// temporary file in the same directory, chmod, chown, fsync, rename, fsync
+// of the directory.
+func (w writer) write(rel string, data []byte, perm os.FileMode) error {
+	dir, name := filepath.Join(w.dir, filepath.Dir(rel)), filepath.Base(rel)
 	f, err := os.CreateTemp(dir, ".tmp-"+name+"-*")
 	if err != nil {
-		return fmt.Errorf("keystore: write %s: %w", name, err)
+		return fmt.Errorf("keystore: write %s: %w", rel, err)
 	}
 	tmp := f.Name()
 	fail := func(err error) error {
 		f.Close()
 		os.Remove(tmp)
-		return fmt.Errorf("keystore: write %s: %w", name, err)
+		return fmt.Errorf("keystore: write %s: %w", rel, err)
 	}
 	if err := f.Chmod(perm); err != nil {
+		return fail(err)
+	}
+	if err := w.chown(f); err != nil {
 		return fail(err)
 	}
 	if _, err := f.Write(data); err != nil {
@@ -84,13 +140,21 @@ func writeFileAtomic(dir, name string, data []byte, perm os.FileMode) error {
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("keystore: write %s: %w", name, err)
+		return fmt.Errorf("keystore: write %s: %w", rel, err)
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("keystore: write %s: %w", name, err)
+		return fmt.Errorf("keystore: write %s: %w", rel, err)
 	}
 	return syncDir(dir)
+}
+
+// remove removes rel (relative to the keystore) and syncs its directory.
+func (w writer) remove(rel string) error {
+	if err := os.Remove(filepath.Join(w.dir, rel)); err != nil {
+		return fmt.Errorf("keystore: remove: %w", err)
+	}
+	return syncDir(filepath.Dir(filepath.Join(w.dir, rel)))
 }
 
 func syncDir(dir string) error {
@@ -105,34 +169,42 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// removeFileSynced removes a file and syncs its directory.
-func removeFileSynced(path string) error {
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("keystore: remove: %w", err)
+// ensureDirs creates the keystore layout where it is missing, with safe
+// modes (the keystore itself 0700, the secret directories 0700, the
+// public ones 0755 inside it), owned as the writer writes files.
+func ensureDirs(opts Options) (writer, error) {
+	if err := os.Mkdir(opts.Dir, 0o700); err != nil && !os.IsExist(err) {
+		return writer{}, fmt.Errorf("keystore: create %s: %w", opts.Dir, err)
 	}
-	return syncDir(filepath.Dir(path))
-}
-
-// ensureDirs creates the keystore layout with safe modes.
-func ensureDirs(dir string) error {
+	w, err := newWriter(opts)
+	if err != nil {
+		return w, err
+	}
 	for _, d := range []struct {
-		path string
+		rel  string
 		mode os.FileMode
 	}{
-		{dir, 0o755},
-		{filepath.Join(dir, DirOpenPGP), 0o755},
-		{filepath.Join(dir, DirCerts), 0o755},
-		{filepath.Join(dir, DirCA), 0o755},
-		{filepath.Join(dir, DirCRL), 0o755},
-		{filepath.Join(dir, DirPrivate), 0o700},
-		{filepath.Join(dir, DirPrivate, PrivOpenPGP), 0o700},
-		{filepath.Join(dir, DirPrivate, PrivSMIME), 0o700},
+		{DirOpenPGP, 0o755},
+		{DirCerts, 0o755},
+		{DirCA, 0o755},
+		{DirCRL, 0o755},
+		{DirPrivate, 0o700},
+		{filepath.Join(DirPrivate, PrivOpenPGP), 0o700},
+		{filepath.Join(DirPrivate, PrivSMIME), 0o700},
 	} {
-		if err := os.Mkdir(d.path, d.mode); err != nil && !os.IsExist(err) {
-			return fmt.Errorf("keystore: create %s: %w", d.path, err)
+		p := filepath.Join(opts.Dir, d.rel)
+		err := os.Mkdir(p, d.mode)
+		if os.IsExist(err) {
+			continue
+		}
+		if err == nil && w.uid >= 0 {
+			err = os.Chown(p, w.uid, w.gid)
+		}
+		if err != nil {
+			return w, fmt.Errorf("keystore: create %s: %w", p, err)
 		}
 	}
-	return nil
+	return w, nil
 }
 
 func readDirNames(dir string) ([]string, error) {
@@ -148,8 +220,6 @@ func readDirNames(dir string) ([]string, error) {
 	}
 	return names, nil
 }
-
-func extOf(name string) string { return filepath.Ext(name) }
 
 // safeName turns an address or name into a file name component.
 func safeName(s string) string {

@@ -69,23 +69,19 @@ func newerPGP(a, b *pgpKey) bool {
 // to at time t: the pinned key if the address is pinned, else the newest
 // key (by creation time) whose user ID for addr is validly self-signed,
 // not expired or revoked, with an acceptable algorithm and a usable
-// encryption (sub)key. The error wraps ErrNoKey when there is none.
+// encryption (sub)key. Sign-only, expired and revoked keys are never
+// chosen. The error wraps ErrNoKey when there is none, or ErrUnavailable
+// when there is none and openpgp/ could not be read (see Unavailable).
 func (s *Snapshot) EncryptionKey(addr string, t time.Time) (*crypto.Key, error) {
 	norm := s.opts.norm(addr)
 	k, err := s.choosePGP(norm, s.pgpByAddr[norm], t, purposeEncrypt)
 	if err != nil {
+		if u := s.unavailableFor(AreaOpenPGP, norm); u != nil {
+			return nil, u
+		}
 		return nil, err
 	}
 	return k.key, nil
-}
-
-// HasOpenPGP reports cheaply whether any OpenPGP key is indexed for addr
-// (usable or not).
-func (s *Snapshot) HasOpenPGP(addr string) bool { return len(s.pgpByAddr[s.opts.norm(addr)]) > 0 }
-
-// HasCertificate reports cheaply whether any certificate is indexed for addr.
-func (s *Snapshot) HasCertificate(addr string) bool {
-	return len(s.certByAddr[s.opts.norm(addr)]) > 0
 }
 
 // OpenPGPByKeyID returns the keys (correspondents' and the gateway's public
@@ -102,88 +98,27 @@ func (s *Snapshot) OpenPGPByKeyID(keyID uint64) []*crypto.Key {
 	return out
 }
 
-// OpenPGPByFingerprint returns the key with that primary fingerprint (hex,
-// any case, spaces allowed).
-func (s *Snapshot) OpenPGPByFingerprint(fpr string) (*crypto.Key, bool) {
-	k, ok := s.pgpByFpr[normFpr(fpr)]
-	if !ok || k.cryptoKey() == nil {
-		return nil, false
-	}
-	return k.key, true
-}
-
-// OpenPGPAddresses returns the normalised addresses of the user IDs of the
-// key with that fingerprint that are validly self-signed at t.
-func (s *Snapshot) OpenPGPAddresses(fpr string, t time.Time) []string {
-	k, ok := s.pgpByFpr[normFpr(fpr)]
-	if !ok {
-		return nil
-	}
-	var out []string
-	for _, a := range k.addrs {
-		if k.addrValid(a, t) {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-// VerificationUsable returns nil if signatures made by the key with that
-// fingerprint are acceptable at t (key valid, not expired or revoked, a
-// signing-capable (sub)key, acceptable algorithms). The error wraps
-// ErrNoKey.
-func (s *Snapshot) VerificationUsable(fpr string, t time.Time) error {
-	k, ok := s.pgpByFpr[normFpr(fpr)]
-	if !ok {
-		return fmt.Errorf("%w: %s not in keystore", ErrNoKey, fpr)
-	}
-	if err := k.signingUsable(t); err != nil {
-		return fmt.Errorf("%w: key %s: %w", ErrNoKey, k.fpr, err)
-	}
-	return nil
-}
-
-// VerificationKeyRing returns every OpenPGP key of the keystore
-// (correspondents' public keys and the gateway's keys) for signature
-// verification. It is built on first use; with a very large keystore
-// prefer OpenPGPByKeyID with the signature's issuer.
-func (s *Snapshot) VerificationKeyRing() *crypto.KeyRing {
-	s.verifyOnce.Do(func() {
-		kr, _ := crypto.NewKeyRing(nil)
-		for _, k := range s.gwPGP {
-			if pub, err := k.key.ToPublic(); err == nil {
-				warmEntity(pub.GetEntity())
-				kr.AddKey(pub)
-			}
-		}
-		for _, k := range s.pgp {
-			if ck := k.cryptoKey(); ck != nil {
-				kr.AddKey(ck)
-			}
-		}
-		s.verifyRing = kr
-	})
-	return s.verifyRing
-}
-
-// GatewayOpenPGP returns the gateway's unlocked secret key for addr that
-// can sign at the current time (newest first; a pin applies).
-func (s *Snapshot) GatewayOpenPGP(addr string) (*crypto.Key, error) {
-	return s.GatewayOpenPGPAt(addr, time.Now())
-}
-
-// GatewayOpenPGPAt is GatewayOpenPGP at time t.
+// GatewayOpenPGPAt returns the gateway's unlocked secret key for addr
+// that can sign at t (newest first; a pin applies). A key that is expired
+// or revoked is never chosen: it is kept for decryption only. The error
+// wraps ErrNoKey, or ErrUnavailable when the gateway's OpenPGP keys are
+// not all known (see Unavailable).
 func (s *Snapshot) GatewayOpenPGPAt(addr string, t time.Time) (*crypto.Key, error) {
 	norm := s.opts.norm(addr)
 	k, err := s.choosePGP(norm, s.gwByAddr[norm], t, purposeSign)
 	if err != nil {
+		if u := s.unavailableFor(AreaGatewayOpenPGP, norm); u != nil {
+			return nil, u
+		}
 		return nil, err
 	}
 	return k.key, nil
 }
 
 // GatewayDecryptionKeyRing returns all unlocked gateway OpenPGP secret
-// keys, expired ones included (old mail must still decrypt).
+// keys, expired and revoked ones included (old mail must still decrypt).
+// When none of them decrypts a message, ask Unavailable(AreaGatewayOpenPGP)
+// whether a key might be missing.
 func (s *Snapshot) GatewayDecryptionKeyRing() *crypto.KeyRing {
 	kr, _ := crypto.NewKeyRing(nil)
 	for _, k := range s.gwPGP {
@@ -214,22 +149,20 @@ func (s *Snapshot) GatewayAddresses() []string {
 // pinned, else the one valid at t with the latest NotBefore (then hash),
 // RSA ≥ 2048 bits, key usage allowing key encipherment, extended key usage
 // e-mail protection or none, not revoked by a loaded CRL. The error wraps
-// ErrNoKey.
+// ErrNoKey, or ErrUnavailable when certs/ could not be read and nothing
+// was found, or when crl/ could not be read (revocation unknown).
 func (s *Snapshot) Certificate(addr string, t time.Time) (*x509.Certificate, error) {
-	return s.chooseCert(addr, t, func(c *certEntry) error { return c.encryptionUsable(t, s.crls) })
-}
-
-// SigningCertificates returns the correspondent certificates for addr that
-// may vouch for a signature at t (for pinning a signer to a known
-// certificate); chain validation against TrustAnchors is separate.
-func (s *Snapshot) SigningCertificates(addr string, t time.Time) []*x509.Certificate {
-	var out []*x509.Certificate
-	for _, c := range s.certByAddr[s.opts.norm(addr)] {
-		if c.signingUsable(t, s.crls) == nil {
-			out = append(out, c.cert)
-		}
+	if u := s.unavailableFor(AreaCRL, s.opts.norm(addr)); u != nil {
+		return nil, u
 	}
-	return out
+	c, err := s.chooseCert(addr, t, func(c *certEntry) error { return c.encryptionUsable(t, s.crls) })
+	if err != nil {
+		if u := s.unavailableFor(AreaCerts, s.opts.norm(addr)); u != nil {
+			return nil, u
+		}
+		return nil, err
+	}
+	return c, nil
 }
 
 // CertificateByHash returns the correspondent certificate with that
@@ -289,13 +222,28 @@ func (s *Snapshot) GatewaySMIME(addr string) (*SMIMEIdentity, error) {
 	return s.GatewaySMIMEAt(addr, time.Now())
 }
 
-// GatewaySMIMEAt is GatewaySMIME at time t.
+// GatewaySMIMEAt returns the gateway S/MIME identity for addr whose
+// certificate is valid at t and not revoked (latest NotBefore first); an
+// expired or revoked identity is kept for decryption only. The error
+// wraps ErrNoKey, or ErrUnavailable when the gateway's S/MIME identities
+// are not all known (see Unavailable).
 func (s *Snapshot) GatewaySMIMEAt(addr string, t time.Time) (*SMIMEIdentity, error) {
 	norm := s.opts.norm(addr)
+	id, err := s.gatewaySMIMEAt(norm, t)
+	if err != nil {
+		if u := s.unavailableFor(AreaGatewaySMIME, norm); u != nil {
+			return nil, u
+		}
+		return nil, err
+	}
+	return id, nil
+}
+
+func (s *Snapshot) gatewaySMIMEAt(norm string, t time.Time) (*SMIMEIdentity, error) {
 	var best *SMIMEIdentity
 	var lastErr error
 	for _, id := range s.smimeByAddr[norm] {
-		if err := certTimeValid(id.Cert, t); err != nil {
+		if err := id.signingUsable(t, s.crls); err != nil {
 			lastErr = fmt.Errorf("certificate %s: %w", id.hash, err)
 			continue
 		}
@@ -313,7 +261,8 @@ func (s *Snapshot) GatewaySMIMEAt(addr string, t time.Time) (*SMIMEIdentity, err
 }
 
 // GatewaySMIMEAll returns every gateway S/MIME identity (for decryption:
-// expired ones included).
+// expired and revoked ones included). When none of them decrypts a
+// message, ask Unavailable(AreaGatewaySMIME) whether one might be missing.
 func (s *Snapshot) GatewaySMIMEAll() []*SMIMEIdentity {
 	return append([]*SMIMEIdentity(nil), s.smime...)
 }

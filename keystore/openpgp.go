@@ -3,7 +3,6 @@ package keystore
 import (
 	"bytes"
 	gocrypto "crypto"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,8 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 	"github.com/ProtonMail/gopenpgp/v3/crypto"
+
+	cpgp "github.com/cryptmilter/cryptmilter/crypto/openpgp"
 )
 
 // maxKeyFileSize bounds every file read from the keystore or import.
@@ -250,6 +251,17 @@ func (k *pgpKey) addrValid(norm string, t time.Time) bool {
 	return false
 }
 
+// Reasons a key is not usable that say it once was: such keys are kept
+// (to verify old signatures, or to decrypt old mail) but never used to
+// encrypt or sign.
+var (
+	errExpired = errors.New("expired")
+	errRevoked = errors.New("revoked")
+)
+
+// errSignOnly says that a key has no encryption (sub)key at all.
+var errSignOnly = errors.New("sign-only key: no encryption subkey")
+
 // encryptionUsable returns nil if the key can be encrypted to at t.
 func (k *pgpKey) encryptionUsable(t time.Time) error {
 	if err := k.ready(); err != nil {
@@ -261,9 +273,50 @@ func (k *pgpKey) encryptionUsable(t time.Time) error {
 		if perr := k.primaryUsable(t); perr != nil {
 			return perr
 		}
-		return describePGPError(err, "no usable encryption subkey")
+		derr := describePGPError(err, "no usable encryption subkey")
+		var weak pgperrors.WeakAlgorithmError
+		if !errors.As(err, &weak) && !strings.HasPrefix(derr.Error(), "weak") {
+			if _, err := k.ent.EncryptionKeyWithError(time.Time{}, pgpConfig); err != nil {
+				return errSignOnly // none at any time
+			}
+		}
+		return derr
 	}
 	return nil
+}
+
+// retired returns errExpired or errRevoked when the key is expired or
+// revoked at t and was once validly self-certified for an address: a key
+// that may be kept (for old signatures, for old mail), never used. It
+// returns nil for a key that is usable, or unusable for another reason.
+func (k *pgpKey) retired(t time.Time) error {
+	if k.ready() != nil {
+		return nil
+	}
+	err := k.primaryUsable(t)
+	if !errors.Is(err, errExpired) && !errors.Is(err, errRevoked) {
+		return nil
+	}
+	for _, ids := range k.idsByAddr {
+		for _, id := range ids {
+			for _, s := range id.SelfCertifications {
+				if s.Valid != nil && *s.Valid {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// canDecrypt reports whether the key holds secret key material that can
+// decrypt, whatever its validity now (expired and revoked keys still
+// decrypt old mail).
+func (k *pgpKey) canDecrypt() bool {
+	if !k.secret || k.ready() != nil {
+		return false
+	}
+	return len(k.ent.DecryptionKeys(0, time.Time{}, pgpConfig)) > 0
 }
 
 // signingUsable returns nil if signatures by the key are acceptable at t.
@@ -282,7 +335,7 @@ func (k *pgpKey) signingUsable(t time.Time) error {
 
 func (k *pgpKey) primaryUsable(t time.Time) error {
 	if k.ent.Revoked(t) {
-		return errors.New("revoked")
+		return errRevoked
 	}
 	if _, err := k.ent.VerifyPrimaryKey(t, pgpConfig); err != nil {
 		return describePGPError(err, "no valid self-signature")
@@ -299,9 +352,9 @@ func describePGPError(err error, fallback string) error {
 	}
 	switch {
 	case errors.Is(err, pgperrors.ErrKeyExpired):
-		return errors.New("expired")
+		return errExpired
 	case errors.Is(err, pgperrors.ErrKeyRevoked):
-		return errors.New("revoked")
+		return errRevoked
 	case errors.As(err, &sel):
 		if sel.PrimaryKeyErr != nil {
 			return describePGPError(sel.PrimaryKeyErr, fallback)
@@ -440,15 +493,10 @@ func normAddrs(in []string, fold bool) []string {
 	return out
 }
 
-// isArmored reports whether data holds ASCII-armored OpenPGP.
-func isArmored(data []byte) bool {
-	return bytes.Contains(data, []byte("-----BEGIN PGP "))
-}
-
 // looksLikeOpenPGP reports whether data is plausibly OpenPGP (armored, or
 // binary starting with a key packet tag).
 func looksLikeOpenPGP(data []byte) bool {
-	if isArmored(data) {
+	if cpgp.IsArmored(data) {
 		return true
 	}
 	if len(data) == 0 || data[0]&0x80 == 0 {
@@ -463,44 +511,18 @@ func looksLikeOpenPGP(data []byte) bool {
 	return tag == 5 || tag == 6 // secret key, public key
 }
 
-// armorBlocks splits data into its armored blocks (each from BEGIN to
-// END line) and decodes each. go-crypto's armor reader reads only the
-// first block of a stream.
-func armorBlocks(data []byte) ([][]byte, error) {
-	var out [][]byte
-	rest := data
-	n := 0
-	for {
-		i := bytes.Index(rest, []byte("-----BEGIN PGP "))
-		if i < 0 {
-			break
-		}
-		n++
-		block := rest[i:]
-		eol := bytes.IndexByte(block, '\n')
-		if eol < 0 {
-			return nil, fmt.Errorf("armor block %d: truncated header", n)
-		}
-		head := strings.TrimSpace(string(block[:eol]))
-		typ := strings.TrimSuffix(strings.TrimPrefix(head, "-----BEGIN "), "-----")
-		end := []byte("-----END " + typ + "-----")
-		j := bytes.Index(block, end)
-		if j < 0 {
-			return nil, fmt.Errorf("armor block %d (%s): truncated, no END line", n, typ)
-		}
-		seg := block[:j+len(end)]
-		rest = block[j+len(end):]
-		if typ != openpgp.PublicKeyType && typ != openpgp.PrivateKeyType {
-			return nil, fmt.Errorf("armor block %d is a %s, not a key", n, typ)
-		}
-		body, err := decodeArmor(seg)
-		if err != nil {
-			return nil, fmt.Errorf("armor block %d: %w", n, err)
-		}
-		out = append(out, body)
+// keyBlocks decodes the armored blocks of data, which must all be keys.
+func keyBlocks(data []byte) ([][]byte, error) {
+	blocks, err := cpgp.DecodeArmorBlocks(data)
+	if err != nil {
+		return nil, err
 	}
-	if n == 0 {
-		return nil, errors.New("no armored key block found")
+	out := make([][]byte, len(blocks))
+	for i, b := range blocks {
+		if b.Type != openpgp.PublicKeyType && b.Type != openpgp.PrivateKeyType {
+			return nil, fmt.Errorf("armor block %d is a %s, not a key", i+1, b.Type)
+		}
+		out[i] = b.Body
 	}
 	return out, nil
 }
@@ -510,9 +532,9 @@ func armorBlocks(data []byte) ([][]byte, error) {
 // a damaged file is reported rather than half used.
 func parseOpenPGP(data []byte) ([]*openpgp.Entity, error) {
 	var bins [][]byte
-	if isArmored(data) {
+	if cpgp.IsArmored(data) {
 		var err error
-		if bins, err = armorBlocks(data); err != nil {
+		if bins, err = keyBlocks(data); err != nil {
 			return nil, err
 		}
 	} else {
@@ -543,89 +565,4 @@ func parseOpenPGP(data []byte) ([]*openpgp.Entity, error) {
 		return nil, errors.New("no OpenPGP key found")
 	}
 	return ents, nil
-}
-
-// decodeArmor decodes one ASCII-armored block (BEGIN line to END line):
-// optional "Key: Value" headers, base64 body, optional CRC-24 checksum,
-// which must match when present.
-func decodeArmor(seg []byte) ([]byte, error) {
-	lines := bytes.Split(seg, []byte("\n"))
-	if len(lines) < 2 {
-		return nil, errors.New("truncated")
-	}
-	i := 1
-	// Headers end at the first blank line; a block without headers may
-	// start its body directly.
-	for j := 1; j < len(lines); j++ {
-		l := bytes.TrimSpace(lines[j])
-		if len(l) == 0 {
-			i = j + 1
-			break
-		}
-		if !bytes.Contains(l, []byte(": ")) {
-			i = j
-			break
-		}
-	}
-	b64 := make([]byte, 0, len(seg))
-	var sum []byte
-	ended := false
-	for _, l := range lines[i:] {
-		l = bytes.TrimSpace(l)
-		switch {
-		case bytes.HasPrefix(l, []byte("-----END ")):
-			ended = true
-		case len(l) == 5 && l[0] == '=':
-			sum = l[1:]
-		case ended:
-		default:
-			b64 = append(b64, l...)
-		}
-		if ended {
-			break
-		}
-	}
-	if !ended {
-		return nil, errors.New("truncated, no END line")
-	}
-	data := make([]byte, base64.StdEncoding.DecodedLen(len(b64)))
-	n, err := base64.StdEncoding.Decode(data, b64)
-	if err != nil {
-		return nil, fmt.Errorf("bad base64: %w", err)
-	}
-	data = data[:n]
-	if sum != nil {
-		var want [3]byte
-		if m, err := base64.StdEncoding.Decode(want[:], sum); err != nil || m != 3 {
-			return nil, errors.New("bad checksum line")
-		}
-		c := crc24(data)
-		if want != [3]byte{byte(c >> 16), byte(c >> 8), byte(c)} {
-			return nil, errors.New("checksum mismatch (damaged or truncated)")
-		}
-	}
-	return data, nil
-}
-
-var crc24Table = func() (t [256]uint32) {
-	for i := range t {
-		c := uint32(i) << 16
-		for range 8 {
-			c <<= 1
-			if c&0x1000000 != 0 {
-				c ^= 0x1864cfb
-			}
-		}
-		t[i] = c & 0xffffff
-	}
-	return t
-}()
-
-// crc24 is the OpenPGP armor checksum (RFC 4880 6.1).
-func crc24(b []byte) uint32 {
-	c := uint32(0xb704ce)
-	for _, x := range b {
-		c = (c<<8 ^ crc24Table[byte(c>>16)^x]) & 0xffffff
-	}
-	return c
 }

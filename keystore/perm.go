@@ -9,38 +9,47 @@ import (
 	"syscall"
 )
 
-// PermError is a secret file or directory whose mode or owner is unsafe.
-type PermError struct {
-	Path string      // full path
-	Mode fs.FileMode // permission bits found
-	Fix  string      // the command that fixes it
-	Why  string
-}
-
-func (e *PermError) Error() string {
-	return fmt.Sprintf("%s (mode %04o); fix: %s", e.Why, e.Mode.Perm(), e.Fix)
-}
-
-// secretPolicy decides which modes and owners secrets may have.
+// secretPolicy decides which modes and owners secrets may have. A secret
+// may be owned by the user reading it, by root, or by the owner of the
+// keystore directory: the directory's owner can replace any file in it
+// anyway, and this lets root manage (and read) a keystore owned by the
+// service user.
 type secretPolicy struct {
-	uid      int
+	uid      int // effective uid of this process
+	owner    int // owner of the keystore directory
 	groupGID int // -1 if no service group
+	group    string
 }
 
-func newSecretPolicy(o Options) (secretPolicy, error) {
-	p := secretPolicy{uid: os.Geteuid(), groupGID: -1}
+func newSecretPolicy(o Options, dir fs.FileInfo) (secretPolicy, error) {
+	p := secretPolicy{uid: os.Geteuid(), owner: -1, groupGID: -1}
+	if uid, _ := ownerGroup(dir); uid >= 0 {
+		p.owner = uid
+	}
 	if o.ServiceGroup != "" {
-		g, err := user.LookupGroup(o.ServiceGroup)
+		gid, err := lookupGroup(o.ServiceGroup)
 		if err != nil {
-			return p, fmt.Errorf("keystore: service group %q: %w", o.ServiceGroup, err)
+			return p, err
 		}
-		gid, err := strconv.Atoi(g.Gid)
-		if err != nil {
-			return p, fmt.Errorf("keystore: service group %q: bad gid %q", o.ServiceGroup, g.Gid)
-		}
-		p.groupGID = gid
+		p.groupGID, p.group = gid, o.ServiceGroup
 	}
 	return p, nil
+}
+
+// lookupGroup returns the gid of a group name (or a numeric gid).
+func lookupGroup(name string) (int, error) {
+	if gid, err := strconv.Atoi(name); err == nil {
+		return gid, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return -1, fmt.Errorf("keystore: service group %q: %w", name, err)
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return -1, fmt.Errorf("keystore: service group %q: bad gid %q", name, g.Gid)
+	}
+	return gid, nil
 }
 
 func ownerGroup(fi fs.FileInfo) (uid, gid int) {
@@ -51,33 +60,36 @@ func ownerGroup(fi fs.FileInfo) (uid, gid int) {
 }
 
 // checkSecretFile refuses a secret file readable by others than its owner
-// (or the service group), or owned by someone other than us or root, as
-// ssh does for private keys.
+// (or the service group), or owned by someone not allowed.
 func (p secretPolicy) checkSecretFile(path string, fi fs.FileInfo) error {
-	return p.check(path, fi, 0o600, 0o640, "600")
+	uid, gid := ownerGroup(fi)
+	return p.checkSecret(path, false, fi.Mode().Perm(), uid, gid)
 }
 
 // checkSecretDir applies the same rule to the private directories.
 func (p secretPolicy) checkSecretDir(path string, fi fs.FileInfo) error {
-	return p.check(path, fi, 0o700, 0o750, "700")
-}
-
-func (p secretPolicy) check(path string, fi fs.FileInfo, strict, group fs.FileMode, chmod string) error {
 	uid, gid := ownerGroup(fi)
-	return p.checkSecret(path, fi.Mode().Perm(), uid, gid, strict, group, chmod)
+	return p.checkSecret(path, true, fi.Mode().Perm(), uid, gid)
 }
 
-func (p secretPolicy) checkSecret(path string, perm fs.FileMode, uid, gid int, strict, group fs.FileMode, chmod string) error {
-	if uid != p.uid && uid != 0 {
-		return &PermError{Path: path, Mode: perm, Why: fmt.Sprintf("owned by uid %d, not by uid %d or root", uid, p.uid),
-			Fix: fmt.Sprintf("chown %d %s", p.uid, path)}
+func (p secretPolicy) checkSecret(path string, dir bool, perm fs.FileMode, uid, gid int) error {
+	want := fs.FileMode(0o600)
+	if dir {
+		want = 0o700
 	}
-	if perm&^strict == 0 {
+	if uid != p.uid && uid != 0 && uid != p.owner {
+		wantOwner := p.owner
+		if wantOwner <= 0 {
+			wantOwner = p.uid
+		}
+		return &PermissionError{Path: path, Dir: dir, Mode: perm, Want: want, Group: p.group, Owner: uid, WantOwner: wantOwner}
+	}
+	if perm&^want == 0 {
 		return nil
 	}
-	if p.groupGID >= 0 && gid == p.groupGID && perm&^group == 0 {
+	groupMode := want | want>>3&0o050
+	if p.groupGID >= 0 && gid == p.groupGID && perm&^groupMode == 0 {
 		return nil
 	}
-	return &PermError{Path: path, Mode: perm, Why: "permissions too open for secret key material",
-		Fix: fmt.Sprintf("chmod %s %s", chmod, path)}
+	return &PermissionError{Path: path, Dir: dir, Mode: perm, Want: want, Group: p.group, Owner: uid, WantOwner: -1}
 }

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	cpgp "github.com/cryptmilter/cryptmilter/crypto/openpgp"
 )
 
 // OpenPGP packet tags used by the scanner.
@@ -208,9 +210,9 @@ func scanOpenPGP(file string, bin []byte, fold bool) ([]*pgpKey, error) {
 // scanOpenPGPFile scans armored (any number of blocks) or binary data.
 func scanOpenPGPFile(file string, data []byte, fold bool) ([]*pgpKey, error) {
 	bins := [][]byte{data}
-	if isArmored(data) {
+	if cpgp.IsArmored(data) {
 		var err error
-		if bins, err = armorBlocks(data); err != nil {
+		if bins, err = keyBlocks(data); err != nil {
 			return nil, err
 		}
 	}

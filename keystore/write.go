@@ -16,6 +16,8 @@ import (
 
 	"github.com/ProtonMail/gopenpgp/v3/armor"
 	"github.com/ProtonMail/gopenpgp/v3/constants"
+
+	"github.com/cryptmilter/cryptmilter/crypto/pkcs12"
 )
 
 // Input is one file (or standard input) given to Import.
@@ -34,6 +36,26 @@ type ImportResult struct {
 	Addresses   []string `json:"addresses"`
 	File        string   `json:"file,omitempty"` // relative to the keystore
 	Reason      string   `json:"reason,omitempty"`
+	// Err tells a skipped item's reason apart where a caller can do
+	// something about it: ErrNeedPassphrase, ErrWrongPassphrase,
+	// ErrIsCA, ErrCRLWithoutAnchor; nil otherwise.
+	Err error `json:"-"`
+}
+
+// Reasons for skipping an import item that ImportResult.Err carries.
+var (
+	// ErrIsCA: a CA certificate given as a correspondent's certificate.
+	ErrIsCA = errors.New("a CA certificate, not a correspondent's")
+	// ErrCRLWithoutAnchor: a CRL whose issuer is not a trust anchor (yet).
+	ErrCRLWithoutAnchor = errors.New("CRL not signed by a trust anchor")
+)
+
+// joinReason appends a note to a reason.
+func joinReason(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
 }
 
 // plannedWrite is a file Import will write once every input validated.
@@ -67,10 +89,7 @@ func Import(opts Options, data []byte, name string, asCA bool, passphrase []byte
 // problem. passphrase unlocks PKCS#12 files and protected OpenPGP secret
 // keys (it is stored next to such a key as its .passphrase file).
 func ImportAll(opts Options, inputs []Input, asCA bool, passphrase []byte, now time.Time) ([]ImportResult, error) {
-	if err := ensureDirs(opts.Dir); err != nil {
-		return nil, err
-	}
-	snap, unlock, err := lockedSnapshot(opts)
+	snap, w, unlock, err := lockedSnapshot(opts, true)
 	if err != nil {
 		return nil, err
 	}
@@ -96,14 +115,14 @@ func ImportAll(opts Options, inputs []Input, asCA bool, passphrase []byte, now t
 			}
 		}
 		if err != nil {
-			errs = append(errs, &fileError{file: in.Name, err: err})
+			errs = append(errs, &InputError{Name: in.Name, Err: err})
 		}
 	}
 	if len(errs) > 0 {
 		return im.res, errors.Join(errs...)
 	}
-	for _, w := range im.writes {
-		if err := writeFileAtomic(filepath.Join(opts.Dir, filepath.Dir(w.rel)), filepath.Base(w.rel), w.data, w.perm); err != nil {
+	for _, pw := range im.writes {
+		if err := w.write(pw.rel, pw.data, pw.perm); err != nil {
 			return im.res, err
 		}
 	}
@@ -125,7 +144,7 @@ func (im *importer) input(in Input) error {
 		return im.openpgp(in)
 	case bytes.Contains(data, []byte("-----BEGIN ")):
 		return im.pemOrDER(in)
-	case looksLikePKCS12(data):
+	case pkcs12.LooksLikePFX(data):
 		if _, err := x509.ParseCertificate(data); err == nil {
 			return im.pemOrDER(in)
 		}
@@ -146,7 +165,7 @@ func (im *importer) input(in Input) error {
 
 func (im *importer) openpgp(in Input) error {
 	if im.asCA {
-		return errors.New("--ca takes CA certificates, not OpenPGP keys")
+		return errors.New("trust anchors are CA certificates, not OpenPGP keys")
 	}
 	ents, err := parseOpenPGP(in.Data)
 	if err != nil {
@@ -173,13 +192,18 @@ func (im *importer) openpgp(in Input) error {
 			im.secretPGP(in, k, r)
 			continue
 		}
-		if gw, ok := im.snap.pgpByFpr[k.fpr]; ok && gw.secret {
-			r.Action, r.Reason, r.File = "unchanged", "public half of the gateway key in "+gw.file, gw.file
-			im.add(r)
-			continue
-		}
-		if err := usableForSomeAddr(k, im.now, im.opts.FoldLocalPart, (*pgpKey).encryptionUsable); err != nil {
-			r.Action, r.Reason = "skipped", fmt.Sprintf("key %s: %v", k.fpr, err)
+		switch encErr := usableForSomeAddr(k, im.now, (*pgpKey).encryptionUsable); {
+		case encErr == nil:
+		case usableForSomeAddr(k, im.now, (*pgpKey).signingUsable) == nil:
+			// Sign-only, or its encryption subkey expired: verifies
+			// signatures, is never encrypted to.
+			r.Reason = fmt.Sprintf("for signature verification only, never used for encryption: %v", encErr)
+		case k.retired(im.now) != nil:
+			// Kept so that old signatures read expired or revoked rather
+			// than untrusted.
+			r.Reason = fmt.Sprintf("%v: kept to verify old signatures, never used for encryption", k.retired(im.now))
+		default:
+			r.Action, r.Reason = "skipped", fmt.Sprintf("key %s: %v", k.fpr, encErr)
 			im.add(r)
 			continue
 		}
@@ -194,6 +218,11 @@ func (im *importer) openpgp(in Input) error {
 		rel := filepath.Join(DirOpenPGP, safeName(k.addrs[0])+"-"+k.fpr+".asc")
 		r.Action = "imported"
 		if old, ok := im.snap.pgpByFpr[k.fpr]; ok {
+			if old.secret {
+				r.Action, r.Reason, r.File = "unchanged", "public half of the gateway key in "+old.file, old.file
+				im.add(r)
+				continue
+			}
 			var oldPub []byte
 			if old.ready() == nil {
 				oldPub, _ = old.key.Serialize()
@@ -219,7 +248,7 @@ func (im *importer) openpgp(in Input) error {
 
 // usableForSomeAddr returns nil if usable(k, t) holds and one user ID with
 // an address is valid at t.
-func usableForSomeAddr(k *pgpKey, t time.Time, fold bool, usable func(*pgpKey, time.Time) error) error {
+func usableForSomeAddr(k *pgpKey, t time.Time, usable func(*pgpKey, time.Time) error) error {
 	if err := usable(k, t); err != nil {
 		return err
 	}
@@ -236,22 +265,30 @@ func (im *importer) secretPGP(in Input, k *pgpKey, r ImportResult) {
 	usableKey := k
 	if locked {
 		if im.pass == nil {
-			r.Action, r.Reason = "skipped", fmt.Sprintf("secret key %s is protected by a passphrase; give it with --passphrase-file", k.fpr)
+			r.Action, r.Err = "skipped", ErrNeedPassphrase
+			r.Reason = fmt.Sprintf("secret key %s is protected by a passphrase, and none was given", k.fpr)
 			im.add(r)
 			return
 		}
 		u, err := k.key.Unlock(im.pass)
 		if err != nil {
-			r.Action, r.Reason = "skipped", fmt.Sprintf("secret key %s: wrong passphrase", k.fpr)
+			r.Action, r.Err = "skipped", ErrWrongPassphrase
+			r.Reason = fmt.Sprintf("secret key %s: wrong passphrase", k.fpr)
 			im.add(r)
 			return
 		}
 		usableKey = newPGPKey("", u.GetEntity(), im.opts.FoldLocalPart)
 	}
-	if err := usableForSomeAddr(usableKey, im.now, im.opts.FoldLocalPart, (*pgpKey).signingUsable); err != nil {
-		r.Action, r.Reason = "skipped", fmt.Sprintf("secret key %s: %v", k.fpr, err)
-		im.add(r)
-		return
+	if err := usableForSomeAddr(usableKey, im.now, (*pgpKey).signingUsable); err != nil {
+		// An expired or revoked gateway key still decrypts old mail (key
+		// rollover); it never signs and is never a recipient.
+		ret := usableKey.retired(im.now)
+		if ret == nil || !usableKey.canDecrypt() {
+			r.Action, r.Reason = "skipped", fmt.Sprintf("secret key %s: %v", k.fpr, err)
+			im.add(r)
+			return
+		}
+		r.Reason = fmt.Sprintf("%v: for decryption only (key rollover), never used to sign", ret)
 	}
 	if old, ok := im.snap.pgpByFpr[k.fpr]; ok && old.secret {
 		r.Action, r.Reason, r.File = "unchanged", "already in "+old.file, old.file
@@ -268,7 +305,7 @@ func (im *importer) secretPGP(in Input, k *pgpKey, r ImportResult) {
 			im.plan(rel, []byte(arm), 0o600)
 			if locked {
 				im.plan(filepath.Join(DirPrivate, PrivOpenPGP, base+passSuffix), append(append([]byte(nil), im.pass...), '\n'), 0o600)
-				r.Reason = "passphrase stored in " + filepath.Join(DirPrivate, PrivOpenPGP, base+passSuffix)
+				r.Reason = joinReason(r.Reason, "passphrase stored in "+filepath.Join(DirPrivate, PrivOpenPGP, base+passSuffix))
 			}
 			r.Action, r.File = "imported", rel
 			im.add(r)
@@ -281,9 +318,12 @@ func (im *importer) secretPGP(in Input, k *pgpKey, r ImportResult) {
 
 func (im *importer) pkcs12(in Input) error {
 	if im.pass == nil {
-		return errors.New("PKCS#12 file: give its passphrase with --passphrase-file")
+		return fmt.Errorf("PKCS#12 file: %w", ErrNeedPassphrase)
 	}
-	key, leaf, chain, err := parsePKCS12(in.Data, im.pass)
+	key, leaf, chain, err := pkcs12.Decode(in.Data, im.pass)
+	if errors.Is(err, pkcs12.ErrIncorrectPassword) {
+		return fmt.Errorf("PKCS#12 file: %w", ErrWrongPassphrase)
+	}
 	if err != nil {
 		return err
 	}
@@ -293,19 +333,23 @@ func (im *importer) pkcs12(in Input) error {
 // identity imports a gateway S/MIME key with its certificate.
 func (im *importer) identity(in Input, key gocrypto.Signer, leaf *x509.Certificate, chain []*x509.Certificate) error {
 	if im.asCA {
-		return errors.New("--ca takes CA certificates, not private keys")
+		return errors.New("trust anchors are CA certificates, not private keys")
 	}
 	ce := newCertEntry("", leaf, im.opts.FoldLocalPart)
 	r := ImportResult{Source: in.Name, Protocol: "smime", Kind: "identity", Fingerprint: ce.hash, Addresses: ce.addrs}
 	if len(ce.addrs) == 0 {
-		r.Action, r.Reason = "skipped", fmt.Sprintf("certificate %q has no e-mail address (neither rfc822Name nor subject emailAddress)", leaf.Subject.String())
+		r.Action, r.Reason = "skipped", fmt.Sprintf("certificate %q has no e-mail address (neither rfc822Name nor subject emailAddress)", subjectString(leaf))
 		im.add(r)
 		return nil
 	}
 	if err := certTimeValid(leaf, im.now); err != nil {
-		r.Action, r.Reason = "skipped", fmt.Sprintf("certificate %q: %v", leaf.Subject.String(), err)
-		im.add(r)
-		return nil
+		if !errors.Is(err, errExpired) {
+			r.Action, r.Reason = "skipped", fmt.Sprintf("certificate %q: %v", subjectString(leaf), err)
+			im.add(r)
+			return nil
+		}
+		// An expired identity still decrypts old mail (key rollover).
+		r.Reason = "expired: for decryption only (key rollover), never used to sign"
 	}
 	if prev, dup := im.seen[ce.hash]; dup {
 		r.Action, r.Reason = "skipped", "duplicate: same certificate earlier in "+prev
@@ -334,7 +378,7 @@ func (im *importer) identity(in Input, key gocrypto.Signer, leaf *x509.Certifica
 	im.plan(rel, buf.Bytes(), 0o600)
 	r.Action, r.File = "imported", rel
 	if len(chain) > 0 {
-		r.Reason = fmt.Sprintf("%d more certificate(s) kept as chain; import CA certificates you trust with --ca", len(chain))
+		r.Reason = joinReason(r.Reason, fmt.Sprintf("%d more certificate(s) kept as chain, not trusted as anchors", len(chain)))
 	}
 	im.add(r)
 	return nil
@@ -343,7 +387,7 @@ func (im *importer) identity(in Input, key gocrypto.Signer, leaf *x509.Certifica
 func (im *importer) pemOrDER(in Input) error {
 	pc, err := parsePEMOrDERPass(in.Data, im.pass)
 	if errors.Is(err, errEncryptedPEM) {
-		return errors.New("the private key is protected by a passphrase; give it with --passphrase-file")
+		return fmt.Errorf("the private key: %w", ErrNeedPassphrase)
 	}
 	if err != nil {
 		return err
@@ -383,9 +427,10 @@ func (im *importer) cert(in Input, c *x509.Certificate) {
 	ce := newCertEntry("", c, im.opts.FoldLocalPart)
 	r := ImportResult{Source: in.Name, Protocol: "smime", Kind: "certificate", Fingerprint: ce.hash, Addresses: ce.addrs}
 	if len(ce.addrs) == 0 {
-		r.Action, r.Reason = "skipped", fmt.Sprintf("certificate %q has no e-mail address (neither rfc822Name nor subject emailAddress)", c.Subject.String())
+		r.Action, r.Reason = "skipped", fmt.Sprintf("certificate %q has no e-mail address (neither rfc822Name nor subject emailAddress)", subjectString(c))
 		if c.IsCA {
-			r.Reason += "; it is a CA certificate: import it with --ca if you trust it"
+			r.Reason += "; it is a CA certificate (a trust anchor if you trust it)"
+			r.Err = ErrIsCA
 		}
 		im.add(r)
 		return
@@ -422,12 +467,17 @@ func (im *importer) cert(in Input, c *x509.Certificate) {
 		return
 	}
 	if err := ce.encryptionUsable(im.now, im.snap.crls); err != nil {
-		if serr := ce.signingUsable(im.now, im.snap.crls); serr != nil {
-			r.Action, r.Reason = "skipped", fmt.Sprintf("certificate %q: %v", c.Subject.String(), err)
+		switch serr := ce.signingUsable(im.now, im.snap.crls); {
+		case serr == nil:
+			r.Reason = fmt.Sprintf("for signature verification only, never used for encryption: %v", err)
+		case errors.Is(serr, errExpired) && !weakSignature(c):
+			// Kept so that old signatures read expired, not untrusted.
+			r.Reason = "expired: kept to verify old signatures, never used for encryption"
+		default:
+			r.Action, r.Reason = "skipped", fmt.Sprintf("certificate %q: %v", subjectString(c), err)
 			im.add(r)
 			return
 		}
-		r.Reason = fmt.Sprintf("for signature verification only: %v", err)
 	}
 	if old, ok := im.snap.certByHash[ce.hash]; ok {
 		r.Action, r.Reason, r.File = "unchanged", "already in "+old.file, old.file
@@ -447,7 +497,7 @@ func (im *importer) caCert(in Input, c *x509.Certificate) {
 		r.Addresses = []string{}
 	}
 	if !c.IsCA && !bytes.Equal(c.RawIssuer, c.RawSubject) {
-		r.Action, r.Reason = "skipped", fmt.Sprintf("certificate %q is neither a CA certificate nor self-signed", c.Subject.String())
+		r.Action, r.Reason = "skipped", fmt.Sprintf("certificate %q is neither a CA certificate nor self-signed", subjectString(c))
 		im.add(r)
 		return
 	}
@@ -488,7 +538,7 @@ func (im *importer) crl(in Input, l *x509.RevocationList) {
 		}
 	}
 	if signer == nil {
-		r.Action, r.Reason = "skipped", "CRL not signed by a trust anchor in "+DirCA+"; import the CA with --ca first"
+		r.Action, r.Reason, r.Err = "skipped", "CRL not signed by a trust anchor in "+DirCA, ErrCRLWithoutAnchor
 		im.add(r)
 		return
 	}
@@ -508,7 +558,7 @@ func Remove(opts Options, fpr string, secret bool) ([]string, error) {
 	if f == "" {
 		return nil, fmt.Errorf("keystore: remove: %q is not a fingerprint", fpr)
 	}
-	snap, unlock, err := lockedSnapshot(opts)
+	snap, w, unlock, err := lockedSnapshot(opts, false)
 	if err != nil {
 		return nil, err
 	}
@@ -516,16 +566,16 @@ func Remove(opts Options, fpr string, secret bool) ([]string, error) {
 	var files []string
 	if k, ok := snap.pgpByFpr[f]; ok {
 		if k.secret && !secret {
-			return nil, fmt.Errorf("keystore: remove: %s is a gateway secret key (%s); add --secret to remove it", k.fpr, k.file)
+			return nil, &SecretError{Fingerprint: k.fpr, File: k.file}
 		}
 		r := snap.files[k.file]
 		if len(r.pgp) == 1 {
-			if err := removeFileSynced(filepath.Join(opts.Dir, k.file)); err != nil {
+			if err := w.remove(k.file); err != nil {
 				return nil, err
 			}
-			pass := filepath.Join(opts.Dir, strings.TrimSuffix(k.file, filepath.Ext(k.file))+passSuffix)
-			if _, err := os.Stat(pass); err == nil {
-				if err := removeFileSynced(pass); err != nil {
+			pass := strings.TrimSuffix(k.file, filepath.Ext(k.file)) + passSuffix
+			if _, err := os.Stat(filepath.Join(opts.Dir, pass)); err == nil {
+				if err := w.remove(pass); err != nil {
 					return nil, err
 				}
 			}
@@ -554,7 +604,7 @@ func Remove(opts Options, fpr string, secret bool) ([]string, error) {
 			if err != nil {
 				return nil, fmt.Errorf("keystore: remove: %w", err)
 			}
-			if err := writeFileAtomic(filepath.Join(opts.Dir, filepath.Dir(k.file)), filepath.Base(k.file), []byte(arm), perm); err != nil {
+			if err := w.write(k.file, []byte(arm), perm); err != nil {
 				return nil, err
 			}
 		}
@@ -572,13 +622,13 @@ func Remove(opts Options, fpr string, secret bool) ([]string, error) {
 		}
 		files = append(files, file)
 		if len(keep) == 0 {
-			return removeFileSynced(filepath.Join(opts.Dir, file))
+			return w.remove(file)
 		}
 		var buf bytes.Buffer
 		for _, k := range keep {
 			pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: k})
 		}
-		return writeFileAtomic(filepath.Join(opts.Dir, filepath.Dir(file)), filepath.Base(file), buf.Bytes(), 0o644)
+		return w.write(file, buf.Bytes(), 0o644)
 	}
 	if c, ok := snap.certByHash[f]; ok {
 		if err := removeCert(c.file, c.hash); err != nil {
@@ -595,9 +645,9 @@ func Remove(opts Options, fpr string, secret bool) ([]string, error) {
 	for _, id := range snap.smime {
 		if id.hash == f {
 			if !secret {
-				return files, fmt.Errorf("keystore: remove: %s is a gateway S/MIME identity (%s); add --secret to remove it", f, id.File)
+				return files, &SecretError{Fingerprint: f, File: id.File}
 			}
-			if err := removeFileSynced(filepath.Join(opts.Dir, id.File)); err != nil {
+			if err := w.remove(id.File); err != nil {
 				return nil, err
 			}
 			files = append(files, id.File)
@@ -609,11 +659,23 @@ func Remove(opts Options, fpr string, secret bool) ([]string, error) {
 	return files, nil
 }
 
+// Protocols, as in Entry.Protocol.
+const (
+	ProtocolOpenPGP = "openpgp"
+	ProtocolSMIME   = "smime"
+)
+
 // Export returns the public material for query (an address, an OpenPGP
 // fingerprint or a certificate hash): armored OpenPGP public keys and PEM
 // certificates. With secret, it returns the gateway's secret files for
 // query instead (armored secret keys, PEM key+certificate).
 func (s *Snapshot) Export(query string, secret bool) ([]byte, error) {
+	return s.ExportProtocol(query, secret, "")
+}
+
+// ExportProtocol is Export of one protocol only (ProtocolOpenPGP or
+// ProtocolSMIME; "" for both), so that the output is one kind of file.
+func (s *Snapshot) ExportProtocol(query string, secret bool, protocol string) ([]byte, error) {
 	var pgp []*pgpKey
 	var certs []*x509.Certificate
 	var ids []*SMIMEIdentity
@@ -642,6 +704,15 @@ func (s *Snapshot) Export(query string, secret bool) ([]byte, error) {
 				ids = append(ids, id)
 			}
 		}
+	}
+	switch protocol {
+	case "":
+	case ProtocolOpenPGP:
+		certs, ids = nil, nil
+	case ProtocolSMIME:
+		pgp = nil
+	default:
+		return nil, fmt.Errorf("keystore: export: unknown protocol %q", protocol)
 	}
 	var out bytes.Buffer
 	for _, k := range pgp {
@@ -682,10 +753,17 @@ func (s *Snapshot) Export(query string, secret bool) ([]byte, error) {
 		}
 	}
 	if out.Len() == 0 {
-		if secret {
-			return nil, fmt.Errorf("%w: no gateway secret for %s", ErrNotFound, query)
+		what := "key or certificate"
+		switch protocol {
+		case ProtocolOpenPGP:
+			what = "OpenPGP key"
+		case ProtocolSMIME:
+			what = "certificate"
 		}
-		return nil, fmt.Errorf("%w: nothing for %s", ErrNotFound, query)
+		if secret {
+			return nil, fmt.Errorf("%w: no gateway secret %s for %s", ErrNotFound, what, query)
+		}
+		return nil, fmt.Errorf("%w: no %s for %s", ErrNotFound, what, query)
 	}
 	return out.Bytes(), nil
 }

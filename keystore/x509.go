@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/hex"
 	"encoding/pem"
@@ -17,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"software.sslmate.com/src/go-pkcs12"
+	"github.com/cryptmilter/cryptmilter/crypto/pkcs12"
 )
 
 // oidEmailAddress is PKCS#9 emailAddress, used in the subject of legacy
@@ -63,6 +64,59 @@ func newCertEntry(file string, c *x509.Certificate, fold bool) *certEntry {
 	}
 	sort.Strings(e.addrs)
 	return e
+}
+
+// attrNames are the short names of distinguished name attributes, as
+// OpenSSL prints them (emailAddress included, which Go prints as an OID).
+var attrNames = map[string]string{
+	"2.5.4.3": "CN", "2.5.4.4": "SN", "2.5.4.5": "SERIALNUMBER", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST",
+	"2.5.4.9": "STREET", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.12": "title", "2.5.4.17": "postalCode",
+	"2.5.4.42": "GN", "2.5.4.43": "initials", "2.5.4.46": "dnQualifier", "2.5.4.65": "pseudonym",
+	"0.9.2342.19200300.100.1.1": "UID", "0.9.2342.19200300.100.1.25": "DC", "1.2.840.113549.1.9.1": "emailAddress",
+}
+
+// subjectString formats a certificate's subject as RFC 4514 does
+// (last RDN first), with readable names and values for every attribute
+// mail certificates carry; an unknown attribute keeps Go's OID=#hex form.
+func subjectString(c *x509.Certificate) string {
+	var rdns pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(c.RawSubject, &rdns); err != nil || len(rest) != 0 {
+		return c.Subject.String()
+	}
+	var parts []string
+	for i := len(rdns) - 1; i >= 0; i-- {
+		var attrs []string
+		for _, a := range rdns[i] {
+			name, known := attrNames[a.Type.String()]
+			v, isString := a.Value.(string)
+			if !known || !isString {
+				attrs = append(attrs, pkix.RDNSequence{{a}}.String())
+				continue
+			}
+			attrs = append(attrs, name+"="+escapeDN(v))
+		}
+		parts = append(parts, strings.Join(attrs, "+"))
+	}
+	return strings.Join(parts, ",")
+}
+
+// escapeDN escapes an attribute value as RFC 4514 section 2.4 says.
+func escapeDN(v string) string {
+	var b strings.Builder
+	for i, r := range v {
+		switch {
+		case strings.ContainsRune(",+\"<>;\\=", r),
+			(r == '#' || r == ' ') && i == 0,
+			r == ' ' && i == len(v)-1:
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < ' ':
+			fmt.Fprintf(&b, "\\%02x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // certAlgorithm names the public key algorithm and size.
@@ -126,7 +180,7 @@ func (e *certEntry) encryptionUsable(t time.Time, crls []*x509.RevocationList) e
 		return errors.New("extended key usage does not allow e-mail protection")
 	}
 	if revoked(c, t, crls) {
-		return errors.New("revoked")
+		return errRevoked
 	}
 	return nil
 }
@@ -145,7 +199,18 @@ func (e *certEntry) signingUsable(t time.Time, crls []*x509.RevocationList) erro
 		return errors.New("extended key usage does not allow e-mail protection")
 	}
 	if revoked(c, t, crls) {
-		return errors.New("revoked")
+		return errRevoked
+	}
+	return nil
+}
+
+// signingUsable returns nil if the gateway may sign with the identity at t.
+func (id *SMIMEIdentity) signingUsable(t time.Time, crls []*x509.RevocationList) error {
+	if err := certTimeValid(id.Cert, t); err != nil {
+		return err
+	}
+	if revoked(id.Cert, t, crls) {
+		return errRevoked
 	}
 	return nil
 }
@@ -155,7 +220,7 @@ func certTimeValid(c *x509.Certificate, t time.Time) error {
 		return fmt.Errorf("not valid before %s", c.NotBefore.UTC().Format(time.DateOnly))
 	}
 	if t.After(c.NotAfter) {
-		return errors.New("expired")
+		return errExpired
 	}
 	return nil
 }
@@ -225,7 +290,7 @@ func parsePEMOrDERPass(data, passphrase []byte) (*pemContents, error) {
 			//lint:ignore SA1019 OpenSSL's traditional encrypted keys exist in RT keyrings; read-only use.
 			der, err := x509.DecryptPEMBlock(b, passphrase) //nolint:staticcheck
 			if err != nil {
-				return nil, fmt.Errorf("PEM block %d: wrong passphrase or damaged key", n)
+				return nil, fmt.Errorf("PEM block %d: %w (or a damaged key)", n, ErrWrongPassphrase)
 			}
 			b = &pem.Block{Type: b.Type, Bytes: der}
 		}
@@ -252,20 +317,12 @@ func parsePEMOrDERPass(data, passphrase []byte) (*pemContents, error) {
 			if passphrase == nil {
 				return nil, errEncryptedPEM
 			}
-			var epki p12EncryptedPrivateKeyInfo
-			if err := unmarshalBER(b.Bytes, &epki); err != nil {
-				return nil, fmt.Errorf("PEM block %d: encrypted private key: %w", n, err)
-			}
-			der, err := decryptP12(epki.Algorithm, epki.Data, passphrase)
+			k, err := pkcs12.DecryptPrivateKey(b.Bytes, passphrase)
 			if err != nil {
-				if errors.Is(err, errPKCS12Passphrase) {
-					return nil, fmt.Errorf("PEM block %d: wrong passphrase", n)
+				if errors.Is(err, pkcs12.ErrIncorrectPassword) {
+					return nil, fmt.Errorf("PEM block %d: %w", n, ErrWrongPassphrase)
 				}
-				return nil, fmt.Errorf("PEM block %d: encrypted private key: %w", n, err)
-			}
-			k, err := parsePrivateKey(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-			if err != nil {
-				return nil, fmt.Errorf("PEM block %d: wrong passphrase or %w", n, err)
+				return nil, fmt.Errorf("PEM block %d: %w", n, err)
 			}
 			pc.keys = append(pc.keys, k)
 		case "EC PARAMETERS":
@@ -302,41 +359,6 @@ func parsePrivateKey(b *pem.Block) (gocrypto.Signer, error) {
 		return nil, fmt.Errorf("private key: unsupported type %T", k)
 	}
 	return s, nil
-}
-
-// looksLikePKCS12 reports whether data is plausibly a PKCS#12 PFX: a
-// SEQUENCE starting with INTEGER 3.
-func looksLikePKCS12(data []byte) bool {
-	if len(data) < 8 || data[0] != 0x30 {
-		return false
-	}
-	i := 2
-	if data[1] > 0x80 {
-		i += int(data[1] & 0x7f)
-	}
-	return i+2 < len(data) && data[i] == 0x02 && data[i+1] == 0x01 && data[i+2] == 0x03
-}
-
-// errPKCS12Passphrase is returned when a PKCS#12 file's MAC or
-// encryption does not match the passphrase.
-var errPKCS12Passphrase = errors.New("PKCS#12: wrong passphrase")
-
-// parsePKCS12 decodes a PKCS#12 file (BER as NSS writes it, or DER) into
-// key, leaf certificate and chain.
-func parsePKCS12(data, passphrase []byte) (gocrypto.Signer, *x509.Certificate, []*x509.Certificate, error) {
-	key, leaf, chain, err := pkcs12.DecodeChain(data, string(passphrase))
-	if err != nil {
-		if errors.Is(err, pkcs12.ErrIncorrectPassword) {
-			return nil, nil, nil, errPKCS12Passphrase
-		}
-		// go-pkcs12 needs DER throughout; NSS writes BER.
-		return parsePKCS12BER(data, passphrase)
-	}
-	s, ok := key.(gocrypto.Signer)
-	if !ok {
-		return nil, nil, nil, fmt.Errorf("PKCS#12: unsupported key type %T", key)
-	}
-	return s, leaf, chain, nil
 }
 
 // keyMatchesCert reports whether the private key belongs to the certificate.

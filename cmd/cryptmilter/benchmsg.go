@@ -166,7 +166,7 @@ func loadBenchGateway(cfgFile, protocol, rcpt string) (*benchGateway, error) {
 		return nil, err
 	}
 	if protocol == "openpgp" {
-		k, err := snap.GatewayOpenPGP(rcpt)
+		k, err := snap.GatewayOpenPGPAt(rcpt, time.Now())
 		if err != nil {
 			return nil, fmt.Errorf("keystore %s: no gateway OpenPGP key for %s: %w", cfg.Keystore, rcpt, err)
 		}

@@ -259,30 +259,3 @@ func writeOut(dir string, res *result, msgs [][]byte) error {
 	}
 	return os.WriteFile(filepath.Join(dir, "result.json"), append(j, '\n'), 0o600)
 }
-
-// runKeysCommand parses -c and hands over to runKeys.
-func runKeysCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	file := ""
-	var rest []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case (a == "-c" || a == "--c") && i+1 < len(args):
-			file = args[i+1]
-			i++
-		case strings.HasPrefix(a, "-c="), strings.HasPrefix(a, "--c="):
-			file = a[strings.IndexByte(a, '=')+1:]
-		default:
-			rest = append(rest, a)
-		}
-	}
-	cfg, err := config.Load(file)
-	if err != nil {
-		errorf(stderr, "%v", err)
-		return 1
-	}
-	if len(rest) > 0 && rest[0] == "discover" {
-		return keysDiscover(cfg, rest[1:], stdout, stderr) // keys_discover.go
-	}
-	return runKeys(cfg.Keystore, keystoreOptions(cfg, nil), rest, stdin, stdout, stderr)
-}

@@ -199,7 +199,11 @@ func openKeystore(cfg *config.Config, log *slog.Logger) (*keystore.Holder, error
 		return nil, fmt.Errorf("keystore %s: %w", cfg.Keystore, err)
 	}
 	kopts := keystoreOptions(cfg, log)
-	if !keystore.IsInitialized(kopts) {
+	initialized, err := keystore.IsInitialized(kopts)
+	if err != nil {
+		return nil, err // unreadable: never create a new identity over it
+	}
+	if !initialized {
 		addrs := cfg.Identity.Addresses
 		if len(addrs) == 0 {
 			addrs = []string{"cryptmilter@" + cfg.Hostname}
@@ -210,14 +214,8 @@ func openKeystore(cfg *config.Config, log *slog.Logger) (*keystore.Holder, error
 		}
 		log.Info("created gateway identity on first run", "keystore", cfg.Keystore, "addresses", strings.Join(addrs, ","), "created", strings.Join(created, "; "))
 	}
-	holder, err := keystore.NewHolder(kopts)
-	if err != nil {
-		return nil, err
-	}
-	for _, p := range holder.Current().Problems() {
-		log.Warn("keystore file skipped", "file", p.File, "error", p.Err)
-	}
-	return holder, nil
+	// NewHolder logs the files it skips and the ones it cannot read.
+	return keystore.NewHolder(kopts)
 }
 
 // openListeners returns the sockets systemd passed, or opens listen's.

@@ -1,4 +1,4 @@
-package keystore
+package pkcs12
 
 import (
 	"crypto/aes"
@@ -22,10 +22,10 @@ import (
 	"github.com/cryptmilter/cryptmilter/internal/ber"
 )
 
-// A small PKCS#12 reader for what go-pkcs12 refuses: BER encoding at every
-// layer, as NSS (Thunderbird, Firefox) writes it. It supports the password
-// MAC (PKCS#12 KDF, SHA-1/SHA-2), PBES2 (PBKDF2 with AES-CBC or 3DES-CBC)
-// and pbeWithSHAAnd3-KeyTripleDES-CBC. Everything else goes to go-pkcs12.
+// The BER reader, for what go-pkcs12 refuses: BER encoding at every layer,
+// as NSS (Thunderbird, Firefox) writes it. It supports the password MAC
+// (PKCS#12 KDF, SHA-1/SHA-2), PBES2 (PBKDF2 with AES-CBC or 3DES-CBC) and
+// pbeWithSHAAnd3-KeyTripleDES-CBC.
 
 var (
 	oidData           = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 1}
@@ -49,7 +49,7 @@ var (
 	oidAES192CBC      = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 22}
 	oidAES256CBC      = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 42}
 	oidDESEDE3CBC     = asn1.ObjectIdentifier{1, 2, 840, 113549, 3, 7}
-	errUnsupportedP12 = errors.New("unsupported PKCS#12 algorithm")
+	errUnsupported    = errors.New("unsupported PKCS#12 algorithm")
 	maxP12Iterations  = 10_000_000
 )
 
@@ -100,7 +100,7 @@ type p12CertBag struct {
 	Data []byte `asn1:"tag:0,explicit"`
 }
 
-type p12EncryptedPrivateKeyInfo struct {
+type encryptedPrivateKeyInfo struct {
 	Algorithm pkixAlgorithm
 	Data      []byte
 }
@@ -210,11 +210,11 @@ func hashForOID(oid asn1.ObjectIdentifier) (func() hash.Hash, int, error) {
 	case oid.Equal(oidSHA512), oid.Equal(oidHMACSHA512):
 		return sha512.New, 128, nil
 	}
-	return nil, 0, fmt.Errorf("%w: digest %v", errUnsupportedP12, oid)
+	return nil, 0, fmt.Errorf("%w: digest %v", errUnsupported, oid)
 }
 
-// decryptP12 decrypts data encrypted with a PBES2 or PKCS#12 3DES scheme.
-func decryptP12(alg pkixAlgorithm, data, password []byte) ([]byte, error) {
+// decrypt decrypts data encrypted with a PBES2 or PKCS#12 3DES scheme.
+func decrypt(alg pkixAlgorithm, data, password []byte) ([]byte, error) {
 	var block cipher.Block
 	var iv []byte
 	switch {
@@ -224,7 +224,7 @@ func decryptP12(alg pkixAlgorithm, data, password []byte) ([]byte, error) {
 			return nil, fmt.Errorf("pbes2 parameters: %w", err)
 		}
 		if !p.KDF.Algorithm.Equal(oidPBKDF2) {
-			return nil, fmt.Errorf("%w: kdf %v", errUnsupportedP12, p.KDF.Algorithm)
+			return nil, fmt.Errorf("%w: kdf %v", errUnsupported, p.KDF.Algorithm)
 		}
 		var kp pbkdf2Params
 		if err := unmarshalBER(p.KDF.Parameters.FullBytes, &kp); err != nil {
@@ -251,7 +251,7 @@ func decryptP12(alg pkixAlgorithm, data, password []byte) ([]byte, error) {
 		case p.Enc.Algorithm.Equal(oidDESEDE3CBC):
 			keyLen = 24
 		default:
-			return nil, fmt.Errorf("%w: cipher %v", errUnsupportedP12, p.Enc.Algorithm)
+			return nil, fmt.Errorf("%w: cipher %v", errUnsupported, p.Enc.Algorithm)
 		}
 		if _, err := asn1.Unmarshal(p.Enc.Parameters.FullBytes, &iv); err != nil {
 			return nil, fmt.Errorf("cipher iv: %w", err)
@@ -284,7 +284,7 @@ func decryptP12(alg pkixAlgorithm, data, password []byte) ([]byte, error) {
 			return nil, err
 		}
 	default:
-		return nil, fmt.Errorf("%w: %v", errUnsupportedP12, alg.Algorithm)
+		return nil, fmt.Errorf("%w: %v", errUnsupported, alg.Algorithm)
 	}
 	bs := block.BlockSize()
 	if len(iv) != bs || len(data) == 0 || len(data)%bs != 0 {
@@ -294,48 +294,48 @@ func decryptP12(alg pkixAlgorithm, data, password []byte) ([]byte, error) {
 	cipher.NewCBCDecrypter(block, iv).CryptBlocks(out, data)
 	pad := int(out[len(out)-1])
 	if pad == 0 || pad > bs {
-		return nil, errPKCS12Passphrase
+		return nil, ErrIncorrectPassword
 	}
 	for _, b := range out[len(out)-pad:] {
 		if int(b) != pad {
-			return nil, errPKCS12Passphrase
+			return nil, ErrIncorrectPassword
 		}
 	}
 	return out[:len(out)-pad], nil
 }
 
-// parsePKCS12BER decodes a BER-encoded PKCS#12 file.
-func parsePKCS12BER(data, password []byte) (gocrypto.Signer, *x509.Certificate, []*x509.Certificate, error) {
+// decodeBER decodes a BER-encoded PKCS#12 file.
+func decodeBER(data, password []byte) (gocrypto.Signer, *x509.Certificate, []*x509.Certificate, error) {
 	var pfx p12PFX
 	if err := unmarshalBER(data, &pfx); err != nil {
-		return nil, nil, nil, fmt.Errorf("PKCS#12: %w", err)
+		return nil, nil, nil, fmt.Errorf("pkcs12: %w", err)
 	}
 	if pfx.Version != 3 || !pfx.AuthSafe.ContentType.Equal(oidData) {
-		return nil, nil, nil, errors.New("PKCS#12: only password-integrity version 3 files are supported")
+		return nil, nil, nil, errors.New("pkcs12: only password-integrity version 3 files are supported")
 	}
 	var authSafe []byte
 	if _, err := asn1.Unmarshal(pfx.AuthSafe.Content.Bytes, &authSafe); err != nil {
-		return nil, nil, nil, fmt.Errorf("PKCS#12: auth safe: %w", err)
+		return nil, nil, nil, fmt.Errorf("pkcs12: auth safe: %w", err)
 	}
 	if len(pfx.MacData.Mac.Algorithm.Algorithm) == 0 {
-		return nil, nil, nil, errors.New("PKCS#12: no MAC")
+		return nil, nil, nil, errors.New("pkcs12: no MAC")
 	}
 	newHash, v, err := hashForOID(pfx.MacData.Mac.Algorithm.Algorithm)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("PKCS#12: %w", err)
+		return nil, nil, nil, fmt.Errorf("pkcs12: %w", err)
 	}
 	if pfx.MacData.Iterations < 1 || pfx.MacData.Iterations > maxP12Iterations {
-		return nil, nil, nil, errors.New("PKCS#12: bad MAC iteration count")
+		return nil, nil, nil, errors.New("pkcs12: bad MAC iteration count")
 	}
 	macKey := pkcs12KDF(newHash, v, bmpPassword(password), pfx.MacData.MacSalt, 3, pfx.MacData.Iterations, newHash().Size())
 	m := hmac.New(newHash, macKey)
 	m.Write(authSafe)
 	if subtle.ConstantTimeCompare(m.Sum(nil), pfx.MacData.Mac.Digest) != 1 {
-		return nil, nil, nil, errPKCS12Passphrase
+		return nil, nil, nil, ErrIncorrectPassword
 	}
 	var cis []p12ContentInfo
 	if err := unmarshalBER(authSafe, &cis); err != nil {
-		return nil, nil, nil, fmt.Errorf("PKCS#12: auth safe: %w", err)
+		return nil, nil, nil, fmt.Errorf("pkcs12: auth safe: %w", err)
 	}
 	var keys []gocrypto.Signer
 	var certs []*x509.Certificate
@@ -344,70 +344,76 @@ func parsePKCS12BER(data, password []byte) (gocrypto.Signer, *x509.Certificate, 
 		switch {
 		case ci.ContentType.Equal(oidData):
 			if _, err := asn1.Unmarshal(ci.Content.Bytes, &safe); err != nil {
-				return nil, nil, nil, fmt.Errorf("PKCS#12: safe contents: %w", err)
+				return nil, nil, nil, fmt.Errorf("pkcs12: safe contents: %w", err)
 			}
 		case ci.ContentType.Equal(oidEncryptedData):
 			var ed p12EncryptedData
 			if _, err := asn1.Unmarshal(ci.Content.Bytes, &ed); err != nil {
-				return nil, nil, nil, fmt.Errorf("PKCS#12: encrypted data: %w", err)
+				return nil, nil, nil, fmt.Errorf("pkcs12: encrypted data: %w", err)
 			}
 			ct, err := implicitOctets(ed.EncryptedContentInfo.EncryptedContent)
 			if err != nil {
-				return nil, nil, nil, fmt.Errorf("PKCS#12: encrypted data: %w", err)
+				return nil, nil, nil, fmt.Errorf("pkcs12: encrypted data: %w", err)
 			}
-			if safe, err = decryptP12(ed.EncryptedContentInfo.ContentEncryptionAlgorithm, ct, password); err != nil {
-				return nil, nil, nil, fmt.Errorf("PKCS#12: %w", err)
+			if safe, err = decrypt(ed.EncryptedContentInfo.ContentEncryptionAlgorithm, ct, password); err != nil {
+				if errors.Is(err, ErrIncorrectPassword) {
+					return nil, nil, nil, err
+				}
+				return nil, nil, nil, fmt.Errorf("pkcs12: %w", err)
 			}
 		default:
-			return nil, nil, nil, fmt.Errorf("PKCS#12: %w: content %v", errUnsupportedP12, ci.ContentType)
+			return nil, nil, nil, fmt.Errorf("pkcs12: %w: content %v", errUnsupported, ci.ContentType)
 		}
 		var bags []p12SafeBag
 		if err := unmarshalBER(safe, &bags); err != nil {
-			return nil, nil, nil, fmt.Errorf("PKCS#12: safe bags: %w", err)
+			return nil, nil, nil, fmt.Errorf("pkcs12: safe bags: %w", err)
 		}
 		for _, b := range bags {
 			switch {
 			case b.ID.Equal(oidCertBag):
 				var cb p12CertBag
 				if _, err := asn1.Unmarshal(b.Value.Bytes, &cb); err != nil {
-					return nil, nil, nil, fmt.Errorf("PKCS#12: cert bag: %w", err)
+					return nil, nil, nil, fmt.Errorf("pkcs12: cert bag: %w", err)
 				}
 				if !cb.ID.Equal(oidCertTypeX509) {
 					continue
 				}
 				c, err := x509.ParseCertificate(cb.Data)
 				if err != nil {
-					return nil, nil, nil, fmt.Errorf("PKCS#12: certificate: %w", err)
+					return nil, nil, nil, fmt.Errorf("pkcs12: certificate: %w", err)
 				}
 				certs = append(certs, c)
 			case b.ID.Equal(oidShroudedKeyBag), b.ID.Equal(oidKeyBag):
 				pk := b.Value.Bytes
 				if b.ID.Equal(oidShroudedKeyBag) {
-					var epki p12EncryptedPrivateKeyInfo
+					var epki encryptedPrivateKeyInfo
 					if _, err := asn1.Unmarshal(b.Value.Bytes, &epki); err != nil {
-						return nil, nil, nil, fmt.Errorf("PKCS#12: key bag: %w", err)
+						return nil, nil, nil, fmt.Errorf("pkcs12: key bag: %w", err)
 					}
-					if pk, err = decryptP12(epki.Algorithm, epki.Data, password); err != nil {
-						return nil, nil, nil, fmt.Errorf("PKCS#12: key: %w", err)
+					if pk, err = decrypt(epki.Algorithm, epki.Data, password); err != nil {
+						if errors.Is(err, ErrIncorrectPassword) {
+							return nil, nil, nil, err
+						}
+						return nil, nil, nil, fmt.Errorf("pkcs12: key: %w", err)
 					}
 				}
 				if pk, err = ber.ToDER(pk); err != nil {
-					return nil, nil, nil, fmt.Errorf("PKCS#12: key: %w", err)
+					return nil, nil, nil, fmt.Errorf("pkcs12: key: %w", err)
 				}
 				k, err := x509.ParsePKCS8PrivateKey(pk)
 				if err != nil {
-					return nil, nil, nil, fmt.Errorf("PKCS#12: key: %w", err)
+					return nil, nil, nil, fmt.Errorf("pkcs12: key: %w", err)
 				}
 				s, ok := k.(gocrypto.Signer)
 				if !ok {
-					return nil, nil, nil, fmt.Errorf("PKCS#12: unsupported key type %T", k)
+					return nil, nil, nil, fmt.Errorf("pkcs12: unsupported key type %T", k)
 				}
 				keys = append(keys, s)
 			}
 		}
 	}
 	if len(keys) != 1 {
-		return nil, nil, nil, fmt.Errorf("PKCS#12: expected one private key, found %d", len(keys))
+		return nil, nil, nil, fmt.Errorf("pkcs12: expected one private key, found %d", len(keys))
 	}
 	var leaf *x509.Certificate
 	var chain []*x509.Certificate
@@ -419,7 +425,7 @@ func parsePKCS12BER(data, password []byte) (gocrypto.Signer, *x509.Certificate, 
 		}
 	}
 	if leaf == nil {
-		return nil, nil, nil, errors.New("PKCS#12: no certificate matches the private key")
+		return nil, nil, nil, errors.New("pkcs12: no certificate matches the private key")
 	}
 	return keys[0], leaf, chain, nil
 }
