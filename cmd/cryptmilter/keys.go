@@ -100,7 +100,7 @@ func runKeys(keystoreDir string, opts keystore.Options, args []string, stdin io.
 func parseInterspersed(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) ([]string, int, bool) {
 	var pos []string
 	for {
-		if code, ok := parseFlags(fs, args, stdout, stderr, keysUsage); !ok {
+		if code, ok := parseFlags(fs, args, stdout, stderr, keysSubUsage(fs.Name())); !ok {
 			return nil, code, false
 		}
 		args = fs.Args()
