@@ -201,7 +201,7 @@ func Parse(data []byte) (*Config, error) {
 	c.Direction.OriginatingDaemons, c.Direction.InternalHosts = nil, nil
 	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
 	if err := dec.Decode(c); err != nil {
-		return nil, describe(err)
+		return nil, describe(err, data)
 	}
 	d := Default()
 	if c.Listen == nil {
@@ -225,8 +225,8 @@ func Parse(data []byte) (*Config, error) {
 	return c, nil
 }
 
-// describe turns a go-toml error into "LINE: what" text.
-func describe(err error) error {
+// describe turns a go-toml error into "LINE: what" text; doc is the source.
+func describe(err error, doc []byte) error {
 	var strict *toml.StrictMissingError
 	if errors.As(err, &strict) {
 		var msgs []string
@@ -239,6 +239,9 @@ func describe(err error) error {
 	var de *toml.DecodeError
 	if errors.As(err, &de) {
 		row, _ := de.Position()
+		if msg, ok := typeMismatch(de, doc); ok {
+			return fmt.Errorf("%d: %s", row, msg)
+		}
 		msg := strings.TrimPrefix(de.Error(), "toml: ")
 		if k := de.Key(); len(k) > 0 {
 			return fmt.Errorf("%d: %s: %s", row, strings.Join(k, "."), msg)
