@@ -61,17 +61,19 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(*file)
 	if err != nil {
 		errorf(stderr, "%v", err)
-		return 1
+		if *check {
+			return 1
+		}
+		return exitConfig
 	}
-	if *check {
-		fmt.Fprintf(stdout, "cryptmilter: configuration %s is valid\n", nameOf(cfg))
-		return 0
+	if code, done := preflight(cfg, *check, stdout, stderr); done {
+		return code
 	}
 	log := newLogger(cfg, stderr)
 	if err := serve(cfg, log); err != nil {
 		log.Error("cryptmilter stopped", "error", err)
 		errorf(stderr, "%v", err)
-		return 1
+		return exitCode(err)
 	}
 	return 0
 }
@@ -124,9 +126,12 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	}
 	kopts := keystoreOptions(cfg, log)
 	if !keystore.IsInitialized(kopts) {
-		addrs := cfg.Identity.Addresses
-		if len(addrs) == 0 {
-			addrs = []string{"cryptmilter@" + cfg.Hostname}
+		addrs, note, err := firstRunAddresses(cfg)
+		if err != nil {
+			return err
+		}
+		if note != "" {
+			log.Warn(note)
 		}
 		created, err := keystore.Init(kopts, addrs, false, time.Now())
 		if err != nil {
@@ -140,6 +145,9 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	}
 	for _, p := range holder.Current().Problems() {
 		log.Warn("keystore file skipped", "file", p.File, "error", p.Err)
+	}
+	if err := checkGatewayIdentity(cfg, holder.Current(), log); err != nil {
+		return err
 	}
 	sp, err := spool.Open(cfg.SpoolDir(), int64(cfg.Limits.MemorySpool))
 	if err != nil {
