@@ -130,7 +130,7 @@ func TestManPagesRender(t *testing.T) {
 		}
 	}
 	for page, wants := range map[string][]string{
-		manPath: {"cryptmilter.toml - configuration file", "keystore = \"./cryptmilter-data\"", "[[outbound.rule]]", "SEE ALSO"},
+		manPath:                           {"cryptmilter.toml - configuration file", "keystore = \"./cryptmilter-data\"", "[[outbound.rule]]", "SEE ALSO"},
 		"../../contrib/man/cryptmilter.8": {"cryptmilter - OpenPGP and S/MIME milter", "EXIT STATUS", "RestartPreventExitStatus=78", "SIGHUP"},
 	} {
 		cmd := exec.Command("groff", "-man", "-Tutf8", "-ww", "-z", page)
