@@ -36,7 +36,12 @@ inet:127.0.0.1:8895 and keeps its keystore in ./cryptmilter-data, created
 with a fresh gateway identity on first run.
 
   -c FILE   configuration file (TOML); contrib/cryptmilter.toml lists every key
-  -n        check the configuration and exit: 0 when valid, 1 otherwise
+  -n        check the configuration and the setup around it (socket directories
+            and group, re-injection, gateway identity), saying what to do about
+            each problem, and exit: 0 when valid, 1 otherwise
+
+Exit status 78 (EX_CONFIG): serve found a problem only the admin can fix and
+said what to do; the shipped unit does not restart it then.
 
 Signals: SIGHUP reloads the configuration and the keystore, SIGTERM drains
 messages in flight (up to drain_timeout) and exits.
