@@ -4,28 +4,40 @@
 GO        ?= go
 PREFIX    ?= /usr/local
 DESTDIR   ?=
+# Where `make install` puts things (systemd and systemd-tmpfiles read
+# PREFIX/lib/… for PREFIX=/usr and /usr/local alike). The configuration is
+# always under SYSCONFDIR, whatever PREFIX.
+SYSCONFDIR  ?= /etc
+BINDIR      ?= $(PREFIX)/bin
+MANDIR      ?= $(PREFIX)/share/man
+DOCDIR      ?= $(PREFIX)/share/doc/cryptmilter
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS   := -X main.version=$(VERSION)
 STATICCHECK_VERSION := v0.8.2
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 BENCHTIME ?= 3x
 
-.PHONY: all build run deps test unit e2e lint bench bench-sidebyside install clean fuzz
+.PHONY: all build run deps test unit e2e lint bench bench-sidebyside install uninstall man clean fuzz
 
 all: build
 
+# BUILDDIR: where build puts the binary (tests build elsewhere).
+BUILDDIR ?= bin
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/cryptmilter ./cmd/cryptmilter
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BUILDDIR)/cryptmilter ./cmd/cryptmilter
 
 # The embedded default: loopback socket, keystore in ./cryptmilter-data.
 run: build
-	./bin/cryptmilter serve
+	$(BUILDDIR)/cryptmilter serve
 
 # Installs gnupg, gpgsm, openssl, postfix, swaks, miltertest, systemd (for
-# systemd-socket-activate), the differential tests' peers (MIME-tools,
-# Mail::AuthenticationResults, python3, python3-authres), m4 and the shared
-# libraries of sendmail-bin (which the Sendmail suite extracts, not installs)
-# and staticcheck.
+# systemd-socket-activate and systemd-analyze), the differential tests' peers
+# (MIME-tools, Mail::AuthenticationResults, python3, python3-authres), m4 and
+# the shared libraries of sendmail-bin (which the Sendmail suite extracts, not
+# installs), systemd-container (the install test's container), make, groff and
+# man (the man page tests) and staticcheck.
 deps:
 	bash .ci/deps
 
@@ -80,13 +92,47 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseOpenPGP$$' -fuzztime $(FUZZTIME) ./keystore/
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePEMOrDER$$' -fuzztime $(FUZZTIME) ./keystore/
 
+# Installs the binary, the systemd units (their /usr/local/ paths become
+# PREFIX's, /etc/ SYSCONFDIR's), tmpfiles.d/cryptmilter.conf, the man pages,
+# README and examples under DOCDIR, and SYSCONFDIR/cryptmilter/cryptmilter.toml
+# from contrib/cryptmilter.toml only if there is none: an existing
+# configuration is never overwritten. README, "Install", lists the steps
+# (service user, keystore, Postfix) that follow.
+UNITS := cryptmilter.service cryptmilter.socket cryptmilter-keys-check.service cryptmilter-keys-check.timer
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/cryptmilter $(DESTDIR)/etc/cryptmilter
-	install -m 0755 bin/cryptmilter $(DESTDIR)$(PREFIX)/bin/cryptmilter
-	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/cryptmilter/README.md
-	install -m 0644 contrib/cryptmilter.toml $(DESTDIR)$(PREFIX)/share/doc/cryptmilter/cryptmilter.toml.example
-	install -d $(DESTDIR)/lib/systemd/system
-	install -m 0644 contrib/systemd/cryptmilter.service contrib/systemd/cryptmilter.socket $(DESTDIR)/lib/systemd/system/
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(TMPFILESDIR) \
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/cryptmilter
+	install -m 0755 $(BUILDDIR)/cryptmilter $(DESTDIR)$(BINDIR)/cryptmilter
+	for u in $(UNITS); do \
+		sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/doc/cryptmilter/|$(DOCDIR)/|g' \
+			-e 's|/etc/cryptmilter/|$(SYSCONFDIR)/cryptmilter/|g' contrib/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+	install -m 0644 contrib/systemd/cryptmilter.tmpfiles $(DESTDIR)$(TMPFILESDIR)/cryptmilter.conf
+	install -m 0644 contrib/man/cryptmilter.8 $(DESTDIR)$(MANDIR)/man8/cryptmilter.8
+	install -m 0644 contrib/man/cryptmilter.toml.5 $(DESTDIR)$(MANDIR)/man5/cryptmilter.toml.5
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -m 0644 contrib/cryptmilter.toml $(DESTDIR)$(DOCDIR)/cryptmilter.toml.example
+	install -m 0644 contrib/postfix/main.cf.snippet contrib/postfix/master.cf.snippet \
+		contrib/sendmail/sendmail.mc.snippet $(DESTDIR)$(DOCDIR)/
+	install -m 0644 contrib/grafana/cryptmilter.json $(DESTDIR)$(DOCDIR)/grafana-dashboard.json
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/cryptmilter/cryptmilter.toml ]; then \
+		echo "kept $(DESTDIR)$(SYSCONFDIR)/cryptmilter/cryptmilter.toml (the example is $(DOCDIR)/cryptmilter.toml.example)"; \
+	else \
+		install -m 0644 contrib/cryptmilter.toml $(DESTDIR)$(SYSCONFDIR)/cryptmilter/cryptmilter.toml; \
+	fi
+
+# Removes what install installed, except the configuration and the keystore.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/cryptmilter $(DESTDIR)$(TMPFILESDIR)/cryptmilter.conf \
+		$(DESTDIR)$(MANDIR)/man8/cryptmilter.8 $(DESTDIR)$(MANDIR)/man5/cryptmilter.toml.5
+	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
+	rm -rf $(DESTDIR)$(DOCDIR)
+
+# Regenerates contrib/man/cryptmilter.toml.5 from contrib/cryptmilter.toml
+# (after adding or changing a key there; a test fails while it is stale).
+man:
+	$(GO) run ./internal/mangen -o contrib/man/cryptmilter.toml.5 contrib/cryptmilter.toml
 
 clean:
 	rm -rf bin

@@ -200,7 +200,7 @@ func TestServeLifecycle(t *testing.T) {
 	port := freePort(t)
 	sock := filepath.Join(dir, "milter.sock")
 	conf := func(extra string) {
-		c := fmt.Sprintf("keystore = \"keys\"\nlisten = [\"inet:127.0.0.1:%d\", \"unix:%s\"]\nsocket_mode = \"0600\"\n[direction]\ninternal_hosts = []\n%s", port, sock, extra)
+		c := fmt.Sprintf("keystore = \"keys\"\nhostname = \"mx.example.test\"\nlisten = [\"inet:127.0.0.1:%d\", \"unix:%s\"]\nsocket_mode = \"0600\"\n[direction]\ninternal_hosts = []\n%s", port, sock, extra)
 		if err := os.WriteFile(filepath.Join(dir, "c.toml"), []byte(c), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -288,7 +288,7 @@ func TestServeRefusesBusySocket(t *testing.T) {
 	}
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "m.sock")
-	os.WriteFile(filepath.Join(dir, "c.toml"), []byte(fmt.Sprintf("keystore = \"keys\"\nlisten = [\"unix:%s\"]\n", sock)), 0o644)
+	os.WriteFile(filepath.Join(dir, "c.toml"), []byte(fmt.Sprintf("keystore = \"keys\"\nhostname = \"mx.example.test\"\nlisten = [\"unix:%s\"]\n", sock)), 0o644)
 	startDaemon(t, dir)
 	cmd := exec.Command(os.Args[0], "serve", "-c", "c.toml")
 	cmd.Dir = dir
@@ -306,7 +306,7 @@ func TestBench(t *testing.T) {
 	}
 	dir := t.TempDir()
 	port := freePort(t)
-	os.WriteFile(filepath.Join(dir, "c.toml"), []byte(fmt.Sprintf("keystore = \"keys\"\nlisten = [\"inet:127.0.0.1:%d\"]\n[direction]\ninternal_hosts = []\n", port)), 0o644)
+	os.WriteFile(filepath.Join(dir, "c.toml"), []byte(fmt.Sprintf("keystore = \"keys\"\nhostname = \"mx.example.test\"\nlisten = [\"inet:127.0.0.1:%d\"]\n[direction]\ninternal_hosts = []\n", port)), 0o644)
 	startDaemon(t, dir)
 	var out, errb bytes.Buffer
 	code := run([]string{"bench", "--connect", fmt.Sprintf("inet:127.0.0.1:%d", port), "--direction", "in",

@@ -115,11 +115,13 @@ func versionString() string {
 	return v
 }
 
-// newFlagSet returns a flag set that reports errors the cryptmilter way.
-func newFlagSet(name, usageText string, stderr io.Writer) *flag.FlagSet {
+// newFlagSet returns a flag set that reports errors the cryptmilter way:
+// parseFlags prints the help (once, on standard output) for -h, and an
+// error with a hint otherwise; the flag package itself prints nothing.
+func newFlagSet(name, _ string, _ io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Usage = func() { fmt.Fprint(stderr, usageText) }
+	fs.Usage = func() {}
 	return fs
 }
 

@@ -37,7 +37,12 @@ inet:127.0.0.1:8895 and keeps its keystore in ./cryptmilter-data, created
 with a fresh gateway identity on first run.
 
   -c FILE   configuration file (TOML); contrib/cryptmilter.toml lists every key
-  -n        check the configuration and exit: 0 when valid, 1 otherwise
+  -n        check the configuration and the setup around it (socket directories
+            and group, re-injection, gateway identity), saying what to do about
+            each problem, and exit: 0 when valid, 1 otherwise
+
+Exit status 78 (EX_CONFIG): serve found a problem only the admin can fix and
+said what to do; the shipped unit does not restart it then.
 
 Signals: SIGHUP reloads the configuration and the keystore, SIGTERM drains
 messages in flight (up to drain_timeout) and exits.
@@ -62,17 +67,19 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(*file)
 	if err != nil {
 		errorf(stderr, "%v", err)
-		return 1
+		if *check {
+			return 1
+		}
+		return exitConfig
 	}
-	if *check {
-		fmt.Fprintf(stdout, "cryptmilter: configuration %s is valid\n", nameOf(cfg))
-		return 0
+	if code, done := preflight(cfg, *check, stdout, stderr); done {
+		return code
 	}
 	log := newLogger(cfg, stderr)
 	if err := serve(cfg, log); err != nil {
 		log.Error("cryptmilter stopped", "error", err)
 		errorf(stderr, "%v", err)
-		return 1
+		return exitCode(err)
 	}
 	return 0
 }
@@ -120,6 +127,9 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	log.Info("starting", "version", versionString(), "config", nameOf(cfg), "effective", string(effective))
 	holder, err := openKeystore(cfg, log)
 	if err != nil {
+		return err
+	}
+	if err := checkGatewayIdentity(cfg, holder.Current(), log); err != nil {
 		return err
 	}
 	sp, err := spool.Open(cfg.SpoolDir(), int64(cfg.Limits.MemorySpool))
@@ -204,9 +214,12 @@ func openKeystore(cfg *config.Config, log *slog.Logger) (*keystore.Holder, error
 		return nil, err // unreadable: never create a new identity over it
 	}
 	if !initialized {
-		addrs := cfg.Identity.Addresses
-		if len(addrs) == 0 {
-			addrs = []string{"cryptmilter@" + cfg.Hostname}
+		addrs, note, err := firstRunAddresses(cfg)
+		if err != nil {
+			return nil, err
+		}
+		if note != "" {
+			log.Warn(note)
 		}
 		created, err := keystore.Init(kopts, addrs, false, time.Now())
 		if err != nil {

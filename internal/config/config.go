@@ -52,8 +52,10 @@ type Config struct {
 	Sockets []Socket `toml:"-"`
 	// InternalNets is Direction.InternalHosts parsed.
 	InternalNets []netip.Prefix `toml:"-"`
-	// actionsSet records which [actions] keys the file sets.
-	actionsSet map[string]bool
+	// actionsSet records which [actions] keys the file sets;
+	// aliasDecryptError that [inbound] on_decrypt_error gave the value.
+	actionsSet        map[string]bool
+	aliasDecryptError bool
 }
 
 // Log configures logging.
@@ -238,7 +240,7 @@ func Parse(data []byte) (*Config, error) {
 	c.actionsSet = set
 	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
 	if err := dec.Decode(c); err != nil {
-		return nil, describe(err)
+		return nil, describe(err, data)
 	}
 	d := Default()
 	if c.Listen == nil {
@@ -265,8 +267,8 @@ func Parse(data []byte) (*Config, error) {
 	return c, nil
 }
 
-// describe turns a go-toml error into "LINE: what" text.
-func describe(err error) error {
+// describe turns a go-toml error into "LINE: what" text; doc is the source.
+func describe(err error, doc []byte) error {
 	var strict *toml.StrictMissingError
 	if errors.As(err, &strict) {
 		var msgs []string
@@ -279,6 +281,9 @@ func describe(err error) error {
 	var de *toml.DecodeError
 	if errors.As(err, &de) {
 		row, _ := de.Position()
+		if msg, ok := typeMismatch(de, doc); ok {
+			return fmt.Errorf("%d: %s", row, msg)
+		}
 		msg := strings.TrimPrefix(de.Error(), "toml: ")
 		if k := de.Key(); len(k) > 0 {
 			return fmt.Errorf("%d: %s: %s", row, strings.Join(k, "."), msg)
@@ -423,6 +428,11 @@ func (c *Config) checkActions(v *validator) error {
 			return v.bad("inbound.on_decrypt_error", "is the old name of [actions] on_decrypt_error, which says otherwise; remove [inbound] on_decrypt_error")
 		}
 		c.Actions.OnDecryptError = old
+		if !c.actionsSet["on_decrypt_error"] {
+			c.aliasDecryptError = true
+		}
+		// Consumed: [actions] holds the value from here on.
+		c.Inbound.OnDecryptError = 0
 	}
 	a := c.Actions
 	for _, f := range []struct {
@@ -439,7 +449,7 @@ func (c *Config) checkActions(v *validator) error {
 	var ae *crypto.ActionError
 	if err := crypto.ValidateActions(crypto.Actions(a)); errors.As(err, &ae) {
 		key := "actions." + ae.Key
-		if ae.Key == "on_decrypt_error" && c.Inbound.OnDecryptError != 0 && !c.actionsSet["on_decrypt_error"] {
+		if ae.Key == "on_decrypt_error" && c.aliasDecryptError {
 			key = "inbound.on_decrypt_error"
 		}
 		return v.bad(key, "%s", ae.Msg)
