@@ -97,7 +97,7 @@ func TestContribExample(t *testing.T) {
 	for _, key := range []string{"keystore", "listen", "hostname", "socket_mode", "socket_group", "spool", "drain_timeout",
 		"format", "level", "fold_local_part", "service_group", "watch", "addresses", "on_decrypt_error", "rt_headers",
 		"keep_original", "unwrap_signed", "allow_sha1", "policy", "prefer", "split", "reinject", "sign_as",
-		"protect_headers", "defer_rcpt", "originating_daemons", "internal_hosts", "authenticated",
+		"protect_headers", "header_confidentiality", "defer_rcpt", "originating_daemons", "internal_hosts", "authenticated",
 		"max_message_size", "max_mime_depth", "max_parts", "max_header_size", "max_decompressed_size",
 		"message_timeout", "memory_spool", "max_concurrent"} {
 		if !strings.Contains(doc, "\n"+key+" = ") {
