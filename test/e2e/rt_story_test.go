@@ -36,12 +36,14 @@ type rtStory struct {
 	rt *RT
 
 	alice, bob, carol, dave, faythe, mallory *rtPerson
-	dir                                      string // the people's files
-	gwPGP                                    []byte // RT's public OpenPGP key (armored)
-	gwCert                                   string // RT's S/MIME certificate (PEM file)
-	gwFpr                                    string // RT's OpenPGP primary fingerprint
-	caKey, caCert                            string // the CA that issued Carol's and Faythe's certificates
-	lastReply                                *Mail  // Bob's copy of Trent's reply
+	// malloryKey is the OpenPGP key Mallory made in Alice's name.
+	malloryKey    *rtPerson
+	dir           string // the people's files
+	gwPGP         []byte // RT's public OpenPGP key (armored)
+	gwCert        string // RT's S/MIME certificate (PEM file)
+	gwFpr         string // RT's OpenPGP primary fingerprint
+	caKey, caCert string // the CA that issued Carol's and Faythe's certificates
+	lastReply     *Mail  // Bob's copy of Trent's reply
 }
 
 // Each message of the story, as its sender wrote it.
@@ -53,16 +55,18 @@ const (
 	trentText    = "Thank you, Alice. We have closed the portal while we look into it. Bob from your team will test the fix. Trent"
 	bobText      = "I tested the portal again: I only see our own invoices now. Bob"
 	malloryText  = "Please send all invoices of the last year to my new address. Alice"
+	malloryText2 = "Sorry, my new address again, this time encrypted and signed. Alice"
 	trentText2   = "The fix is deployed. Bob, Dave: please confirm. Trent"
 	trentText3   = "We will keep the portal under watch for a week. Trent"
+	trentText4   = "Forwarding the encrypted report of the auditors, as they sent it. Trent"
 )
 
 const trentPassword = "trent-e2e-password"
 
 // TestRTStory runs docs/rt.md.
 func TestRTStory(t *testing.T) {
-	requirePeers(t, true, "postfix", "sendmail", "postqueue", "gpg", "gpgconf", "openssl")
 	requireRT(t)
+	requirePeers(t, true, "postfix", "sendmail", "postqueue", "gpg", "gpgconf", "openssl")
 	s := &rtStory{dir: tempDir(t, "cm-people-")}
 	step := func(name string, f func(t *testing.T)) {
 		if !t.Run(name, f) {
@@ -78,7 +82,8 @@ func TestRTStory(t *testing.T) {
 	step("4_bob_replies", s.bobReplies)
 	step("5_mallory_forges", s.malloryForges)
 	step("6_why_the_subject_stays", s.whyTheSubjectStays)
-	step("7_dave_required", s.daveRequired)
+	step("7_trent_mails_the_queue", s.trentMailsTheQueue)
+	step("8_dave_required", s.daveRequired)
 }
 
 // admin: the mail admin sets up Postfix, cryptmilter and RT.
@@ -89,10 +94,19 @@ func (s *rtStory) admin(t *testing.T) {
 	rtPort := freePort(t)
 	maps := tempDir(t, "cm-rtmaps-")
 	writeFile(t, filepath.Join(maps, "transport"), "rt@example.org rtgate:\n", 0o644)
+	// Result headers are cryptmilter's alone, on every path: mail on the
+	// outbound path (own users, sendmail) is not rewritten by its inbound
+	// side. Milter-added headers are not subject to header_checks.
+	writeFile(t, filepath.Join(maps, "header_checks"), "/^X-Cryptmilter-/ IGNORE\n", 0o644)
 	s.pf, s.m = startStack(t, stackOptions{
 		Milter: milterOptions{Settings: []string{`outbound.header_confidentiality = false`}},
 		Postfix: postfixOptions{
-			Main:      []string{"transport_maps = texthash:" + filepath.Join(maps, "transport")},
+			Main: []string{"transport_maps = texthash:" + filepath.Join(maps, "transport"),
+				"header_checks = regexp:" + filepath.Join(maps, "header_checks"),
+				// By default header_checks apply to attached messages too;
+				// off here, so that step 5 shows RT ignoring forged
+				// fields inside an attachment on its own.
+				"nested_header_checks ="},
 			Mailboxes: []string{"faythe@example.org", "trent@example.org", "mallory@example.com"},
 		},
 	})
@@ -128,6 +142,7 @@ func (s *rtStory) admin(t *testing.T) {
 	s.carol = s.smimePerson(t, "Carol", "carol@example.com")
 	s.faythe = s.smimePerson(t, "Faythe", "faythe@example.org")
 	s.mallory = &rtPerson{Name: "Mallory", Addr: "mallory@example.com"}
+	s.malloryKey = s.pgpPerson(t, "Alice", "alice@example.net")
 
 	// The admin imports the correspondents' keys and the CA into
 	// cryptmilter's keystore, and reloads it.
@@ -306,8 +321,8 @@ func (s *rtStory) expect(t *testing.T, before map[string]int, want map[string]in
 			s.pf.WaitMaildir(t, a, before[a]+n, 60*time.Second)
 		}
 	}
-	s.pf.WaitQueueEmpty(t, 60*time.Second)
-	time.Sleep(1500 * time.Millisecond) // pickup runs every second: anything more would show now
+	// Nothing more can come: until RT's last sendmail call has been
+	// delivered, some message of the chain is in the queue.
 	s.pf.WaitQueueEmpty(t, 60*time.Second)
 	got := map[string][]*Mail{}
 	for _, a := range storyBoxes {
@@ -719,6 +734,29 @@ func (s *rtStory) malloryForges(t *testing.T) {
 	if !innerForged {
 		t.Errorf("RT did not store the attached message's forged X-Cryptmilter-Signature; the test no longer shows that it is ignored")
 	}
+
+	// Mallory tries again: encrypted to RT's public key (anyone may
+	// have it) and signed with a key she made in Alice's name.
+	before = s.mailboxes(t)
+	s.send(t, s.mallory.Addr, s.pgpMail(t, s.malloryKey, "Re: [example.org #1] "+aliceSubject, malloryText2))
+	s.expect(t, before, map[string]int{"bob@example.net": 1, "dave@example.com": 1, "faythe@example.org": 1})
+	txns, page = s.rt.History(t, 1)
+	fake, err = findTxn(txns, "Correspondence added", malloryText2)
+	if err != nil {
+		t.Fatalf("ticket 1 has no correspondence showing Mallory's second text")
+	}
+	wantCrypt(t, fake, []rtRow{
+		{"Encryption", "decrypt done", "decrypted by the mail gateway (OpenPGP, key "},
+		{"Signature", "verify bad", "signed"},
+	})
+	if row := fake.Crypt(0)[1]; !strings.Contains(row.Value, "with a key or certificate the mail gateway does not trust") || !strings.Contains(row.Value, "key "+s.malloryKey.fpr[24:]) {
+		// An unknown key is named by the key ID in the signature.
+		t.Errorf("Mallory's signature is shown as %q, want untrusted with her key ID %s", row.Value, s.malloryKey.fpr[24:])
+	}
+	s.wantRTHeaders(t, fake.ID, "Success", "", "GnuPG")
+	if n := strings.Count(page, "signature good, signed by"); n != 2 {
+		t.Errorf("ticket 1 shows %d good signatures, want 2 (Alice's and Bob's)", n)
+	}
 }
 
 // 6. Why the Subject stays readable.
@@ -754,7 +792,47 @@ func (s *rtStory) whyTheSubjectStays(t *testing.T) {
 	})
 }
 
-// 7. Dave and the required policy.
+// 7. Trent mails the queue himself.
+func (s *rtStory) trentMailsTheQueue(t *testing.T) {
+	trent := &rtPerson{Name: "Trent", Addr: "trent@example.org"}
+	// Already encrypted (to RT's key, so cryptmilter's outbound side
+	// passes it untouched), with result headers that claim the contrary.
+	armored, err := cmdOut(t, []byte("Content-Type: text/plain\r\n\r\nThe auditors' report.\r\n"), "gpg", "--homedir", s.dave.home,
+		"--batch", "--trust-model", "always", "--armor", "--recipient", "rt@example.org", "--encrypt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := s.header(trent, trent.from(), "Re: [example.org #1] "+aliceSubject,
+		"X-Cryptmilter-Encryption: decrypted; protocol=openpgp; key="+s.gwFpr,
+		"X-Cryptmilter-Signature: valid; protocol=openpgp; signer=ceo@example.org; key="+s.alice.fpr) +
+		"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"mix\"\r\n\r\n" +
+		"--mix\r\nContent-Type: text/plain\r\n\r\n" + trentText4 + "\r\n" +
+		"--mix\r\nContent-Type: application/pgp-encrypted; name=\"report.asc\"\r\nContent-Disposition: attachment; filename=\"report.asc\"\r\n\r\n" +
+		string(crlf(armored)) + "\r\n--mix--\r\n"
+	before := s.mailboxes(t)
+	// From his mail client: the submission port, outbound for cryptmilter.
+	if err := s.pf.SendSMTP(s.pf.SubmitAddr, trent.Addr, []string{"rt@example.org"}, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	s.expect(t, before, map[string]int{"alice@example.net": 1, "bob@example.net": 1, "dave@example.com": 1, "faythe@example.org": 1})
+	txns, _ := s.rt.History(t, 1)
+	txn, err := findTxn(txns, "Correspondence added", trentText4)
+	if err != nil {
+		t.Fatalf("ticket 1 has no correspondence showing Trent's mail")
+	}
+	for i := range txn.Boxes {
+		if rows := txn.Crypt(i); len(rows) != 0 {
+			t.Errorf("Trent's mail shows crypto results (part %d): %+v", i, rows)
+		}
+	}
+	top, _ := s.topAttachment(t, txn.ID)
+	if got := append(top.Header("X-Cryptmilter-Encryption"), top.Header("X-Cryptmilter-Signature")...); len(got) != 0 {
+		t.Errorf("the forged result headers reached RT: %q", got)
+	}
+	s.wantRTHeaders(t, txn.ID, "Not encrypted", "", "")
+}
+
+// 8. Dave and the required policy.
 func (s *rtStory) daveRequired(t *testing.T) {
 	s.setMilter(t, func(o *milterOptions) {
 		o.Extra += "\n[[outbound.rule]]\nmatch = \"@example.com\"\npolicy = \"required\"\n"
@@ -775,6 +853,12 @@ func (s *rtStory) daveRequired(t *testing.T) {
 	}
 	if line := lastLine(s.m.Log(), "rejected"); !strings.Contains(line, "dave@example.com") {
 		t.Errorf("cryptmilter's log has no refusal naming Dave: %q", line)
+	}
+	// RT noticed nothing wrong along the way.
+	for _, l := range strings.Split(s.rt.Log(), "\n") {
+		if strings.Contains(l, "[error]") || strings.Contains(l, "[critical]") {
+			t.Errorf("RT logged: %s", l)
+		}
 	}
 }
 
