@@ -22,7 +22,8 @@ run: build
 	./bin/cryptmilter serve
 
 # Installs gnupg, gpgsm, openssl, postfix, swaks, miltertest, systemd (for
-# systemd-socket-activate) and staticcheck.
+# systemd-socket-activate), staticcheck and, for the RT suite, Request
+# Tracker 5 (.ci/deps-rt).
 deps:
 	bash .ci/deps
 

@@ -768,7 +768,9 @@ func (s *rtStory) whyTheSubjectStays(t *testing.T) {
 	s.rt.REST(t, "POST", "ticket/1/correspond", map[string]any{"Content": trentText2, "ContentType": "text/plain"}, nil)
 	got := s.expect(t, before, map[string]int{"alice@example.net": 1, "bob@example.net": 1, "dave@example.com": 1, "faythe@example.org": 1})
 	n := got["bob@example.net"][0]
+	wantSubject(t, "Alice", got["alice@example.net"][0], "[...]")
 	wantSubject(t, "Bob", n, "[...]")
+	wantSubject(t, "Faythe", got["faythe@example.org"][0], "[...]")
 	if plain := s.gpgDecrypt(t, s.bob, n); !bytes.Contains(plain, []byte("Subject: [example.org #1] "+aliceSubject)) {
 		t.Errorf("the real Subject is not inside Bob's copy:\n%s", plain)
 	}
@@ -844,9 +846,13 @@ func (s *rtStory) daveRequired(t *testing.T) {
 	// another message and arrives.
 	got := s.expect(t, before, map[string]int{"postmaster@example.org": 1, "faythe@example.org": 1})
 	bounce := got["postmaster@example.org"][0]
-	if !bytes.Contains(bounce.Raw, []byte("dave@example.com")) || !bytes.Contains(bounce.Raw, []byte("no usable encryption key")) ||
-		!bytes.Contains(bounce.Raw, []byte("5.7.1")) {
-		t.Errorf("the bounce does not name Dave's missing key:\n%s", bounce.Raw)
+	for _, p := range []*rtPerson{s.alice, s.bob, s.dave} {
+		if !bytes.Contains(bounce.Raw, []byte("<"+p.Addr+">: <dave@example.com>: no usable encryption key")) {
+			t.Errorf("the bounce does not tell that %s's copy was refused for Dave's missing key:\n%s", p.Name, bounce.Raw)
+		}
+	}
+	if !bytes.Contains(bounce.Raw, []byte("Status: 5.7.1")) {
+		t.Errorf("the bounce lacks the status 5.7.1:\n%s", bounce.Raw)
 	}
 	if content := s.smimeDecrypt(t, s.faythe, got["faythe@example.org"][0]); !bytes.Contains(content, []byte("under watch")) {
 		t.Errorf("Faythe's copy lacks Trent's text:\n%s", content)
@@ -854,7 +860,17 @@ func (s *rtStory) daveRequired(t *testing.T) {
 	if line := lastLine(s.m.Log(), "rejected"); !strings.Contains(line, "dave@example.com") {
 		t.Errorf("cryptmilter's log has no refusal naming Dave: %q", line)
 	}
-	// RT noticed nothing wrong along the way.
+	// RT noticed nothing: the reply is in the history as sent.
+	txns, _ := s.rt.History(t, 1)
+	if _, err := findTxn(txns, "Correspondence added", trentText3); err != nil {
+		t.Errorf("ticket 1 lacks Trent's last reply")
+	}
+	for _, x := range txns {
+		if strings.Contains(x.Description, "Sending the previous mail has failed") {
+			t.Errorf("RT recorded a sending failure: %s", x.Description)
+		}
+	}
+	// Nor did it log an error along the way.
 	for _, l := range strings.Split(s.rt.Log(), "\n") {
 		if strings.Contains(l, "[error]") || strings.Contains(l, "[critical]") {
 			t.Errorf("RT logged: %s", l)
