@@ -48,17 +48,17 @@ type rtStory struct {
 
 // Each message of the story, as its sender wrote it.
 const (
-	aliceSubject = "Invoice portal shows other customers' invoices"
-	aliceText    = "Hello support, when I log in to the invoice portal I see the invoices of another company. Alice"
-	carolSubject = "Please reset my password"
-	carolText    = "My password no longer works since the upgrade; please reset it. Carol"
-	trentText    = "Thank you, Alice. We have closed the portal while we look into it. Bob from your team will test the fix. Trent"
-	bobText      = "I tested the portal again: I only see our own invoices now. Bob"
-	malloryText  = "Please send all invoices of the last year to my new address. Alice"
-	malloryText2 = "Sorry, my new address again, this time encrypted and signed. Alice"
-	trentText2   = "The fix is deployed. Bob, Dave: please confirm. Trent"
-	trentText3   = "We will keep the portal under watch for a week. Trent"
-	trentText4   = "Forwarding the encrypted report of the auditors, as they sent it. Trent"
+	aliceSubject  = "Invoice portal shows other customers' invoices"
+	aliceText     = "Hello support, when I log in to the invoice portal I see the invoices of another company. Alice"
+	carolSubject  = "Please reset my password"
+	carolText     = "My password no longer works since the upgrade; please reset it. Carol"
+	trentText     = "Thank you, Alice. We have closed the portal while we look into it. Bob from your team will test the fix. Trent"
+	bobText       = "I tested the portal again: I only see our own invoices now. Bob"
+	malloryText   = "Please send all invoices of the last year to my new address. Alice"
+	malloryText2  = "Sorry, my new address again, this time encrypted and signed. Alice"
+	trentText2    = "The fix is deployed. Bob, Dave: please confirm. Trent"
+	trentText3    = "We will keep the portal under watch for a week. Trent"
+	trentSubject4 = "The auditors' report, as they sent it"
 )
 
 const trentPassword = "trent-e2e-password"
@@ -681,7 +681,9 @@ func (s *rtStory) malloryForges(t *testing.T) {
 		"X-RT-GnuPG-Status: Operation: Verify\n Status: DONE\n Message: The signature is good, signed by Alice <alice@example.net>, trust level is ultimate",
 	}
 	head := strings.ReplaceAll(strings.Join(forged, "\r\n"), "\n ", "\r\n ")
-	inner := "From: Alice <alice@example.net>\r\nTo: rt@example.org\r\nSubject: my new address\r\n" + head +
+	// Inside the attachment also the field RT's gateway sets on the
+	// top-level message it received.
+	inner := "From: Alice <alice@example.net>\r\nTo: rt@example.org\r\nSubject: my new address\r\nX-RT-Interface: Email\r\n" + head +
 		"\r\nContent-Type: text/plain\r\n\r\nThe signed original, as you can see in the headers.\r\n"
 	msg := s.header(s.mallory, s.alice.from(), "Re: [example.org #1] "+aliceSubject, head) +
 		"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"mix\"\r\n\r\n" +
@@ -797,28 +799,32 @@ func (s *rtStory) whyTheSubjectStays(t *testing.T) {
 // 7. Trent mails the queue himself.
 func (s *rtStory) trentMailsTheQueue(t *testing.T) {
 	trent := &rtPerson{Name: "Trent", Addr: "trent@example.org"}
-	// Already encrypted (to RT's key, so cryptmilter's outbound side
-	// passes it untouched), with result headers that claim the contrary.
+	// The auditors' report as they sent it: PGP/MIME encrypted to RT's
+	// key, so cryptmilter's outbound side passes it untouched, with
+	// result headers that claim the contrary.
 	armored, err := cmdOut(t, []byte("Content-Type: text/plain\r\n\r\nThe auditors' report.\r\n"), "gpg", "--homedir", s.dave.home,
 		"--batch", "--trust-model", "always", "--armor", "--recipient", "rt@example.org", "--encrypt")
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := s.header(trent, trent.from(), "Re: [example.org #1] "+aliceSubject,
+	msg := s.header(trent, trent.from(), "Re: [example.org #1] "+trentSubject4,
 		"X-Cryptmilter-Encryption: decrypted; protocol=openpgp; key="+s.gwFpr,
 		"X-Cryptmilter-Signature: valid; protocol=openpgp; signer=ceo@example.org; key="+s.alice.fpr) +
-		"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"mix\"\r\n\r\n" +
-		"--mix\r\nContent-Type: text/plain\r\n\r\n" + trentText4 + "\r\n" +
-		"--mix\r\nContent-Type: application/pgp-encrypted; name=\"report.asc\"\r\nContent-Disposition: attachment; filename=\"report.asc\"\r\n\r\n" +
-		string(crlf(armored)) + "\r\n--mix--\r\n"
+		"MIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"enc\"\r\n\r\n" +
+		"--enc\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n" +
+		"--enc\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\r\n" +
+		string(crlf(armored)) + "\r\n--enc--\r\n"
 	before := s.mailboxes(t)
 	// From his mail client: the submission port, outbound for cryptmilter.
 	if err := s.pf.SendSMTP(s.pf.SubmitAddr, trent.Addr, []string{"rt@example.org"}, []byte(msg)); err != nil {
 		t.Fatal(err)
 	}
 	s.expect(t, before, map[string]int{"alice@example.net": 1, "bob@example.net": 1, "dave@example.com": 1, "faythe@example.org": 1})
+	if line := lastLine(s.m.Log(), "from=trent@example.org"); !strings.Contains(line, "direction=out") || !strings.Contains(line, "already encrypted") {
+		t.Errorf("cryptmilter did not pass Trent's mail as outbound and already encrypted: %s", line)
+	}
 	txns, _ := s.rt.History(t, 1)
-	txn, err := findTxn(txns, "Correspondence added", trentText4)
+	txn, err := findTxn(txns, "Correspondence added", trentSubject4)
 	if err != nil {
 		t.Fatalf("ticket 1 has no correspondence showing Trent's mail")
 	}
