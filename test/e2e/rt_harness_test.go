@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -107,6 +107,8 @@ type RT struct {
 	cmd     *exec.Cmd
 	done    chan struct{}
 	web     *http.Client // logged in to the web UI
+	// How long the initial data and the server's start took.
+	loaded, served time.Duration
 }
 
 // newRTDir prepares the directory of a private RT (config, local files,
@@ -189,21 +191,49 @@ func (rt *RT) env() []string {
 }
 
 // Start loads the initial data and starts the standalone server (two
-// workers), waiting until it answers; it is stopped at the end of the test.
-func (rt *RT) Start(t testing.TB) {
+// workers) in the background, so that the test can prepare other things
+// meanwhile; the returned function waits until RT answers, failing the
+// test otherwise. RT is stopped at the end of the test.
+func (rt *RT) Start(t testing.TB) (wait func(testing.TB)) {
 	t.Helper()
-	start := time.Now()
+	res := make(chan error, 1)
+	finished := make(chan struct{})
+	begin := time.Now()
+	t.Cleanup(func() {
+		<-finished
+		if rt.cmd != nil {
+			rt.stop()
+		}
+	})
+	go func() {
+		defer close(finished)
+		res <- rt.start()
+	}()
+	return func(t testing.TB) {
+		t.Helper()
+		if err := <-res; err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("RT %s up %v after the start (initial data %v, server %v)", rt.URL, time.Since(begin).Round(time.Millisecond),
+			rt.loaded.Round(time.Millisecond), rt.served.Round(time.Millisecond))
+	}
+}
+
+// start does Start's work and says what went wrong.
+func (rt *RT) start() error {
+	begin := time.Now()
 	if rt.opts.InitialData != "" {
 		cmd := exec.Command(rtSetupDB, "--action", "insert", "--skip-create", "--datafile", rt.opts.InitialData)
 		cmd.Env = rt.env()
 		if out, err := cmd.CombinedOutput(); err != nil || !bytes.Contains(out, []byte("Done inserting data")) {
-			t.Fatalf("rt-setup-database --action insert --datafile %s: %v\n%s", rt.opts.InitialData, err, out)
+			return fmt.Errorf("rt-setup-database --action insert --datafile %s: %v\n%s", rt.opts.InitialData, err, out)
 		}
 	}
-	loaded := time.Since(start)
+	rt.loaded = time.Since(begin)
+	begin = time.Now()
 	logf, err := os.Create(rt.LogFile)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	port := strings.TrimPrefix(rt.URL, "http://127.0.0.1:")
 	cmd := exec.Command(rtServer, "--host", "127.0.0.1", "--port", port, "--max-workers", "2")
@@ -213,14 +243,13 @@ func (rt *RT) Start(t testing.TB) {
 	// Its own process group, so that the stop can tell whether a worker
 	// outlived the master.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("starting rt-server: %v", err)
-	}
+	err = cmd.Start()
 	logf.Close()
+	if err != nil {
+		return fmt.Errorf("starting rt-server: %v", err)
+	}
 	rt.cmd, rt.done = cmd, make(chan struct{})
 	go func() { cmd.Wait(); close(rt.done) }()
-	t.Cleanup(rt.stop)
 	up := waitFor(90*time.Second, func() bool {
 		select {
 		case <-rt.done:
@@ -236,13 +265,14 @@ func (rt *RT) Start(t testing.TB) {
 	})
 	select {
 	case <-rt.done:
-		t.Fatalf("rt-server exited at start\n%s", rt.Log())
+		return fmt.Errorf("rt-server exited at start\n%s", rt.Log())
 	default:
 	}
 	if !up {
-		t.Fatalf("rt-server does not answer on %s after 90s\n%s", rt.URL, rt.Log())
+		return fmt.Errorf("rt-server does not answer on %s after 90s\n%s", rt.URL, rt.Log())
 	}
-	t.Logf("RT %s up in %v (initial data %v)", rt.URL, time.Since(start).Round(time.Millisecond), loaded.Round(time.Millisecond))
+	rt.served = time.Since(begin)
+	return nil
 }
 
 // stop sends SIGTERM to rt-server by its PID (its SIGINT handler would
@@ -324,10 +354,9 @@ func (rt *RT) REST(t testing.TB, method, path string, body, out any) {
 // rtAttachment is one stored MIME part of a transaction (REST 2).
 type rtAttachment struct {
 	ID          int
-	Parent      int // 0 for the top-level message
+	Top         bool // the top-level message (RT stores it first)
 	ContentType string
 	Headers     string
-	Content     []byte
 }
 
 // Header returns the values of the header field name (case-insensitive).
@@ -341,30 +370,31 @@ func (a *rtAttachment) Header(name string) []string {
 	return vs
 }
 
-// Attachments returns the stored parts of transaction id, in order.
+// Attachments returns the stored parts of transaction txn by id, the
+// top-level message first. (REST 2 of RT 5.0.3 fails on fields=Parent
+// for a top-level part; RT creates the top-level part before its
+// children, so it has the lowest id.)
 func (rt *RT) Attachments(t testing.TB, txn int) []*rtAttachment {
 	t.Helper()
 	var list struct {
-		Items []struct{ ID string }
-	}
-	rt.REST(t, "GET", fmt.Sprintf("transaction/%d/attachments?per_page=100", txn), nil, &list)
-	var as []*rtAttachment
-	for _, it := range list.Items {
-		var a struct {
-			ID          int
-			Parent      json.RawMessage
+		Items []struct {
+			ID          string
 			ContentType string
 			Headers     string
-			Content     string
 		}
-		rt.REST(t, "GET", "attachment/"+it.ID, nil, &a)
-		att := &rtAttachment{ID: a.ID, ContentType: a.ContentType, Headers: a.Headers}
-		var parent struct{ ID string }
-		if json.Unmarshal(a.Parent, &parent) == nil && parent.ID != "" {
-			att.Parent, _ = strconv.Atoi(parent.ID)
+	}
+	rt.REST(t, "GET", fmt.Sprintf("transaction/%d/attachments?per_page=100&fields=ContentType,Headers", txn), nil, &list)
+	var as []*rtAttachment
+	for _, it := range list.Items {
+		id, err := strconv.Atoi(it.ID)
+		if err != nil {
+			t.Fatalf("transaction %d: attachment id %q", txn, it.ID)
 		}
-		att.Content, _ = base64.StdEncoding.DecodeString(a.Content)
-		as = append(as, att)
+		as = append(as, &rtAttachment{ID: id, ContentType: it.ContentType, Headers: it.Headers})
+	}
+	slices.SortFunc(as, func(a, b *rtAttachment) int { return a.ID - b.ID })
+	if len(as) > 0 {
+		as[0].Top = true
 	}
 	return as
 }

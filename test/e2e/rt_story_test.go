@@ -112,6 +112,9 @@ func (s *rtStory) admin(t *testing.T) {
 	})
 	s.rt = newRTDir(t, rtOptions{Port: rtPort, Sendmail: s.pf, EnvelopeSender: "postmaster@example.org",
 		InitialData: "testdata/rt-initialdata.pl", User: "trent", Password: trentPassword})
+	// RT starts (the support queue, Trent and Faythe:
+	// testdata/rt-initialdata.pl) while the rest is set up.
+	rtUp := s.rt.Start(t)
 	mark := len(s.pf.Log())
 	s.pf.addMasterService(t, "rtgate unix - n n - - pipe\n  flags=R user=nobody argv="+s.rt.MailgateCommand("support", "correspond")+"\n")
 	if !waitFor(10*time.Second, func() bool { return strings.Contains(s.pf.Log()[mark:], "reload") }) {
@@ -167,9 +170,7 @@ func (s *rtStory) admin(t *testing.T) {
 	if strings.Contains(list, "dave@") {
 		t.Errorf("Dave has no key, but keys list shows one:\n%s", list)
 	}
-
-	// RT: the support queue, Trent and Faythe (testdata/rt-initialdata.pl).
-	s.rt.Start(t)
+	rtUp(t)
 }
 
 func (s *rtStory) openssl(t testing.TB, args ...string) []byte {
@@ -471,29 +472,33 @@ func wantCrypt(t *testing.T, txn *rtTxn, want []rtRow) {
 	}
 }
 
-// topAttachment returns the stored top-level message of txn.
+// topAttachment returns the stored top-level message of txn, and all its
+// parts.
 func (s *rtStory) topAttachment(t *testing.T, txn int) (*rtAttachment, []*rtAttachment) {
 	t.Helper()
 	as := s.rt.Attachments(t, txn)
-	for _, a := range as {
-		if a.Parent == 0 {
-			return a, as
-		}
+	if len(as) == 0 || !as[0].Top || len(as[0].Header("X-RT-Interface")) != 1 {
+		t.Fatalf("transaction %d has no top-level message: %+v", txn, as)
 	}
-	t.Fatalf("transaction %d has no top-level attachment", txn)
-	return nil, nil
+	return as[0], as
+}
+
+// top returns the stored top-level message of txn.
+func (s *rtStory) top(t *testing.T, txn int) *rtAttachment {
+	t.Helper()
+	top, _ := s.topAttachment(t, txn)
+	return top
 }
 
 // wantRTHeaders checks RT's own result headers on the stored top-level
-// message, as the plugin set them: enc is X-RT-Incoming-Encryption,
+// message top, as the plugin set them: enc is X-RT-Incoming-Encryption,
 // signer X-RT-Incoming-Signature ("" for none), privacy X-RT-Privacy.
-func (s *rtStory) wantRTHeaders(t *testing.T, txn int, enc, signer, privacy string) {
+func wantRTHeaders(t *testing.T, top *rtAttachment, enc, signer, privacy string) {
 	t.Helper()
-	top, _ := s.topAttachment(t, txn)
 	check := func(name, want string) {
 		got := top.Header(name)
 		if want == "" && len(got) != 0 || want != "" && (len(got) != 1 || got[0] != want) {
-			t.Errorf("transaction %d: %s = %q, want %q\n%s", txn, name, got, want, top.Headers)
+			t.Errorf("attachment %d: %s = %q, want %q\n%s", top.ID, name, got, want, top.Headers)
 		}
 	}
 	check("X-RT-Incoming-Encryption", enc)
@@ -525,7 +530,7 @@ func (s *rtStory) aliceWrites(t *testing.T) {
 		{"Encryption", "decrypt done", "decrypted by the mail gateway (OpenPGP, key "},
 		{"Signature", "verify done trust-FULL", "signature good, signed by alice@example.net (OpenPGP, key " + s.alice.fpr + ")"},
 	})
-	s.wantRTHeaders(t, created.ID, "Success", "alice@example.net", "GnuPG")
+	wantRTHeaders(t, s.top(t, created.ID), "Success", "alice@example.net", "GnuPG")
 
 	// RT's autoreply reaches Alice encrypted to her key, signed by RT.
 	auto := got["alice@example.net"][0]
@@ -566,7 +571,7 @@ func (s *rtStory) carolWrites(t *testing.T) {
 		{"Encryption", "decrypt done", "decrypted by the mail gateway (S/MIME, key "},
 		{"Signature", "verify done trust-FULL", "signature good, signed by carol@example.com (S/MIME, key "},
 	})
-	s.wantRTHeaders(t, created.ID, "Success", "carol@example.com", "SMIME")
+	wantRTHeaders(t, s.top(t, created.ID), "Success", "carol@example.com", "SMIME")
 
 	auto := got["carol@example.com"][0]
 	wantSubject(t, "Carol", auto, "[example.org #2] AutoReply: "+carolSubject)
@@ -664,7 +669,7 @@ func (s *rtStory) bobReplies(t *testing.T) {
 		{"Encryption", "decrypt done", "decrypted by the mail gateway (OpenPGP, key "},
 		{"Signature", "verify done trust-FULL", "signature good, signed by bob@example.net (OpenPGP, key " + s.bob.fpr + ")"},
 	})
-	s.wantRTHeaders(t, reply.ID, "Success", "bob@example.net", "GnuPG")
+	wantRTHeaders(t, s.top(t, reply.ID), "Success", "bob@example.net", "GnuPG")
 	if plain := s.gpgDecrypt(t, s.alice, got["alice@example.net"][0]); !bytes.Contains(plain, []byte("only see our own invoices")) {
 		t.Errorf("Alice's notification of Bob's reply:\n%s", plain)
 	}
@@ -723,13 +728,13 @@ func (s *rtStory) malloryForges(t *testing.T) {
 	if got := top.Header("X-Cryptmilter-Signature"); !slices.Equal(got, []string{"none"}) {
 		t.Errorf("stored X-Cryptmilter-Signature %q, want [none]\n%s", got, top.Headers)
 	}
-	s.wantRTHeaders(t, fake.ID, "Not encrypted", "", "")
+	wantRTHeaders(t, top, "Not encrypted", "", "")
 	if got := top.Header("X-RT-GnuPG-Status"); len(got) != 0 {
 		t.Errorf("stored X-RT-GnuPG-Status %q", got)
 	}
 	innerForged := false
 	for _, a := range all {
-		if a.Parent != 0 && slices.Contains(a.Header("X-Cryptmilter-Signature"), "valid; protocol=openpgp; signer=alice@example.net; key="+s.alice.fpr) {
+		if !a.Top && slices.Contains(a.Header("X-Cryptmilter-Signature"), "valid; protocol=openpgp; signer=alice@example.net; key="+s.alice.fpr) {
 			innerForged = true
 		}
 	}
@@ -755,7 +760,7 @@ func (s *rtStory) malloryForges(t *testing.T) {
 		// An unknown key is named by the key ID in the signature.
 		t.Errorf("Mallory's signature is shown as %q, want untrusted with her key ID %s", row.Value, s.malloryKey.fpr[24:])
 	}
-	s.wantRTHeaders(t, fake.ID, "Success", "", "GnuPG")
+	wantRTHeaders(t, s.top(t, fake.ID), "Success", "", "GnuPG")
 	if n := strings.Count(page, "signature good, signed by"); n != 2 {
 		t.Errorf("ticket 1 shows %d good signatures, want 2 (Alice's and Bob's)", n)
 	}
@@ -837,7 +842,7 @@ func (s *rtStory) trentMailsTheQueue(t *testing.T) {
 	if got := append(top.Header("X-Cryptmilter-Encryption"), top.Header("X-Cryptmilter-Signature")...); len(got) != 0 {
 		t.Errorf("the forged result headers reached RT: %q", got)
 	}
-	s.wantRTHeaders(t, txn.ID, "Not encrypted", "", "")
+	wantRTHeaders(t, top, "Not encrypted", "", "")
 }
 
 // 8. Dave and the required policy.
