@@ -54,8 +54,8 @@ var rtInstall struct {
 
 // requireRT skips the test unless it runs as root (RT's standalone
 // server and Postfix need it), and installs RT with ../../.ci/deps-rt
-// when it is missing (about 30 s on a fresh machine); a failed install
-// fails the test.
+// when it is missing (about a minute on a fresh machine, most of it
+// downloading some 260 packages); a failed install fails the test.
 func requireRT(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -314,6 +314,10 @@ func (rt *RT) MailgateCommand(queue, action string) string {
 	return rtMailgate + " --queue " + queue + " --action " + action + " --url " + rt.URL + "/"
 }
 
+// rtHTTP is the client for RT's REST 2 API: RT on a busy machine is
+// slow, but never this slow.
+var rtHTTP = &http.Client{Timeout: 2 * time.Minute}
+
 // REST calls RT's REST 2 API as the configured user: method on path
 // (below /REST/2.0/), with body as JSON when not nil, decoding the answer
 // into out when not nil. A status other than 2xx fails the test.
@@ -335,7 +339,7 @@ func (rt *RT) REST(t testing.TB, method, path string, body, out any) {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := rtHTTP.Do(req)
 	if err != nil {
 		t.Fatalf("REST %s %s: %v", method, path, err)
 	}
@@ -437,7 +441,7 @@ func (rt *RT) login(t testing.TB) *http.Client {
 		return rt.web
 	}
 	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, Timeout: 60 * time.Second}
+	c := &http.Client{Jar: jar, Timeout: 2 * time.Minute}
 	resp, err := c.PostForm(rt.URL+"/NoAuth/Login.html", url.Values{"user": {rt.opts.User}, "pass": {rt.opts.Password}, "next": {""}})
 	if err != nil {
 		t.Fatal(err)
