@@ -37,7 +37,8 @@ run: build
 # (MIME-tools, Mail::AuthenticationResults, python3, python3-authres), m4 and
 # the shared libraries of sendmail-bin (which the Sendmail suite extracts, not
 # installs), systemd-container (the install test's container), make, groff and
-# man (the man page tests) and staticcheck.
+# man (the man page tests), staticcheck and, for the RT suite, Request
+# Tracker 5 (.ci/deps-rt).
 deps:
 	bash .ci/deps
 

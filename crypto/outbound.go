@@ -15,6 +15,7 @@ import (
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/crypto/openpgp"
 	"github.com/cryptmilter/cryptmilter/crypto/smime"
+	"github.com/cryptmilter/cryptmilter/crypto/verdict"
 	"github.com/cryptmilter/cryptmilter/internal/spool"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
@@ -30,10 +31,10 @@ func (e *Engine) outbound(ctx context.Context, in *Input) (*Plan, error) {
 		defer body.Close()
 	}
 	if len(in.Envelope.Rcpts) == 0 {
-		return passed("no recipients"), nil
+		return passed(h, "no recipients"), nil
 	}
 	if e.alreadyEncrypted(h, body) {
-		return passed("already encrypted"), nil
+		return passed(h, "already encrypted"), nil
 	}
 	now := in.Now
 	if now.IsZero() {
@@ -57,7 +58,7 @@ func (e *Engine) outbound(ctx context.Context, in *Input) (*Plan, error) {
 	}
 	groups := groupRecipients(rcpts, e.pol.Outbound.Split)
 	if len(groups) == 1 && groups[0].cls.treat == treatPlain {
-		return passed("no encryption or signature by policy or keys"), nil
+		return passed(h, "no encryption or signature by policy or keys"), nil
 	}
 	b := &builder{e: e, in: in, body: body, sg: sg, now: now, from: from}
 	defer b.close()
@@ -76,9 +77,18 @@ func (e *Engine) outbound(ctx context.Context, in *Input) (*Plan, error) {
 	return plan, nil
 }
 
-// passed is the plan for a message left as it is.
-func passed(reason string) *Plan {
-	return &Plan{Action: Accept, Decision: "passed", Attrs: []slog.Attr{slog.String("reason", reason)}}
+// passed is the plan for a message left as it is, but for the result
+// fields it carries: on outbound mail they can only be forged (a local
+// sender writing "signature good" for a ticket system behind the
+// gateway), so they are removed here as from signed copies.
+func passed(h mime.Header, reason string) *Plan {
+	del := map[int]bool{}
+	for i, f := range h {
+		if verdict.IsResultField(f.Name) {
+			del[i] = true
+		}
+	}
+	return &Plan{Action: Accept, Decision: "passed", HeaderOps: deleteOps(h, del), Attrs: []slog.Attr{slog.String("reason", reason)}}
 }
 
 // classifyAll classifies every envelope recipient. A required recipient

@@ -126,6 +126,7 @@ func (b *builder) innerHeader(encrypted bool) mime.Header {
 		}
 	}
 	var outer mime.Header
+	hide := b.hidesHeaders(encrypted)
 	for _, f := range b.in.Message.Header {
 		n := strings.ToLower(f.Name)
 		if mime.IsContentField(f.Name) || unprotected[n] || resultField(n) {
@@ -140,8 +141,8 @@ func (b *builder) innerHeader(encrypted bool) mime.Header {
 			continue
 		}
 		switch {
-		case obscured[n]:
-		case n == "subject":
+		case hide && obscured[n]:
+		case hide && n == "subject":
 			outer = append(outer, mime.Field{Name: "HP-Outer", Value: f.Name + ": " + obscuredSubject})
 		default:
 			hpo, _ := mime.CleanField(mime.Field{Name: "HP-Outer", Value: cf.Name + ": " + cf.Value})
@@ -349,11 +350,11 @@ func (b *builder) smimeEnveloped(g group, out *spool.Buffer) (string, string, er
 
 // outerHeader returns the header of a rewritten copy and the operations
 // that turn the original header into it: MIME fields replaced, and with
-// header protection on an encrypted copy Subject obscured and Keywords
-// and Comments removed.
+// header protection and confidentiality on an encrypted copy Subject
+// obscured and Keywords and Comments removed (outbound_hcp.go).
 func (b *builder) outerHeader(ctype, cte string, encrypted bool) (mime.Header, []HeaderOp) {
 	orig := b.in.Message.Header
-	protect := encrypted && b.e.pol.Outbound.ProtectHeaders
+	protect := b.hidesHeaders(encrypted)
 	count := map[string]int{}
 	del := map[int]bool{}
 	var changes []HeaderOp

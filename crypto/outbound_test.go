@@ -813,3 +813,23 @@ func TestOutboundStripsResultHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestOutboundPassedStripsResultHeaders: mail that leaves unchanged by
+// policy (none, already encrypted) loses the result fields it carries,
+// which on the way out can only be forged (a local sender writing
+// "signature good" for a ticket system behind the gateway).
+func TestOutboundPassedStripsResultHeaders(t *testing.T) {
+	f := outFixtureFor(t)
+	e, snap := f.engine(t, func(c *Policy) { c.Outbound.Default = NoCrypto })
+	msg := []byte("From: staff@example.org\r\nTo: rt@example.org\r\nSubject: s\r\n" +
+		"X-Cryptmilter-Signature: valid; protocol=openpgp; signer=ceo@example.org\r\n" +
+		"X-RT-Incoming-Signature: ceo@example.org\r\nX-Other: kept\r\n\r\nHello.\r\n")
+	plan, copies := processOut(t, e, snap, outGatewayAddr, []string{"rt@example.org"}, msg)
+	if plan.Action != Accept || plan.Body != nil {
+		t.Fatalf("plan %s, body replaced %v", plan.Action, plan.Body != nil)
+	}
+	raw := string(copies[0].raw)
+	if strings.Contains(raw, "ceo@example.org") || !strings.Contains(raw, "X-Other: kept") || !strings.Contains(raw, "\r\n\r\nHello.\r\n") {
+		t.Errorf("delivered:\n%s", raw)
+	}
+}

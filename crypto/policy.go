@@ -53,7 +53,11 @@ type OutboundRules struct {
 	Split          Split
 	SignAs         string
 	ProtectHeaders bool
-	DeferRcpt      bool
+	// HeaderConfidentiality hides the outer Subject (and Keywords,
+	// Comments) of encrypted copies under header protection (RFC 9788's
+	// hcp_baseline); false keeps them readable (hcp_no_confidentiality).
+	HeaderConfidentiality bool
+	DeferRcpt             bool
 	// Rules are tried in order; the first match wins.
 	Rules []Rule
 }

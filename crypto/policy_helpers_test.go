@@ -13,10 +13,11 @@ func testPolicy(mod func(*Policy)) Policy {
 			MaxDecompressedSize: 64 << 20,
 		},
 		Outbound: OutboundRules{
-			Default:        Opportunistic,
-			Prefer:         OpenPGP,
-			Split:          PerRecipient,
-			ProtectHeaders: true,
+			Default:               Opportunistic,
+			Prefer:                OpenPGP,
+			Split:                 PerRecipient,
+			ProtectHeaders:        true,
+			HeaderConfidentiality: true,
 		},
 		Actions: DefaultActions(),
 	}

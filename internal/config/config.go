@@ -101,6 +101,13 @@ type Outbound struct {
 	ProtectHeaders bool                  `toml:"protect_headers"`
 	DeferRcpt      bool                  `toml:"defer_rcpt"`
 	Rules          []Rule                `toml:"rule"`
+
+	// HeaderConfidentiality: with header protection, also hide the
+	// Subject (and Keywords, Comments) of encrypted copies (RFC 9788's
+	// baseline policy: "[...]" outside). False keeps them readable
+	// outside and still signed inside (hcp_no_confidentiality), so that
+	// replies from clients without RFC 9788 keep a ticket tag.
+	HeaderConfidentiality bool `toml:"header_confidentiality"`
 }
 
 // Rule is one [[outbound.rule]]: first match wins.
@@ -178,6 +185,8 @@ func Default() *Config {
 			ProtectHeaders: true,
 			DeferRcpt:      false,
 			Rules:          []Rule{},
+
+			HeaderConfidentiality: true,
 		},
 		Actions: Actions{
 			OnDecryptError:  crypto.Accept,

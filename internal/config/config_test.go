@@ -101,7 +101,7 @@ func TestContribExample(t *testing.T) {
 		"format", "level", "fold_local_part", "service_group", "watch", "addresses", "on_decrypt_error", "on_no_key",
 		"on_limits", "on_malformed", "on_internal_error", "rt_headers",
 		"keep_original", "unwrap_signed", "allow_sha1", "exact_local_part", "policy", "prefer", "split", "reinject", "sign_as",
-		"protect_headers", "defer_rcpt", "originating_daemons", "internal_hosts", "authenticated",
+		"protect_headers", "header_confidentiality", "defer_rcpt", "originating_daemons", "internal_hosts", "authenticated",
 		"max_message_size", "max_mime_depth", "max_parts", "max_header_size", "max_decompressed_size",
 		"message_timeout", "memory_spool", "max_concurrent", "sources", "resolver", "ca_file", "timeout",
 		"cache_ttl", "negative_ttl", "min_trust"} {
