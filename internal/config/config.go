@@ -156,8 +156,10 @@ func Default() *Config {
 		},
 		Direction: Direction{
 			OriginatingDaemons: []string{"ORIGINATING"},
-			InternalHosts:      []string{"127.0.0.0/8", "::1"},
-			Authenticated:      "outbound",
+			// Not loopback: content filters (amavis), list managers and
+			// forwarding re-inject external mail there (issue 11).
+			InternalHosts: []string{},
+			Authenticated: "outbound",
 		},
 		Limits: Limits{
 			MaxMessageSize:      50 << 20,
