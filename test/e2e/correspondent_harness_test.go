@@ -135,3 +135,14 @@ func gatewayVerifier(t testing.TB, ks string) *outPeers {
 func isSigned(m *Mail) bool {
 	return strings.Contains(strings.Join(m.Get("Content-Type"), " "), "multipart/signed")
 }
+
+// gatewayCert writes the gateway's S/MIME certificate to a file and
+// returns its name.
+func (p *outPeers) gatewayCert(t testing.TB) string {
+	t.Helper()
+	if p.gwCert == "" {
+		p.gwCert = filepath.Join(tempDir(t, "cm-gwc-"), "gw.pem")
+		writeFile(t, p.gwCert, gatewayCertPEM(t, p.keystore), 0o644)
+	}
+	return p.gwCert
+}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -16,15 +17,40 @@ import (
 // OpenDKIM. Inbound on port 25 and the sendmail command are in
 // postfix_test.go.
 
-// wantDirection checks that the milter logged exactly one decision for the
-// message with queue id qid, in direction dir ("in" or "out").
-func wantDirection(t *testing.T, m *Milter, qid, dir string) {
+// wantDirection checks that the milter logged exactly one decision, in
+// direction dir ("in" or "out"), for the delivered message: for one of the
+// queue ids in its Received fields from this Postfix (a message that went
+// through a content filter has two).
+func wantDirection(t *testing.T, m *Milter, got *Mail, dir string) {
 	t.Helper()
-	line := milterDecision(t, m, qid)
-	if !strings.Contains(line, "direction="+dir+" ") {
-		t.Errorf("milter log for %s: want direction=%s:\n%s", qid, dir, line)
+	var ids []string
+	for _, f := range got.Get("Received") {
+		if sm := receivedID.FindStringSubmatch(f); sm != nil {
+			ids = append(ids, sm[1])
+		}
+	}
+	var lines []string
+	waitFor(5*time.Second, func() bool {
+		lines = nil
+		for _, l := range strings.Split(m.Log(), "\n") {
+			for _, id := range ids {
+				if strings.Contains(l, "msg=message queue_id="+id+" ") {
+					lines = append(lines, l)
+				}
+			}
+		}
+		return len(lines) > 0
+	})
+	if len(lines) != 1 {
+		t.Fatalf("%d milter decisions for queue ids %q, want 1:\n%s", len(lines), ids, strings.Join(lines, "\n"))
+	}
+	if !strings.Contains(lines[0], "direction="+dir+" ") {
+		t.Errorf("milter log for %q: want direction=%s:\n%s", ids, dir, lines[0])
 	}
 }
+
+// receivedID is the queue id in a Received field value from this Postfix.
+var receivedID = regexp.MustCompile(`(?s)by mx\.example\.test \(Postfix[,)].*\sid ([0-9A-F]+)`)
 
 // stageCode returns the stage and SMTP code of a refusal, failing the test
 // for any other error or none.
@@ -81,7 +107,7 @@ func TestSubmissionSASL(t *testing.T) {
 		if len(got.Get("X-Cryptmilter-Signature")) != 0 {
 			t.Errorf("outbound copy has inbound result headers:\n%s", got.Raw)
 		}
-		wantDirection(t, m, transitQID(t, got), "out")
+		wantDirection(t, m, got, "out")
 	}
 	wantInbound := func(t *testing.T, got *Mail) {
 		t.Helper()
@@ -91,7 +117,7 @@ func TestSubmissionSASL(t *testing.T) {
 		if v := got.Get("X-Cryptmilter-Signature"); len(v) != 1 || v[0] != "none" {
 			t.Errorf("X-Cryptmilter-Signature %q, want the inbound \"none\"", v)
 		}
-		wantDirection(t, m, transitQID(t, got), "in")
+		wantDirection(t, m, got, "in")
 	}
 
 	t.Run("submission authenticated", func(t *testing.T) {
@@ -136,4 +162,139 @@ func TestSubmissionSASL(t *testing.T) {
 		}
 		wantInbound(t, send(t, pf.InboundAddr, smtpClient{Auth: alice}, "port 25 with SASL, counted inbound"))
 	})
+}
+
+// TestContentFilter: behind an after-queue content filter on loopback
+// (amavis-style: Postfix → content_filter → the filter → XFORWARD into a
+// return smtpd), inbound mail stays inbound: an external encrypted message
+// is decrypted and a plain one is not signed by the gateway, and mail from
+// the submission port is still signed, with the milter in either place:
+//   - before the filter (README's choice): cryptmilter in smtpd_milters of
+//     the ports where mail enters, the return smtpd without milters, as in
+//     Postfix's FILTER_README. The milter sees the real client, its SASL
+//     login and the port's daemon name.
+//   - after the filter, only on the return smtpds: every message there
+//     comes from 127.0.0.1 (Postfix does not pass XFORWARD into milter
+//     macros), so direction rests on the return port's daemon name: mail
+//     from the submission port must come back through its own return port
+//     with milter_macro_daemon_name=ORIGINATING (amavis: a policy bank
+//     with its own forward_method).
+//
+// The last case is the old default, loopback in internal_hosts: with the
+// milter after the filter it takes external mail for outbound and signs it
+// with the gateway's key; the product's default must not.
+func TestContentFilter(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		after      bool   // the milter after the filter, on the return smtpds
+		internal   string // direction.internal_hosts, "" for the default
+		inboundOut bool   // external mail ends up outbound (the hazard)
+	}{
+		{"milter before the filter", false, "", false},
+		{"milter after the filter", true, "", false},
+		{"milter after the filter, loopback internal", true, `["127.0.0.0/8", "::1"]`, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			in, out := newContentFilter(t, "in"), newContentFilter(t, "out")
+			var opts postfixOptions
+			if tt.after {
+				// Mail enters without milters and goes to the filter
+				// its port belongs to; each return smtpd runs the milter.
+				noFilterMilters := "receive_override_options=no_unknown_recipient_checks,no_header_body_checks"
+				opts.InboundOptions = []string{"smtpd_milters=", "content_filter=" + in.Transport()}
+				opts.SubmitOptions = []string{"smtpd_milters=", "content_filter=" + out.Transport()}
+				opts.Services = contentFilterServices([]*ContentFilter{in, out}, map[*ContentFilter][]string{
+					in:  {noFilterMilters},
+					out: {noFilterMilters, "milter_macro_daemon_name=" + originatingDaemon},
+				})
+			} else {
+				// One filter for everything, as amavis is usually set
+				// up; the milter has run before Postfix queues the mail.
+				opts.Main = []string{"content_filter = " + in.Transport()}
+				opts.Services = contentFilterServices([]*ContentFilter{in}, nil)
+			}
+			in.start(t)
+			out.start(t)
+			var settings []string
+			if tt.internal != "" {
+				settings = append(settings, "direction.internal_hosts = "+tt.internal)
+			}
+			pf, m := startStack(t, stackOptions{Postfix: opts, Milter: milterOptions{Settings: settings}})
+			verifier := gatewayVerifier(t, m.Keystore)
+
+			// Inbound: an encrypted message and a plain one, on port 25.
+			enc := encryptToGateway(t, verifier.gatewayCert(t), "alice@example.net", "encrypted through the filter",
+				[]byte("Content-Type: text/plain; charset=us-ascii\r\n\r\nThe quarterly numbers.\r\n"))
+			if err := pf.SendSMTP(pf.InboundAddr, "alice@example.net", []string{"rt@example.org"}, enc); err != nil {
+				t.Fatal(err)
+			}
+			plain := plainMessage("alice@example.net", "rt@example.org", "plain through the filter")
+			if err := pf.SendSMTP(pf.InboundAddr, "alice@example.net", []string{"rt@example.org"}, plain); err != nil {
+				t.Fatal(err)
+			}
+			got := pf.WaitMaildir(t, "rt@example.org", 2, 30*time.Second)
+			for _, g := range got {
+				if f := g.Get("X-Content-Filter"); len(f) != 1 || f[0] != "in" {
+					t.Errorf("X-Content-Filter %q, want the in filter's mark:\n%s", f, g.Raw)
+				}
+			}
+			encGot, plainGot := got[0], got[1]
+			if strings.Contains(string(plainGot.Raw), "encrypted through the filter") {
+				encGot, plainGot = plainGot, encGot
+			}
+			dir := "in"
+			if tt.inboundOut {
+				dir = "out"
+				if !isSigned(plainGot) {
+					t.Errorf("with loopback internal, external mail behind the filter was expected to be (wrongly) signed:\n%s", plainGot.Raw)
+				}
+				if enc := encGot.Get("X-Cryptmilter-Encryption"); len(enc) != 0 {
+					t.Errorf("outbound processing added %q", enc)
+				}
+			} else {
+				if v := only(t, encGot, "X-Cryptmilter-Encryption"); !strings.HasPrefix(v, "decrypted; protocol=smime") {
+					t.Errorf("X-Cryptmilter-Encryption: %s, want decrypted:\n%s", v, encGot.Raw)
+				}
+				if !strings.Contains(string(encGot.Body), "The quarterly numbers.") {
+					t.Errorf("encrypted message not delivered as plaintext:\n%s", encGot.Raw)
+				}
+				if isSigned(plainGot) {
+					t.Errorf("external mail signed by the gateway:\n%s", plainGot.Raw)
+				}
+				if v := only(t, plainGot, "X-Cryptmilter-Signature"); v != "none" {
+					t.Errorf("X-Cryptmilter-Signature: %s, want none", v)
+				}
+			}
+			for _, g := range got {
+				wantDirection(t, m, g, dir)
+			}
+
+			// Outbound: from the submission port, signed.
+			msg := plainMessage("rt@example.org", "bob@example.com", "submitted through the filter")
+			if err := pf.SendSMTP(pf.SubmitAddr, "rt@example.org", []string{"bob@example.com"}, msg); err != nil {
+				t.Fatal(err)
+			}
+			sent := pf.WaitMaildir(t, "bob@example.com", 1, 30*time.Second)[0]
+			if !isSigned(sent) {
+				t.Fatalf("submitted mail not signed:\n%s", sent.Raw)
+			}
+			verifier.pgpVerifySigned(t, sent)
+			wantDirection(t, m, sent, "out")
+			mark := "in"
+			if tt.after {
+				mark = "out"
+			}
+			if f := sent.Get("X-Content-Filter"); len(f) != 1 || f[0] != mark {
+				t.Errorf("submitted mail: X-Content-Filter %q, want %q", f, mark)
+			}
+
+			// Each message went through the milter exactly once.
+			if n := strings.Count(m.Log(), "msg=message "); n != 3 {
+				t.Errorf("%d milter decisions for 3 messages:\n%s", n, m.Log())
+			}
+		})
+	}
 }
