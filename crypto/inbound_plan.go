@@ -46,7 +46,7 @@ func (e *Engine) inboundPlan(in *Input, res *inboundResult, body []byte) (*Plan,
 		})
 	}
 	strip(func(f mime.Field) bool {
-		return strings.EqualFold(f.Name, "Authentication-Results") && authservID(f.Value) == strings.ToLower(e.cfg.Hostname)
+		return strings.EqualFold(f.Name, "Authentication-Results") && forgedAuthResults(f.Value, e.cfg.Hostname)
 	})
 
 	var adds []HeaderOp
