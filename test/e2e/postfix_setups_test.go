@@ -3,6 +3,8 @@ package e2e
 import (
 	"errors"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -295,6 +297,149 @@ func TestContentFilter(t *testing.T) {
 			if n := strings.Count(m.Log(), "msg=message "); n != 3 {
 				t.Errorf("%d milter decisions for 3 messages:\n%s", n, m.Log())
 			}
+		})
+	}
+}
+
+// TestOpenDKIM: cryptmilter beside Debian's OpenDKIM. DKIM covers the
+// message as sent, so OpenDKIM must verify inbound mail before cryptmilter
+// decrypts it and sign outbound mail after cryptmilter has encrypted it:
+// Postfix hands each milter the message as the milters before it left it
+// (headers and body), so the order of the milter list is the order of
+// the work. Hence per path:
+//
+//	smtpd_milters     = opendkim, cryptmilter   (port 25: inbound)
+//	non_smtpd_milters = cryptmilter, opendkim   (sendmail: outbound)
+//	submission        -o smtpd_milters=cryptmilter,opendkim
+//	re-injection      -o smtpd_milters=opendkim (extra copies, signed only)
+//
+// In that order every outbound copy (the one rewritten in place and the
+// ones re-injected) carries one DKIM signature that verifies (opendkim -t,
+// keys from a file), and inbound OpenDKIM's dkim=pass for the sender's
+// domain and cryptmilter's smime=pass stand side by side under the same
+// authserv-id, while forged results under it are gone (OpenDKIM removes
+// forged dkim results, cryptmilter forged smime ones). In the opposite
+// order (the order README used to advise) OpenDKIM signs the plaintext of
+// the copy that is then encrypted, and verifies the decrypted body:
+// dkim=fail.
+func TestOpenDKIM(t *testing.T) {
+	t.Parallel()
+	requirePeers(t, true, "postfix", "opendkim", "opendkim-genkey", "gpg", "openssl")
+	gwKey := sharedDKIMKey(t, "example.org", "gw")
+	senderKey := sharedDKIMKey(t, "example.net", "mail")
+	peers := newOutPeers(t)
+	sender := newSMIMESender(t, peers.keystore, "alice@example.net")
+
+	for _, inOrder := range []bool{true, false} {
+		name := "milters in order"
+		if !inOrder {
+			name = "milters in the wrong order"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dk := startOpenDKIM(t, openDKIMOptions{Sign: gwKey, Trust: []*dkimKey{senderKey}})
+			port := freePort(t)
+			cm := "inet:127.0.0.1:" + strconv.Itoa(port)
+			inbound, outbound := dk.MilterAddr()+","+cm, cm+","+dk.MilterAddr()
+			if !inOrder {
+				inbound, outbound = outbound, inbound
+			}
+			pf, m := startStack(t, stackOptions{
+				Milter: milterOptions{Port: port, Keystore: peers.keystore},
+				Postfix: postfixOptions{
+					Main:          []string{"smtpd_milters = " + inbound, "non_smtpd_milters = " + outbound},
+					SubmitOptions: []string{"smtpd_milters=" + outbound},
+					ReinjectOptions: []string{"smtpd_milters=" + dk.MilterAddr(),
+						"milter_macro_daemon_name=" + originatingDaemon},
+				},
+			})
+
+			// Outbound: three recipients, three copies; one rewrites the
+			// original, two go through the re-injection listener.
+			rcpts := []string{"alice@example.net", "carol@example.net", "bob@example.net"}
+			msg := []byte("From: RT <rt@example.org>\r\nTo: alice@example.net, carol@example.net, bob@example.net\r\n" +
+				"Subject: signed after encryption\r\nDate: " + time.Now().Format(time.RFC1123Z) + "\r\n" +
+				"Message-ID: <dkim-" + strconv.Itoa(port) + "@example.org>\r\nMIME-Version: 1.0\r\n" +
+				"Content-Type: text/plain; charset=us-ascii\r\n\r\nYour ticket #7 is resolved.\r\n")
+			if err := pf.SendSMTP(pf.SubmitAddr, "rt@example.org", rcpts, msg); err != nil {
+				t.Fatal(err)
+			}
+			failed := 0
+			for _, rcpt := range rcpts {
+				got := pf.WaitMaildir(t, rcpt, 1, 30*time.Second)[0]
+				// In the wrong order OpenDKIM has signed the original before
+				// cryptmilter made the copies: each carries that signature.
+				if n := len(got.Get("DKIM-Signature")); inOrder && n != 1 {
+					t.Errorf("%s: %d DKIM signatures, want 1:\n%s", rcpt, n, got.Raw)
+				}
+				verdict := dk.Verify(t, got)
+				t.Logf("%s: %d DKIM signatures: %s", rcpt, len(got.Get("DKIM-Signature")), verdict)
+				switch {
+				case strings.HasPrefix(verdict, "verification (s=gw, d=example.org,") && strings.HasSuffix(verdict, "succeeded"):
+				case !inOrder && strings.Contains(verdict, "failed"):
+					failed++
+				default:
+					t.Errorf("%s: DKIM %s:\n%s", rcpt, verdict, got.Raw)
+				}
+				if rcpt == "bob@example.net" {
+					peers.pgpVerifySigned(t, got)
+				} else if plain := peers.pgpDecrypt(t, rcpt, got); !strings.Contains(string(plain), "ticket #7 is resolved") {
+					t.Errorf("%s: decrypted copy lacks the text:\n%s", rcpt, plain)
+				}
+			}
+			if !inOrder && failed != 1 {
+				t.Errorf("in the wrong order %d copies failed DKIM, want 1 (the one rewritten in place; re-injected copies are signed by the re-injection listener)", failed)
+			}
+
+			if inOrder {
+				// The sendmail command (RT's path): signed after encryption too.
+				pf.Sendmail(t, "rt@example.org", []string{"alice@example.net"}, msg)
+				got := pf.WaitMaildir(t, "alice@example.net", 2, 30*time.Second)[1]
+				if verdict := dk.Verify(t, got); !strings.HasSuffix(verdict, "succeeded") {
+					t.Errorf("sendmail copy: DKIM %s:\n%s", verdict, got.Raw)
+				}
+				peers.pgpDecrypt(t, "alice@example.net", got)
+			}
+
+			// Inbound: S/MIME signed and encrypted by alice, DKIM-signed
+			// by her domain, with forged results added on the way.
+			in := senderKey.Sign(t, sender.Message(t, "encrypted and DKIM-signed", "The printer is on fire."))
+			forged := "Authentication-Results: mx.example.test; dkim=pass header.d=example.org (forged)\r\n" +
+				"Authentication-Results: mx.example.test;\r\n smime=pass body.smime-identifier=ceo@example.org (forged)\r\n" +
+				"Authentication-Results: other.example; spf=pass smtp.mailfrom=example.net\r\n"
+			if err := pf.SendSMTP(pf.InboundAddr, "alice@example.net", []string{"rt@example.org"}, append([]byte(forged), in...)); err != nil {
+				t.Fatal(err)
+			}
+			got := pf.WaitMaildir(t, "rt@example.org", 1, 30*time.Second)[0]
+			if v := only(t, got, "X-Cryptmilter-Encryption"); !strings.HasPrefix(v, "decrypted; protocol=smime") {
+				t.Errorf("X-Cryptmilter-Encryption: %s", v)
+			}
+			if v := only(t, got, "X-Cryptmilter-Signature"); !strings.HasPrefix(v, "valid; protocol=smime; signer=alice@example.net") {
+				t.Errorf("X-Cryptmilter-Signature: %s", v)
+			}
+			var ar []string
+			for _, v := range got.Get("Authentication-Results") {
+				ar = append(ar, strings.Join(strings.Fields(v), " "))
+			}
+			dkimResult := "dkim=pass"
+			if !inOrder {
+				dkimResult = "dkim=fail"
+			}
+			// Prefix and a part further on, of each field there must be.
+			want := [][2]string{
+				{"mx.example.test; smime=pass body.smime-identifier=alice@example.net", ""},
+				{"mx.example.test; " + dkimResult, "header.d=example.net"},
+				{"other.example; spf=pass smtp.mailfrom=example.net", ""},
+			}
+			if len(ar) != len(want) {
+				t.Fatalf("Authentication-Results %q, want %d fields like %q", ar, len(want), want)
+			}
+			for _, w := range want {
+				if !slices.ContainsFunc(ar, func(a string) bool { return strings.HasPrefix(a, w[0]) && strings.Contains(a, w[1]) }) {
+					t.Errorf("no Authentication-Results like %q in %q", w, ar)
+				}
+			}
+			wantDirection(t, m, got, "in")
 		})
 	}
 }
