@@ -34,6 +34,7 @@ type conn struct {
 	macros     map[string]string
 	connHost   string
 	clientAddr net.IP
+	nonSMTP    bool // postfixNonSMTP
 	helo       string
 	msg        *message
 }
@@ -89,6 +90,7 @@ var _ gomilter.Milter = (*handler)(nil)
 func (h *handler) Connect(host, family string, port uint16, addr net.IP, m *gomilter.Modifier) (gomilter.Response, error) {
 	h.c.merge(m)
 	h.c.connHost, h.c.clientAddr = host, addr
+	h.c.nonSMTP = postfixNonSMTP(host, family, port, addr)
 	return gomilter.RespContinue, nil
 }
 
@@ -267,6 +269,7 @@ func (h *handler) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 		Now:       c.srv.now(),
 		Keys:      msg.keys,
 	}
+	warnNonSMTPInbound(log, c.nonSMTP, in.Direction, qid)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.MessageTimeout.D())
 	defer cancel()
 	release := func() {}

@@ -187,7 +187,8 @@ func TestOutboundSendmail(t *testing.T) {
 // milter_macro_daemon_name=ORIGINATING (the harness's default), makes it
 // outbound by name. Listing loopback in internal_hosts (the old default)
 // would make it outbound too, and with it everything a content filter
-// re-injects (TestContentFilter).
+// re-injects (TestContentFilter). Sendmail mail that ends up inbound makes
+// the milter log a warning with the hint.
 func TestSendmailDirection(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -222,6 +223,12 @@ func TestSendmailDirection(t *testing.T) {
 			qid := wantDelivered(t, mails[0], msg, added, nil)
 			if line := milterDecision(t, m, qid); !strings.Contains(line, want) {
 				t.Errorf("milter log for %s: want %s:\n%s", qid, want, line)
+			}
+			// The milter recognises Postfix's emulated connection (port 0)
+			// and warns when such mail is inbound.
+			warned := strings.Contains(m.Log(), "mail from Postfix's sendmail command treated as inbound")
+			if warned != tt.inbound {
+				t.Errorf("warning about inbound sendmail mail logged: %v, want %v\n%s", warned, tt.inbound, m.Log())
 			}
 		})
 	}
