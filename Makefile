@@ -22,7 +22,8 @@ run: build
 	./bin/cryptmilter serve
 
 # Installs gnupg, gpgsm, openssl, postfix, swaks, miltertest, systemd (for
-# systemd-socket-activate) and staticcheck.
+# systemd-socket-activate), dovecot-core, opendkim, opendkim-tools, python3
+# and staticcheck.
 deps:
 	bash .ci/deps
 
