@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -337,7 +338,11 @@ func (pf *Postfix) Log() string {
 }
 
 func (pf *Postfix) queueListing() string {
-	out, err := exec.Command("postqueue", "-c", pf.Dir, "-p").CombinedOutput()
+	// postqueue waits for showq without end when the instance is broken
+	// (e.g. its queue directory is gone): bound it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "postqueue", "-c", pf.Dir, "-p").CombinedOutput()
 	if err != nil {
 		return fmt.Sprintf("postqueue -p: %v\n%s", err, out)
 	}
