@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"crypto"
+	"fmt"
 	"crypto/x509"
 	"encoding/pem"
 	"os"
@@ -212,4 +213,28 @@ func (d *OpenDKIM) Verify(t testing.TB, m *Mail) string {
 	}
 	s := strings.TrimSpace(string(out))
 	return strings.TrimSpace(strings.TrimPrefix(s, "opendkim: "+file+":"))
+}
+
+// verifyDKIM checks the DKIM signatures of a delivered message with a
+// second implementation, go-msgauth, finding keys among keys (no DNS). It
+// returns one error per signature, nil for a signature that verifies.
+func verifyDKIM(t testing.TB, m *Mail, keys ...*dkimKey) []error {
+	t.Helper()
+	lookup := func(name string) ([]string, error) {
+		for _, k := range keys {
+			if strings.EqualFold(name, k.Name()) {
+				return []string{k.Record}, nil
+			}
+		}
+		return nil, fmt.Errorf("no key %s in the test", name)
+	}
+	vs, err := dkim.VerifyWithOptions(bytes.NewReader(crlf(m.Raw)), &dkim.VerifyOptions{LookupTXT: lookup})
+	if err != nil {
+		t.Fatalf("go-msgauth: %v", err)
+	}
+	var errs []error
+	for _, v := range vs {
+		errs = append(errs, v.Err)
+	}
+	return errs
 }

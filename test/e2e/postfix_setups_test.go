@@ -314,8 +314,8 @@ func TestContentFilter(t *testing.T) {
 //	re-injection      -o smtpd_milters=opendkim (extra copies, signed only)
 //
 // In that order every outbound copy (the one rewritten in place and the
-// ones re-injected) carries one DKIM signature that verifies (opendkim -t,
-// keys from a file), and inbound OpenDKIM's dkim=pass for the sender's
+// ones re-injected) carries one DKIM signature that verifies (with opendkim
+// -t and with go-msgauth, keys from a file), and inbound OpenDKIM's dkim=pass for the sender's
 // domain and cryptmilter's smime=pass stand side by side under the same
 // authserv-id, while forged results under it are gone (OpenDKIM removes
 // forged dkim results, cryptmilter forged smime ones). In the opposite
@@ -374,6 +374,9 @@ func TestOpenDKIM(t *testing.T) {
 				}
 				verdict := dk.Verify(t, got)
 				t.Logf("%s: %d DKIM signatures: %s", rcpt, len(got.Get("DKIM-Signature")), verdict)
+				if errs := verifyDKIM(t, got, gwKey); inOrder && (len(errs) != 1 || errs[0] != nil) {
+					t.Errorf("%s: go-msgauth disagrees with OpenDKIM: %v", rcpt, errs)
+				}
 				switch {
 				case strings.HasPrefix(verdict, "verification (s=gw, d=example.org,") && strings.HasSuffix(verdict, "succeeded"):
 				case !inOrder && strings.Contains(verdict, "failed"):
@@ -397,6 +400,9 @@ func TestOpenDKIM(t *testing.T) {
 				got := pf.WaitMaildir(t, "alice@example.net", 2, 30*time.Second)[1]
 				if verdict := dk.Verify(t, got); !strings.HasSuffix(verdict, "succeeded") {
 					t.Errorf("sendmail copy: DKIM %s:\n%s", verdict, got.Raw)
+				}
+				if errs := verifyDKIM(t, got, gwKey); len(errs) != 1 || errs[0] != nil {
+					t.Errorf("sendmail copy: go-msgauth: %v", errs)
 				}
 				peers.pgpDecrypt(t, "alice@example.net", got)
 			}
