@@ -3,9 +3,9 @@ package e2e
 import (
 	"bytes"
 	"crypto"
-	"fmt"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
