@@ -34,7 +34,8 @@ run: build
 
 # Installs gnupg, gpgsm, openssl, postfix, swaks, miltertest, systemd (for
 # systemd-socket-activate and systemd-analyze), the differential tests' peers
-# (MIME-tools, Mail::AuthenticationResults, python3, python3-authres), m4 and
+# (MIME-tools, Mail::AuthenticationResults, python3, python3-authres),
+# dovecot-core, opendkim and opendkim-tools (the Postfix setups), m4 and
 # the shared libraries of sendmail-bin (which the Sendmail suite extracts, not
 # installs), systemd-container (the install test's container), make, groff and
 # man (the man page tests), staticcheck and, for the RT suite, Request

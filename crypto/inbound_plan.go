@@ -71,7 +71,7 @@ func (e *Engine) forgedResults(h mime.Header) map[int]bool {
 	del := map[int]bool{}
 	for i, f := range h {
 		if verdict.IsResultField(f.Name) ||
-			strings.EqualFold(f.Name, verdict.HeaderAuthResults) && verdict.ClaimsAuthservID(f.Value, e.pol.Hostname) {
+			strings.EqualFold(f.Name, verdict.HeaderAuthResults) && forgedAuthResults(f.Value, e.pol.Hostname) {
 			del[i] = true
 		}
 	}

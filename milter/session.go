@@ -33,6 +33,7 @@ type conn struct {
 	macros     map[string]string
 	connHost   string
 	clientAddr net.IP
+	nonSMTP    bool // postfixNonSMTP
 	helo       string
 	msg        *message
 }
@@ -84,6 +85,7 @@ var _ gomilter.Milter = (*handler)(nil)
 func (h *handler) Connect(host, family string, port uint16, addr net.IP, m *gomilter.Modifier) (gomilter.Response, error) {
 	h.c.merge(m)
 	h.c.connHost, h.c.clientAddr = host, addr
+	h.c.nonSMTP = postfixNonSMTP(host, family, port, addr)
 	return gomilter.RespContinue, nil
 }
 
@@ -219,6 +221,7 @@ func (h *handler) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 	}
 	defer c.reset()
 	o := &disposition{qid: msg.macros["i"], dir: direction(msg.env.Config, msg.macros, c.clientAddr)}
+	warnNonSMTPInbound(log, c.nonSMTP, o.dir, o.qid)
 	defer func() {
 		if v := recover(); v != nil {
 			log.Error("panic in message handling", "queue_id", o.qid, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))

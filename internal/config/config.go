@@ -197,8 +197,10 @@ func Default() *Config {
 		},
 		Direction: Direction{
 			OriginatingDaemons: []string{"ORIGINATING"},
-			InternalHosts:      []string{"127.0.0.0/8", "::1"},
-			Authenticated:      AuthOutbound,
+			// Not loopback: content filters (amavis), list managers and
+			// forwarding re-inject external mail there.
+			InternalHosts: []string{},
+			Authenticated: AuthOutbound,
 		},
 		Limits: Limits{
 			MaxMessageSize:      50 << 20,

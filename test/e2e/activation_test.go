@@ -38,7 +38,8 @@ func TestSocketActivation(t *testing.T) {
 // TestEmbeddedDefault is the README's first command: `cryptmilter serve`
 // without a config, in an empty directory, listens on inet:127.0.0.1:8895,
 // creates ./cryptmilter-data with a gateway identity, answers miltertest
-// (direction by the default internal_hosts: loopback is outbound), and
+// (the default internal_hosts is empty: mail from loopback is inbound,
+// like any client's, unless marked by {daemon_name}), and
 // exits 0 on SIGTERM.
 func TestEmbeddedDefault(t *testing.T) {
 	requirePeers(t, false, "miltertest")
@@ -80,7 +81,8 @@ func TestEmbeddedDefault(t *testing.T) {
 	}
 
 	miltertest(t, m.Addr, map[string]string{"client_ip": "192.0.2.1", "expect": "in"})
-	miltertest(t, m.Addr, map[string]string{"client_ip": "127.0.0.1", "expect": "out"})
+	miltertest(t, m.Addr, map[string]string{"client_ip": "127.0.0.1", "expect": "in"})
+	miltertest(t, m.Addr, map[string]string{"client_ip": "127.0.0.1", "daemon_name": "ORIGINATING", "expect": "out"})
 	m.Stop(t)
 }
 
@@ -90,7 +92,7 @@ func TestEmbeddedDefault(t *testing.T) {
 func TestReloadBadConfig(t *testing.T) {
 	t.Parallel()
 	requirePeers(t, false, "miltertest")
-	m := startMilter(t, milterOptions{})
+	m := startMilter(t, milterOptions{Settings: []string{`direction.internal_hosts = []`}})
 	miltertest(t, m.Addr, map[string]string{"client_ip": "192.0.2.1", "expect": "in"})
 
 	good, err := os.ReadFile(m.ConfigFile)

@@ -13,6 +13,15 @@
 //	m.Stop(t); m.Start(t); m.Reload(t)                  // SIGTERM (exit 0) / restart / SIGHUP
 //	miltertest(t, m.Addr, map[string]string{"client_ip": "192.0.2.1", "expect": "in"})
 //
+// and the pieces of other Postfix setups (postfixOptions.InboundOptions,
+// SubmitOptions, ReinjectOptions and Services add master.cf settings):
+//
+//	dv := startDovecotAuth(t, users)      // SASL: dv.SMTPDOptions(), serverTLS(t)
+//	pf.SendSMTPWith(addr, smtpClient{StartTLS: true, Auth: sasl.NewPlainClient(…)}, from, rcpts, msg)
+//	f := newContentFilter(t, "in")        // f.Transport(), contentFilterServices(…), f.start(t)
+//	dk := startOpenDKIM(t, openDKIMOptions{Sign: sharedDKIMKey(t, "example.org", "gw")})
+//	verdict := dk.Verify(t, mail)         // opendkim -t, keys from a file
+//
 // On failure the Postfix log and queue and the milter's log are dumped;
 // CRYPTMILTER_E2E_KEEP=1 keeps the temporary directories. Postfix needs
 // root: without root or a peer program the tests skip, unless

@@ -19,9 +19,9 @@ import (
 
 // defaultSettings are the harness's configuration, one "[table.]key =
 // value" line each, with {{.Field}} placeholders (Keystore, Listen, Spool,
-// Reinject, Originating). internal_hosts is empty so that loopback SMTP on
-// Postfix's inbound port counts as inbound; outbound paths are marked with
-// {daemon_name}.
+// Reinject, Originating). internal_hosts keeps the product's default
+// (empty), so that loopback SMTP on Postfix's inbound port counts as
+// inbound; outbound paths are marked with {daemon_name}.
 var defaultSettings = []string{
 	`keystore = "{{.Keystore}}"`,
 	`listen = ["inet:{{.Listen}}"]`,
@@ -31,7 +31,6 @@ var defaultSettings = []string{
 	`log.level = "debug"`,
 	`identity.addresses = ["rt@example.org"]`,
 	`direction.originating_daemons = ["{{.Originating}}"]`,
-	`direction.internal_hosts = []`,
 }
 
 // renderSettings turns "[table.]key = value" lines into TOML: a later line

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -59,6 +60,12 @@ type postfixOptions struct {
 	// Debian's master.cf does: sendmail mail then has {daemon_name} =
 	// $myhostname (mx.example.test) and {client_addr} 127.0.0.1.
 	PlainNonSMTP bool
+	// InboundOptions, SubmitOptions and ReinjectOptions are more
+	// "name=value" overrides (master.cf -o) for those smtpd services,
+	// written after the harness's own (the last -o of a name wins).
+	InboundOptions, SubmitOptions, ReinjectOptions []string
+	// Services are more master.cf entries, written after the harness's.
+	Services []string
 }
 
 // Postfix is a private Postfix instance: its own config directory, queue,
@@ -134,12 +141,21 @@ milter_connect_timeout = 5s
 // service, whose milter_macro_daemon_name marks it outbound.
 const masterCF = `# service type private unpriv chroot wakeup maxproc command
 {{.Inbound}} inet n - n - - smtpd
+{{- range .InboundOptions}}
+  -o {{.}}
+{{- end}}
 {{.Submit}} inet n - n - - smtpd
   -o milter_macro_daemon_name={{.Originating}}
+{{- range .SubmitOptions}}
+  -o {{.}}
+{{- end}}
 {{.Reinject}} inet n - n - - smtpd
   -o smtpd_milters=
   -o non_smtpd_milters=
   -o milter_macro_daemon_name=REINJECT
+{{- range .ReinjectOptions}}
+  -o {{.}}
+{{- end}}
 pickup    unix  n       -       n       1       1       pickup
 {{- if not .Plain}}
   -o cleanup_service_name=cleanup-ns
@@ -154,6 +170,7 @@ defer     unix  -       -       n       -       0       bounce
 trace     unix  -       -       n       -       0       bounce
 verify    unix  -       -       n       -       1       verify
 flush     unix  n       -       n       1000?   0       flush
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
 proxymap  unix  -       -       n       -       -       proxymap
 proxywrite unix -       -       n       -       1       proxymap
 showq     unix  n       -       n       -       -       showq
@@ -164,7 +181,8 @@ virtual   unix  -       n       n       -       -       virtual
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
-`
+{{range .Services}}{{.}}
+{{end}}`
 
 // startPostfix starts a private Postfix and stops it at the end of the
 // test, dumping its log when the test failed.
@@ -243,7 +261,9 @@ func startPostfix(t testing.TB, opts postfixOptions) *Postfix {
 	writeTemplate(t, filepath.Join(dir, "master.cf"), masterCF, map[string]any{
 		"Inbound": pf.InboundAddr, "Submit": pf.SubmitAddr, "Reinject": pf.ReinjectAddr,
 		"Originating": originatingDaemon, "NonSMTP": opts.NonSMTPDaemonName,
-		"Plain": opts.PlainNonSMTP,
+		"Plain": opts.PlainNonSMTP, "InboundOptions": opts.InboundOptions,
+		"SubmitOptions": opts.SubmitOptions, "ReinjectOptions": opts.ReinjectOptions,
+		"Services": opts.Services,
 	})
 
 	// Postfix waits (in 300 ms steps) while main.cf looks freshly
@@ -318,7 +338,11 @@ func (pf *Postfix) Log() string {
 }
 
 func (pf *Postfix) queueListing() string {
-	out, err := exec.Command("postqueue", "-c", pf.Dir, "-p").CombinedOutput()
+	// postqueue waits for showq without end when the instance is broken
+	// (e.g. its queue directory is gone): bound it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "postqueue", "-c", pf.Dir, "-p").CombinedOutput()
 	if err != nil {
 		return fmt.Sprintf("postqueue -p: %v\n%s", err, out)
 	}
@@ -339,39 +363,7 @@ func (e *SMTPStageError) Unwrap() error { return e.Err }
 // SendSMTP sends msg over SMTP to addr (pf.InboundAddr, pf.SubmitAddr, …).
 // A refusal comes back as *SMTPStageError wrapping *smtp.SMTPError.
 func (pf *Postfix) SendSMTP(addr, from string, rcpts []string, msg []byte) error {
-	c, err := smtp.Dial(addr)
-	if err != nil {
-		return fmt.Errorf("dial %s: %w", addr, err)
-	}
-	defer c.Close()
-	stage := func(name string, err error) error {
-		if err == nil {
-			return nil
-		}
-		return &SMTPStageError{Stage: name, Err: err}
-	}
-	if err := c.Hello("client.example.net"); err != nil {
-		return stage("EHLO", err)
-	}
-	if err := c.Mail(from, nil); err != nil {
-		return stage("MAIL", err)
-	}
-	for _, r := range rcpts {
-		if err := c.Rcpt(r, nil); err != nil {
-			return stage("RCPT <"+r+">", err)
-		}
-	}
-	w, err := c.Data()
-	if err != nil {
-		return stage("DATA", err)
-	}
-	if _, err := w.Write(msg); err != nil {
-		return stage("DATA", err)
-	}
-	if err := w.Close(); err != nil {
-		return stage("end of DATA", err)
-	}
-	return c.Quit()
+	return pf.SendSMTPWith(addr, smtpClient{}, from, rcpts, msg)
 }
 
 // SendSMTPCode sends like SendSMTP and returns the SMTP code of a refusal

@@ -178,12 +178,17 @@ func TestOutboundSendmail(t *testing.T) {
 }
 
 // TestSendmailDirection pins down what Postfix tells the milter about
-// non-SMTP mail: with pickup on the plain cleanup service, {daemon_name} is
-// $myhostname and the client is 127.0.0.1, so such mail is outbound only
-// through internal_hosts (the product's default lists 127.0.0.0/8); with
-// internal_hosts empty it would count as inbound. The harness's default
-// (pickup -o cleanup_service_name=cleanup-ns, whose
-// milter_macro_daemon_name is ORIGINATING) makes it outbound by name.
+// non-SMTP mail. Cleanup emulates a connection from "localhost"
+// [127.0.0.1] port 0 with HELO "localhost", and every macro, {daemon_name}
+// included, comes from cleanup. With pickup on the plain cleanup service
+// (Debian's master.cf) {daemon_name} is $myhostname, so with the default
+// (empty) internal_hosts such mail is inbound: the README's setting,
+// pickup -o cleanup_service_name=cleanup-ns with cleanup-ns -o
+// milter_macro_daemon_name=ORIGINATING (the harness's default), makes it
+// outbound by name. Listing loopback in internal_hosts (the old default)
+// would make it outbound too, and with it everything a content filter
+// re-injects (TestContentFilter). Sendmail mail that ends up inbound makes
+// the milter log a warning with the hint.
 func TestSendmailDirection(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -192,17 +197,19 @@ func TestSendmailDirection(t *testing.T) {
 		internal string
 		inbound  bool
 	}{
+		{"plain cleanup, default direction", true, "", true},
 		{"plain cleanup, loopback internal", true, `["127.0.0.0/8", "::1"]`, false},
-		{"plain cleanup, no internal hosts", true, `[]`, true},
-		{"cleanup-ns ORIGINATING, no internal hosts", false, `[]`, false},
+		{"cleanup-ns ORIGINATING, default direction", false, "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			settings := []string{`outbound.policy = "none"`}
+			if tt.internal != "" {
+				settings = append(settings, "direction.internal_hosts = "+tt.internal)
+			}
 			pf, m := startStack(t, stackOptions{
-				Milter: milterOptions{Settings: []string{
-					`outbound.policy = "none"`, "direction.internal_hosts = " + tt.internal,
-				}},
+				Milter:  milterOptions{Settings: settings},
 				Postfix: postfixOptions{PlainNonSMTP: tt.plain},
 			})
 			msg := plainMessage("rt@example.org", "bob@example.com", "sendmail direction")
@@ -216,6 +223,12 @@ func TestSendmailDirection(t *testing.T) {
 			qid := wantDelivered(t, mails[0], msg, added, nil)
 			if line := milterDecision(t, m, qid); !strings.Contains(line, want) {
 				t.Errorf("milter log for %s: want %s:\n%s", qid, want, line)
+			}
+			// The milter recognises Postfix's emulated connection (port 0)
+			// and warns when such mail is inbound.
+			warned := strings.Contains(m.Log(), "mail from Postfix's sendmail command treated as inbound")
+			if warned != tt.inbound {
+				t.Errorf("warning about inbound sendmail mail logged: %v, want %v\n%s", warned, tt.inbound, m.Log())
 			}
 		})
 	}
