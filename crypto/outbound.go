@@ -114,7 +114,7 @@ func (e *Engine) classifyAll(in *Input, sg signers, now time.Time) ([]rcpt, *Pla
 			}
 			return nil, p
 		}
-		r.bcc = !visible[strings.ToLower(bareAddr(a))]
+		r.bcc = !visible[canonAddr(a)]
 		rcpts = append(rcpts, r)
 	}
 	// A permanent refusal of another recipient (above) takes precedence
@@ -265,7 +265,7 @@ func fromAddress(h mime.Header) string {
 	return l[0].Address
 }
 
-// visibleAddresses returns the lower-cased addresses in To and Cc.
+// visibleAddresses returns the addresses in To and Cc, in canonAddr form.
 func visibleAddresses(h mime.Header) map[string]bool {
 	seen := map[string]bool{}
 	for _, name := range []string{"To", "Cc"} {
@@ -274,15 +274,15 @@ func visibleAddresses(h mime.Header) map[string]bool {
 			if err != nil {
 				// Fall back to a crude scan so that a sloppy header does
 				// not make everybody Bcc (which only costs copies).
-				for _, tok := range strings.FieldsFunc(v, func(r rune) bool { return strings.ContainsRune(" ,;<>\"", r) }) {
+				for _, tok := range strings.FieldsFunc(v, func(r rune) bool { return strings.ContainsRune(" ,;<>", r) }) {
 					if strings.Contains(tok, "@") {
-						seen[strings.ToLower(tok)] = true
+						seen[canonAddr(tok)] = true
 					}
 				}
 				continue
 			}
 			for _, a := range l {
-				seen[strings.ToLower(a.Address)] = true
+				seen[canonAddr(a.Address)] = true
 			}
 		}
 	}

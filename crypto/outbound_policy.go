@@ -10,6 +10,7 @@ import (
 
 	pgpcrypto "github.com/ProtonMail/gopenpgp/v3/crypto"
 
+	"github.com/cryptmilter/cryptmilter/internal/address"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
 
@@ -87,21 +88,28 @@ func (s signers) can(p Protocol) bool {
 }
 
 // match returns the first rule matching addr: an exact address, @domain
-// or *.
+// or *. Both sides are compared in their canonical form (canonAddr), so
+// that "alice"@x, Alice@X. and the IDN forms of a domain match the same
+// rule: a spelling must not bypass a required rule.
 func (o *OutboundRules) match(addr string) (Rule, bool) {
-	a := strings.ToLower(bareAddr(addr))
+	a := canonAddr(addr)
 	_, domain, _ := strings.Cut(a, "@")
 	for _, r := range o.Rules {
-		m := strings.ToLower(strings.TrimSpace(r.Match))
+		m := strings.TrimSpace(r.Match)
 		switch {
 		case m == "*",
-			strings.HasPrefix(m, "@") && domain != "" && m[1:] == domain,
-			m == a:
+			strings.HasPrefix(m, "@") && domain != "" && canonAddr("x"+m) == "x@"+domain,
+			!strings.HasPrefix(m, "@") && a != "" && canonAddr(m) == a:
 			return r, true
 		}
 	}
 	return Rule{}, false
 }
+
+// canonAddr is the form in which rules, Bcc status and copies compare
+// addresses: address.Canonical with the local part folded (rules have
+// always matched case-insensitively).
+func canonAddr(a string) string { return address.Canonical(a, true) }
 
 // ruleFor returns the policy and inline flag for addr: the first matching
 // rule, else the default.
@@ -230,7 +238,7 @@ func groupRecipients(rcpts []rcpt, split Split) []group {
 				key += "/inline"
 			}
 			if split != ByClass || r.bcc {
-				key += "/" + strings.ToLower(bareAddr(r.addr))
+				key += "/" + canonAddr(r.addr)
 			}
 		}
 		if i, ok := index[key]; ok {
@@ -254,5 +262,5 @@ func needsOwnCopy(a, b rcpt, split Split) bool {
 	if a.cls != b.cls {
 		return true
 	}
-	return b.cls.treat == treatEncrypt && split != ByClass && !strings.EqualFold(bareAddr(a.addr), bareAddr(b.addr))
+	return b.cls.treat == treatEncrypt && split != ByClass && canonAddr(a.addr) != canonAddr(b.addr)
 }

@@ -833,3 +833,46 @@ func TestOutboundPassedStripsResultHeaders(t *testing.T) {
 		t.Errorf("delivered:\n%s", raw)
 	}
 }
+
+// TestOutboundAddressForms: rules, key lookups and Bcc status compare one
+// canonical form of an address, so that no spelling ("alice"@x, case
+// variants, a final dot, IDN in A-label or U-label form) bypasses a
+// required rule or changes what a recipient gets.
+func TestOutboundAddressForms(t *testing.T) {
+	f := outFixtureFor(t)
+	e, snap := f.engine(t, func(c *Policy) {
+		c.Outbound.Rules = []Rule{
+			{Match: "nokey@partner.example", Policy: Required},
+			{Match: "@bücher.example", Policy: Required},
+			{Match: "@xn--caf-dma.example", Policy: Required},
+		}
+	})
+	msg := outTestMessage("x@example.com", "")
+	for _, rcpt := range []string{
+		`"nokey"@partner.example`, `<"no\key"@Partner.Example.>`, "NOKEY@PARTNER.EXAMPLE",
+		"x@xn--bcher-kva.example", "x@BÜCHER.example", "x@café.example",
+	} {
+		plan, _ := processOut(t, e, snap, outGatewayAddr, []string{rcpt}, msg)
+		if plan.Action != Reject || !strings.HasPrefix(plan.Reply.String(), "550 5.7.1 ") {
+			t.Errorf("%s: %s %q, want the required rule's refusal", rcpt, plan.Action, plan.Reply)
+		}
+	}
+	// A quoted local part and a final dot still find alice's key.
+	e, snap = f.engine(t, func(c *Policy) { c.Outbound.Default = Required })
+	rcpt := `"alice"@Example.NET.`
+	plan, copies := processOut(t, e, snap, outGatewayAddr, []string{rcpt}, outTestMessage("alice@example.net", ""))
+	if plan.Action != Accept {
+		t.Fatalf("%s: %s %q", rcpt, plan.Action, plan.Reply)
+	}
+	if h, _ := outHeaderOf(t, outCopyFor(t, copies, rcpt)); !strings.HasPrefix(h.Get("Content-Type"), "multipart/encrypted") {
+		t.Errorf("%s: copy is %s, want encrypted", rcpt, h.Get("Content-Type"))
+	}
+	// Visible in To under another spelling: not Bcc, so one copy for two
+	// visible recipients under by-class.
+	e, snap = f.engine(t, func(c *Policy) { c.Outbound.Split = ByClass })
+	plan, copies = processOut(t, e, snap, outGatewayAddr, []string{"alice@example.net", "bob@example.net"},
+		outTestMessage(`"alice"@EXAMPLE.net, Bob <bob@Example.Net.>`, ""))
+	if plan.Action != Accept || len(copies) != 1 {
+		t.Errorf("by-class with both visible: %s, %d copies, want 1", plan.Action, len(copies))
+	}
+}

@@ -16,6 +16,7 @@
 package keystore
 
 import (
+	"github.com/cryptmilter/cryptmilter/internal/address"
 	"log/slog"
 	"strings"
 )
@@ -87,18 +88,7 @@ func (p Problem) String() string { return p.File + ": " + p.Err.Error() }
 // domain lower-cased, the local part exact unless fold is set. It returns
 // "" for something that is not an addr-spec.
 func NormalizeAddress(addr string, fold bool) string {
-	addr = strings.TrimSpace(addr)
-	addr = strings.TrimSuffix(strings.TrimPrefix(addr, "<"), ">")
-	at := strings.LastIndexByte(addr, '@')
-	if at <= 0 || at == len(addr)-1 {
-		return ""
-	}
-	local, domain := addr[:at], strings.ToLower(addr[at+1:])
-	domain = strings.TrimSuffix(domain, ".")
-	if fold {
-		local = strings.ToLower(local)
-	}
-	return local + "@" + domain
+	return address.Canonical(addr, fold)
 }
 
 func (o Options) norm(addr string) string { return NormalizeAddress(addr, o.FoldLocalPart) }
