@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -112,6 +113,10 @@ type milterOptions struct {
 	// that it gets the socket as LISTEN_FDS; the config's listen is then
 	// another port that must stay unused.
 	Activate bool
+	// User runs the milter as this system user (the milter's directory
+	// is given to it), so that file permissions apply (root bypasses
+	// them).
+	User string
 }
 
 // Milter is a cryptmilter serve process the test can stop, restart and
@@ -212,6 +217,38 @@ func startMilter(t testing.TB, opts milterOptions) *Milter {
 	return m
 }
 
+// TryStart starts the milter and waits until it serves or exits; it
+// returns an error (the log tells why) when it exits.
+func (m *Milter) TryStart() (err error) {
+	ft := &failT{}
+	defer func() {
+		if v := recover(); v != nil {
+			if v != errFailT {
+				panic(v)
+			}
+			err = errors.New(ft.msg)
+		}
+	}()
+	m.Start(ft)
+	return nil
+}
+
+var errFailT = errors.New("start failed")
+
+// failT records a failure of Start instead of failing the test.
+type failT struct {
+	testing.TB
+	failed bool
+	msg    string
+}
+
+func (f *failT) Helper() {}
+func (f *failT) Fatalf(format string, args ...any) {
+	f.failed, f.msg = true, fmt.Sprintf(format, args...)
+	panic(errFailT)
+}
+func (f *failT) Fatal(args ...any) { f.Fatalf("%s", fmt.Sprint(args...)) }
+
 // Start starts the milter and waits until it serves (for an activated
 // one: until systemd-socket-activate listens; the milter itself starts at
 // the first connection).
@@ -231,6 +268,9 @@ func (m *Milter) Start(t testing.TB) {
 	}
 	cmd := exec.Command(name, args...)
 	cmd.Dir = m.Dir
+	if m.opts.User != "" {
+		cmd.SysProcAttr = runAs(t, m.opts.User, m.Dir)
+	}
 	cmd.Stdout = &m.log
 	cmd.Stderr = &m.log
 	mark := len(m.Log())
