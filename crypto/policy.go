@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/cryptmilter/cryptmilter/crypto/verdict"
+	"github.com/cryptmilter/cryptmilter/internal/enum"
 )
 
 // Policy is everything the engine decides with besides the message and the
@@ -205,23 +206,23 @@ const (
 	TrustManual
 )
 
-var trustWords = []string{TrustWKD: "wkd", TrustDANE: "dane", TrustManual: "manual"}
+var trustWords = enum.Words{TrustWKD: "wkd", TrustDANE: "dane", TrustManual: "manual"}
 
-func (t Trust) String() string { return enumString(trustWords, int(t)) }
+func (t Trust) String() string { return trustWords.String(int(t)) }
 
 // MarshalText spells the level as the configuration does.
 func (t Trust) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 
 // UnmarshalText parses manual, dane or wkd.
 func (t *Trust) UnmarshalText(b []byte) error {
-	if err := enumParse(trustWords, b, (*int)(t)); err != nil {
+	if err := trustWords.Parse(b, (*int)(t)); err != nil {
 		return fmt.Errorf("%q is not one of %s", b, strings.Join(t.Words(), " | "))
 	}
 	return nil
 }
 
 // Valid reports whether t is a level.
-func (t Trust) Valid() bool { return enumValid(trustWords, int(t)) }
+func (t Trust) Valid() bool { return trustWords.Valid(int(t)) }
 
 // Words lists the levels, highest first.
 func (Trust) Words() []string { return []string{"manual", "dane", "wkd"} }
@@ -242,21 +243,21 @@ const (
 	NoCrypto
 )
 
-var policyWords = []string{Required: "required", Opportunistic: "opportunistic", SignOnly: "sign-only", NoCrypto: "none"}
+var policyWords = enum.Words{Required: "required", Opportunistic: "opportunistic", SignOnly: "sign-only", NoCrypto: "none"}
 
-func (p OutboundPolicy) String() string { return enumString(policyWords, int(p)) }
+func (p OutboundPolicy) String() string { return policyWords.String(int(p)) }
 
 // MarshalText spells the policy as the configuration does.
 func (p OutboundPolicy) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
 
 // UnmarshalText parses a policy word.
-func (p *OutboundPolicy) UnmarshalText(b []byte) error { return enumParse(policyWords, b, (*int)(p)) }
+func (p *OutboundPolicy) UnmarshalText(b []byte) error { return policyWords.Parse(b, (*int)(p)) }
 
 // Valid reports whether p is one of the policies.
-func (p OutboundPolicy) Valid() bool { return enumValid(policyWords, int(p)) }
+func (p OutboundPolicy) Valid() bool { return policyWords.Valid(int(p)) }
 
 // Words lists the policy words, for messages.
-func (OutboundPolicy) Words() []string { return enumWords(policyWords) }
+func (OutboundPolicy) Words() []string { return policyWords.List() }
 
 // Protocol is OpenPGP or S/MIME.
 type Protocol = verdict.Protocol
@@ -278,21 +279,21 @@ const (
 	ByClass
 )
 
-var splitWords = []string{PerRecipient: "per-recipient", ByClass: "by-class"}
+var splitWords = enum.Words{PerRecipient: "per-recipient", ByClass: "by-class"}
 
-func (s Split) String() string { return enumString(splitWords, int(s)) }
+func (s Split) String() string { return splitWords.String(int(s)) }
 
 // MarshalText spells the split as the configuration does.
 func (s Split) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // UnmarshalText parses a split word.
-func (s *Split) UnmarshalText(b []byte) error { return enumParse(splitWords, b, (*int)(s)) }
+func (s *Split) UnmarshalText(b []byte) error { return splitWords.Parse(b, (*int)(s)) }
 
 // Valid reports whether s is a split.
-func (s Split) Valid() bool { return enumValid(splitWords, int(s)) }
+func (s Split) Valid() bool { return splitWords.Valid(int(s)) }
 
 // Words lists the split words.
-func (Split) Words() []string { return enumWords(splitWords) }
+func (Split) Words() []string { return splitWords.List() }
 
 // Action is the fate of a message.
 type Action int
@@ -311,9 +312,9 @@ const (
 	Discard
 )
 
-var actionWords = []string{Accept: "accept", Reject: "reject", Tempfail: "tempfail", Quarantine: "quarantine", Discard: "discard"}
+var actionWords = enum.Words{Accept: "accept", Reject: "reject", Tempfail: "tempfail", Quarantine: "quarantine", Discard: "discard"}
 
-func (a Action) String() string { return enumString(actionWords, int(a)) }
+func (a Action) String() string { return actionWords.String(int(a)) }
 
 // MarshalText spells the action as in result.json and the configuration.
 func (a Action) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
@@ -325,37 +326,14 @@ func (a *Action) UnmarshalText(b []byte) error {
 		*a = Accept
 		return nil
 	}
-	if err := enumParse(actionWords, b, (*int)(a)); err != nil {
+	if err := actionWords.Parse(b, (*int)(a)); err != nil {
 		return fmt.Errorf("%q is not one of %s", b, strings.Join(a.Words(), " | "))
 	}
 	return nil
 }
 
 // Valid reports whether a is an action.
-func (a Action) Valid() bool { return enumValid(actionWords, int(a)) }
+func (a Action) Valid() bool { return actionWords.Valid(int(a)) }
 
 // Words lists the action words.
-func (Action) Words() []string { return append([]string{"tag"}, enumWords(actionWords)...) }
-
-// The enums are small ints with a word each; index 0 is unset.
-
-func enumString(words []string, v int) string {
-	if v > 0 && v < len(words) {
-		return words[v]
-	}
-	return fmt.Sprintf("invalid(%d)", v)
-}
-
-func enumValid(words []string, v int) bool { return v > 0 && v < len(words) }
-
-func enumWords(words []string) []string { return append([]string(nil), words[1:]...) }
-
-func enumParse(words []string, b []byte, v *int) error {
-	for i, w := range words {
-		if i > 0 && w == string(b) {
-			*v = i
-			return nil
-		}
-	}
-	return fmt.Errorf("%q is not one of %s", b, strings.Join(words[1:], " | "))
-}
+func (Action) Words() []string { return append([]string{"tag"}, actionWords.List()...) }

@@ -5,10 +5,7 @@
 // result fields that both directions strip.
 package verdict
 
-import (
-	"fmt"
-	"strings"
-)
+import "github.com/cryptmilter/cryptmilter/internal/enum"
 
 // Protocol is OpenPGP or S/MIME.
 type Protocol int
@@ -19,34 +16,27 @@ const (
 	SMIME
 )
 
-var protocolWords = []string{OpenPGP: "openpgp", SMIME: "smime"}
+var protocolWords = enum.Words{OpenPGP: "openpgp", SMIME: "smime"}
 
+// String is the protocol's word ("" when unset).
 func (p Protocol) String() string {
-	if p > 0 && int(p) < len(protocolWords) {
-		return protocolWords[p]
+	if !p.Valid() {
+		return ""
 	}
-	return ""
+	return protocolWords.String(int(p))
 }
 
 // MarshalText spells the protocol as in headers and configuration.
 func (p Protocol) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
 
 // UnmarshalText parses "openpgp" or "smime".
-func (p *Protocol) UnmarshalText(b []byte) error {
-	for i, w := range protocolWords {
-		if i > 0 && w == string(b) {
-			*p = Protocol(i)
-			return nil
-		}
-	}
-	return fmt.Errorf("%q is not one of %s", b, strings.Join(protocolWords[1:], " | "))
-}
+func (p *Protocol) UnmarshalText(b []byte) error { return protocolWords.Parse(b, (*int)(p)) }
 
 // Valid reports whether p is a protocol.
 func (p Protocol) Valid() bool { return p == OpenPGP || p == SMIME }
 
 // Words lists the protocol words.
-func (Protocol) Words() []string { return append([]string(nil), protocolWords[1:]...) }
+func (Protocol) Words() []string { return protocolWords.List() }
 
 // EncStatus is the verdict on the encryption of a message.
 type EncStatus int

@@ -3,9 +3,10 @@ package config
 import (
 	"fmt"
 	"log/slog"
-	"strings"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/cryptmilter/cryptmilter/internal/enum"
 )
 
 // The configuration's own enums (the engine's are in package crypto). Each
@@ -21,17 +22,17 @@ const (
 	LogJSON
 )
 
-var logFormatWords = []string{LogText: "text", LogJSON: "json"}
+var logFormatWords = enum.Words{LogText: "text", LogJSON: "json"}
 
-func (f LogFormat) String() string                { return word(logFormatWords, int(f)) }
+func (f LogFormat) String() string                { return logFormatWords.String(int(f)) }
 func (f LogFormat) MarshalText() ([]byte, error)  { return []byte(f.String()), nil }
-func (f *LogFormat) UnmarshalText(b []byte) error { return parseWord(logFormatWords, b, (*int)(f)) }
+func (f *LogFormat) UnmarshalText(b []byte) error { return logFormatWords.Parse(b, (*int)(f)) }
 
 // Valid reports whether f is a format.
-func (f LogFormat) Valid() bool { return valid(logFormatWords, int(f)) }
+func (f LogFormat) Valid() bool { return logFormatWords.Valid(int(f)) }
 
 // Words lists the format words.
-func (LogFormat) Words() []string { return logFormatWords[1:] }
+func (LogFormat) Words() []string { return logFormatWords.List() }
 
 // LogLevel is [log] level.
 type LogLevel int
@@ -44,17 +45,17 @@ const (
 	LogError
 )
 
-var logLevelWords = []string{LogDebug: "debug", LogInfo: "info", LogWarn: "warn", LogError: "error"}
+var logLevelWords = enum.Words{LogDebug: "debug", LogInfo: "info", LogWarn: "warn", LogError: "error"}
 
-func (l LogLevel) String() string                { return word(logLevelWords, int(l)) }
+func (l LogLevel) String() string                { return logLevelWords.String(int(l)) }
 func (l LogLevel) MarshalText() ([]byte, error)  { return []byte(l.String()), nil }
-func (l *LogLevel) UnmarshalText(b []byte) error { return parseWord(logLevelWords, b, (*int)(l)) }
+func (l *LogLevel) UnmarshalText(b []byte) error { return logLevelWords.Parse(b, (*int)(l)) }
 
 // Valid reports whether l is a level.
-func (l LogLevel) Valid() bool { return valid(logLevelWords, int(l)) }
+func (l LogLevel) Valid() bool { return logLevelWords.Valid(int(l)) }
 
 // Words lists the level words.
-func (LogLevel) Words() []string { return logLevelWords[1:] }
+func (LogLevel) Words() []string { return logLevelWords.List() }
 
 // Slog returns the slog level.
 func (l LogLevel) Slog() slog.Level {
@@ -71,36 +72,17 @@ const (
 	AuthInbound
 )
 
-var authWords = []string{AuthOutbound: "outbound", AuthInbound: "inbound"}
+var authWords = enum.Words{AuthOutbound: "outbound", AuthInbound: "inbound"}
 
-func (a AuthDirection) String() string                { return word(authWords, int(a)) }
+func (a AuthDirection) String() string                { return authWords.String(int(a)) }
 func (a AuthDirection) MarshalText() ([]byte, error)  { return []byte(a.String()), nil }
-func (a *AuthDirection) UnmarshalText(b []byte) error { return parseWord(authWords, b, (*int)(a)) }
+func (a *AuthDirection) UnmarshalText(b []byte) error { return authWords.Parse(b, (*int)(a)) }
 
 // Valid reports whether a is a direction.
-func (a AuthDirection) Valid() bool { return valid(authWords, int(a)) }
+func (a AuthDirection) Valid() bool { return authWords.Valid(int(a)) }
 
 // Words lists the words.
-func (AuthDirection) Words() []string { return authWords[1:] }
-
-func word(words []string, v int) string {
-	if valid(words, v) {
-		return words[v]
-	}
-	return fmt.Sprintf("invalid(%d)", v)
-}
-
-func valid(words []string, v int) bool { return v > 0 && v < len(words) }
-
-func parseWord(words []string, b []byte, v *int) error {
-	for i, w := range words {
-		if i > 0 && w == string(b) {
-			*v = i
-			return nil
-		}
-	}
-	return fmt.Errorf("%q is not one of %s", b, strings.Join(words[1:], " | "))
-}
+func (AuthDirection) Words() []string { return authWords.List() }
 
 // enumKeys are the keys whose values are words. TOML would assign a bare
 // number to the int underneath; checkWords refuses it first.
