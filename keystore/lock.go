@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+
+	"github.com/cryptmilter/cryptmilter/internal/atomicfile"
 )
 
 // lockShared takes a shared lock on DIR/.lock while a snapshot is read, so
@@ -116,37 +118,10 @@ func lockedSnapshot(opts Options, create bool) (snap *Snapshot, w writer, unlock
 // of the directory.
 func (w writer) write(rel string, data []byte, perm os.FileMode) error {
 	dir, name := filepath.Join(w.dir, filepath.Dir(rel)), filepath.Base(rel)
-	f, err := os.CreateTemp(dir, ".tmp-"+name+"-*")
-	if err != nil {
+	if err := atomicfile.Write(dir, name, data, perm, w.uid, w.gid); err != nil {
 		return fmt.Errorf("keystore: write %s: %w", rel, err)
 	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("keystore: write %s: %w", rel, err)
-	}
-	if err := f.Chmod(perm); err != nil {
-		return fail(err)
-	}
-	if err := w.chown(f); err != nil {
-		return fail(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("keystore: write %s: %w", rel, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("keystore: write %s: %w", rel, err)
-	}
-	return syncDir(dir)
+	return nil
 }
 
 // remove removes rel (relative to the keystore) and syncs its directory.
@@ -158,12 +133,7 @@ func (w writer) remove(rel string) error {
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("keystore: sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("keystore: sync %s: %w", dir, err)
 	}
 	return nil

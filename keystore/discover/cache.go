@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cryptmilter/cryptmilter/internal/atomicfile"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
 
@@ -280,7 +281,7 @@ func parseRecord(data []byte) (*record, error) {
 // none), for key change reports.
 func (c *cache) put(key string, a *Answer) (*record, error) {
 	src, norm := splitKey(key)
-	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+	if err := mkdirOwned(c.dir); err != nil {
 		return nil, fmt.Errorf("discover: cache: %w", err)
 	}
 	name := fileName(norm, src)
@@ -344,49 +345,39 @@ func (c *cache) remove(key string) error {
 	return syncDir(c.dir)
 }
 
-// writeFileAtomic writes dir/name through a temporary file in dir:
-// write, chmod, fsync, rename, fsync the directory.
+// writeFileAtomic writes dir/name atomically (internal/atomicfile). Run
+// as root, the file gets the owner of the keystore (dir's parent), so
+// that the daemon, running as the service user, can replace it.
 func writeFileAtomic(dir, name string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(dir, ".tmp-"+name+"-*")
-	if err != nil {
-		return fmt.Errorf("discover: cache: %w", err)
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
+	uid, gid := keystoreOwner(dir)
+	if err := atomicfile.Write(dir, name, data, perm, uid, gid); err != nil {
 		return fmt.Errorf("discover: cache: write %s: %w", name, err)
 	}
-	if err := f.Chmod(perm); err != nil {
-		return fail(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("discover: cache: write %s: %w", name, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("discover: cache: write %s: %w", name, err)
-	}
-	return syncDir(dir)
+	return nil
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("discover: cache: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("discover: cache: sync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// keystoreOwner returns, for root, the owner of the keystore holding the
+// cache directory dir (-1, -1 otherwise: files belong to the writer).
+func keystoreOwner(dir string) (uid, gid int) {
+	if os.Geteuid() != 0 {
+		return -1, -1
+	}
+	fi, err := os.Stat(filepath.Dir(dir))
+	if err != nil {
+		return -1, -1
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return -1, -1
+	}
+	return int(st.Uid), int(st.Gid)
 }
 
 // CacheDir is the cache directory of a keystore.
@@ -463,3 +454,18 @@ func Remove(dir, query string) ([]string, error) {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// mkdirOwned creates the cache directory (0755), owned like the keystore
+// when root creates it.
+func mkdirOwned(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if uid, gid := keystoreOwner(dir); uid >= 0 {
+		return os.Chown(dir, uid, gid)
+	}
+	return nil
+}
