@@ -33,11 +33,11 @@ with the keystore and policy of the configuration.
                        the message on standard output
 
 Without --out the resulting message goes to standard output (LF line ends).
-result.json: {"action": "accept|reject|tempfail|discard", "reply": "…",
+result.json: {"action": "accept|reject|tempfail|quarantine|discard", "reply": "…",
 "copies": [{"recipients": [...], "file": "1.eml"}, ...]}; copy 1 is the
 original message as changed, the others are the extra copies.
 
-Exit status: 0 accept (or discard), 65 reject, 75 tempfail, 1 usage error.
+Exit status: 0 accept (or quarantine, discard), 65 reject, 75 tempfail, 1 usage error.
 
 Examples:
   cryptmilter process --direction in --from alice@example.net --rcpt rt@example.org < msg.eml
