@@ -583,7 +583,6 @@ func setField(h Header, name, value string) Header {
 }
 
 // SetField is setField for callers outside the package.
-func SetField(h Header, name, value string) Header { return setField(h, name, value) }
 
 func convertHeader(th textproto.Header) (Header, error) {
 	var buf bytes.Buffer
