@@ -125,6 +125,7 @@ type daemonState struct {
 func serve(cfg *config.Config, log *slog.Logger) error {
 	effective, _ := json.Marshal(cfg)
 	log.Info("starting", "version", versionString(), "config", nameOf(cfg), "effective", string(effective))
+	tuneGC(log)
 	holder, err := openKeystore(cfg, log)
 	if err != nil {
 		return err
