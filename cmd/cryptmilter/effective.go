@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding"
 	"fmt"
 	"log/slog"
@@ -12,12 +13,39 @@ import (
 	"github.com/cryptmilter/cryptmilter/internal/config"
 )
 
+// logEffective logs the effective configuration, every key under its TOML
+// name. Text logs get one "effective configuration" line for the
+// top-level keys and one per table ("outbound.policy=opportunistic
+// outbound.prefer=openpgp …"), lists joined by commas ("[]" when empty),
+// each [[outbound.rule]] numbered from 1; JSON logs get one line whose
+// "effective" is the configuration as a nested object with real arrays.
+func logEffective(log *slog.Logger, cfg *config.Config) {
+	const msg = "effective configuration"
+	ctx := context.Background()
+	if cfg.Log.Format == config.LogJSON {
+		log.LogAttrs(ctx, slog.LevelInfo, msg, slog.Attr{Key: "effective", Value: slog.GroupValue(effectiveConfig(cfg, true)...)})
+		return
+	}
+	var top, tables []slog.Attr
+	for _, a := range effectiveConfig(cfg, false) {
+		if a.Value.Kind() == slog.KindGroup {
+			tables = append(tables, a)
+		} else {
+			top = append(top, a)
+		}
+	}
+	log.LogAttrs(ctx, slog.LevelInfo, msg, top...)
+	for _, a := range tables {
+		if len(a.Value.Group()) > 0 {
+			log.LogAttrs(ctx, slog.LevelInfo, msg, a)
+		}
+	}
+}
+
 // effectiveConfig is the effective configuration as log attributes, one per
 // key under its TOML name, in the order of contrib/cryptmilter.toml's
-// tables: in text logs "outbound.policy=opportunistic" with lists joined
-// by commas ("[]" when empty) and each [[outbound.rule]] numbered from 1,
-// in JSON logs a nested object with real arrays. Unset values (an enum
-// never set, such as a rule's min_trust that defaults to wkd) and
+// tables (see logEffective for the forms). Unset values (an enum never
+// set, such as a rule's min_trust that defaults to wkd) and
 // inbound.on_decrypt_error (the old name; actions.on_decrypt_error holds
 // the value in force) are left out.
 func effectiveConfig(cfg *config.Config, asJSON bool) []slog.Attr {

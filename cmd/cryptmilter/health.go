@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -109,8 +111,10 @@ func (w *watched) problem() string {
 	}
 	fi, err := os.Stat(w.path)
 	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Sprintf("socket file %s is gone: the MTA cannot connect; restart cryptmilter to create it again", w.path)
 	case err != nil:
-		return fmt.Sprintf("socket file %s is gone (%v): the MTA cannot connect; restart cryptmilter to create it again", w.path, err)
+		return fmt.Sprintf("socket file %s cannot be checked: %v", w.path, err)
 	case fi.Mode()&os.ModeSocket == 0 || w.ino != 0 && inode(fi) != w.ino:
 		return fmt.Sprintf("socket file %s was replaced by another file: the MTA does not reach this process; restart cryptmilter", w.path)
 	}

@@ -125,8 +125,7 @@ type daemonState struct {
 
 func serve(cfg *config.Config, log *slog.Logger) error {
 	log.Info("starting", "version", versionString(), "config", nameOf(cfg))
-	log.LogAttrs(context.Background(), slog.LevelInfo, "effective configuration",
-		slog.Attr{Key: "effective", Value: slog.GroupValue(effectiveConfig(cfg, cfg.Log.Format == config.LogJSON)...)})
+	logEffective(log, cfg)
 	holder, err := openKeystore(cfg, log)
 	if err != nil {
 		return err
@@ -372,6 +371,7 @@ func (st *daemonState) reload() {
 			st.log.Warn("reload: these settings take effect at restart; the running values are kept", "settings", strings.Join(fixed, ","))
 		}
 		cfg = n
+		logEffective(st.log, cfg)
 	}
 	// Pins and address folding may have changed; the reload logs the
 	// files it skips.
