@@ -34,12 +34,11 @@ type engineEnv struct {
 	sp    *spool.Dir
 	gw    *pgpcrypto.Key // the gateway's public key
 	carol *pgpcrypto.Key // carol's secret key
-	now   time.Time
 }
 
 func newEngineEnv(t *testing.T) *engineEnv {
 	t.Helper()
-	e := &engineEnv{dir: t.TempDir(), now: time.Now().Add(2 * time.Second)}
+	e := &engineEnv{dir: t.TempDir()}
 	opts := keystore.Options{Dir: e.dir}
 	if _, err := keystore.Init(opts, []string{"gw@example.org"}, false, time.Now()); err != nil {
 		t.Fatal(err)
@@ -59,7 +58,7 @@ func newEngineEnv(t *testing.T) *engineEnv {
 	if _, err := keystore.Import(opts, selfSignedCert(t, "dave@example.com"), "dave.pem", false, nil, time.Now().Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	gw, err := e.snapshot(t).GatewayOpenPGPAt("gw@example.org", e.now)
+	gw, err := e.snapshot(t).GatewayOpenPGPAt("gw@example.org", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,8 +100,10 @@ func (e *engineEnv) process(t *testing.T, pol crypto.Policy, snap *keystore.Snap
 	if err != nil || !refused.IsZero() {
 		t.Fatalf("intake: %v %v", refused, err)
 	}
+	// Now is the time of processing: keys and signatures made just
+	// before are valid (a slow machine takes seconds to make them).
 	p, err := crypto.New(pol, e.sp).Process(context.Background(), &crypto.Input{Direction: dir,
-		Envelope: crypto.Envelope{From: from, Rcpts: rcpts}, Message: msg, Keys: snap, Now: e.now})
+		Envelope: crypto.Envelope{From: from, Rcpts: rcpts}, Message: msg, Keys: snap, Now: time.Now()})
 	if p != nil {
 		t.Cleanup(p.Close)
 	}
