@@ -116,6 +116,9 @@ func logAttrs(res *inboundResult) []slog.Attr {
 		attrs = append(attrs, slog.String("enc_protocol", res.Enc.Protocol.String()))
 	}
 	attrs = append(attrs, slog.String("signature", res.Sig.Status.String()))
+	if res.Sig.Protocol != 0 {
+		attrs = append(attrs, slog.String("sig_protocol", res.Sig.Protocol.String()))
+	}
 	if s := verdict.Token(res.Sig.Signer); s != "" {
 		attrs = append(attrs, slog.String("signer", s))
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -113,23 +112,26 @@ func keystoreOptions(cfg *config.Config, log *slog.Logger) keystore.Options {
 
 // daemonState is what a reload swaps.
 type daemonState struct {
-	cfg   *config.Config
-	env   atomic.Pointer[milter.Env]
-	keys  *keystore.Holder
-	log   *slog.Logger
-	sp    *spool.Dir
-	slots chan struct{}
-	disc  discoveryState // key discovery (discovery.go)
+	cfg    *config.Config
+	env    atomic.Pointer[milter.Env]
+	keys   *keystore.Holder
+	log    *slog.Logger
+	sp     *spool.Dir
+	slots  chan struct{}
+	disc   discoveryState // key discovery (discovery.go)
+	m      *metrics.Metrics
+	health *health
 }
 
 func serve(cfg *config.Config, log *slog.Logger) error {
-	effective, _ := json.Marshal(cfg)
-	log.Info("starting", "version", versionString(), "config", nameOf(cfg), "effective", string(effective))
+	log.Info("starting", "version", versionString(), "config", nameOf(cfg))
+	logEffective(log, cfg)
 	tuneGC(log)
 	holder, err := openKeystore(cfg, log)
 	if err != nil {
 		return err
 	}
+	logGatewayIdentities(log, holder.Current(), time.Now())
 	if err := checkGatewayIdentity(cfg, holder.Current(), log); err != nil {
 		return err
 	}
@@ -141,8 +143,12 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	if n == 0 {
 		n = 2 * runtime.NumCPU()
 	}
-	m := metrics.New()
-	st := &daemonState{cfg: cfg, keys: holder, log: log, sp: sp, slots: make(chan struct{}, n)}
+	log.Debug("processing slots", "max_concurrent", n, "spool", cfg.SpoolDir(), "memory_spool", int64(cfg.Limits.MemorySpool))
+	m := metrics.New(versionString())
+	hl := newHealth(holder, log)
+	m.SetKeyring(keyringSource(holder))
+	m.SetHealth(func() bool { ok, _ := hl.check(); return ok })
+	st := &daemonState{cfg: cfg, keys: holder, log: log, sp: sp, slots: make(chan struct{}, n), m: m, health: hl}
 	st.disc.obs, st.disc.log, st.disc.keys = m, log, holder
 	st.env.Store(st.newEnv(cfg))
 	lns, err := openListeners(cfg, log)
@@ -154,6 +160,9 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 			l.Close()
 		}
 	}()
+	for _, l := range lns {
+		hl.addListener(l)
+	}
 	srv := &milter.Server{Env: func() *milter.Env { return st.env.Load() }, Logger: log, Observe: m.Observe}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -166,18 +175,21 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 			}
 		}()
 	}
-	metricsSrv, err := startMetrics(cfg, log, m)
+	metricsSrv, err := startMetrics(cfg, log, metricsHandler(m, hl))
 	if err != nil {
 		return err
 	}
+	go hl.run(ctx, healthInterval)
 	errc := make(chan error, len(lns))
 	var wg sync.WaitGroup
 	for _, l := range lns {
 		log.Info("listening", "socket", l.Name, "address", l.Addr().String())
+		log.Debug("listener", listenerDetails(l)...)
 		wg.Add(1)
 		go func(l *listen.Listener) {
 			defer wg.Done()
 			if err := srv.Serve(l); err != nil {
+				hl.listenerFailed(l.Name, err)
 				errc <- fmt.Errorf("serving %s: %w", l.Name, err)
 			}
 		}(l)
@@ -193,6 +205,7 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 
 	serveErr := st.run(sigs, errc)
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
+	hl.setStopping()
 	st.drain(srv)
 	if metricsSrv != nil {
 		metricsSrv.Close()
@@ -245,18 +258,23 @@ func openListeners(cfg *config.Config, log *slog.Logger) ([]*listen.Listener, er
 	return listen.Open(cfg)
 }
 
-// startMetrics serves the metrics endpoint when configured.
-func startMetrics(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (*http.Server, error) {
+// healthInterval is how often the daemon checks its health on its own, to
+// log a change nobody polled for.
+const healthInterval = 30 * time.Second
+
+// startMetrics serves /metrics and /healthz when [metrics] listen is set.
+func startMetrics(cfg *config.Config, log *slog.Logger, h http.Handler) (*http.Server, error) {
 	if cfg.Metrics.Listen == "" {
+		log.Debug("metrics and /healthz off: [metrics] listen is not set")
 		return nil, nil
 	}
 	ml, err := net.Listen("tcp", cfg.Metrics.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("metrics.listen: %w", err)
 	}
-	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ml)
-	log.Info("metrics listening", "address", ml.Addr().String())
+	log.Info("metrics listening", "address", ml.Addr().String(), "paths", "/metrics,/healthz")
 	return srv, nil
 }
 
@@ -313,8 +331,28 @@ func (st *daemonState) drain(srv *milter.Server) {
 func (st *daemonState) newEnv(cfg *config.Config) *milter.Env {
 	pol := cfg.EnginePolicy()
 	eng := crypto.New(pol, st.sp)
-	return &milter.Env{Engine: eng, Policy: pol, Config: cfg, Spool: st.sp, Keys: st.keys, Slots: st.slots,
+	return &milter.Env{Engine: observedEngine{eng, st.m}, Policy: pol, Config: cfg, Spool: st.sp, Keys: st.keys, Slots: st.slots,
 		Discover: st.disc.hook(cfg, eng)}
+}
+
+// observedEngine counts the engine's cryptographic operations, read from
+// the plans it returns (the engine itself knows nothing of metrics). The
+// embedded engine keeps its other methods (RcptDefer) for the milter.
+type observedEngine struct {
+	*crypto.Engine
+	m *metrics.Metrics
+}
+
+func (e observedEngine) Process(ctx context.Context, in *crypto.Input) (*crypto.Plan, error) {
+	p, err := e.Engine.Process(ctx, in)
+	if e.m != nil {
+		if err != nil {
+			e.m.EngineError(in.Direction, err)
+		} else {
+			e.m.Plan(in.Direction, p)
+		}
+	}
+	return p, err
 }
 
 // reload re-reads the configuration file and the keystore. A bad
@@ -334,6 +372,7 @@ func (st *daemonState) reload() {
 			st.log.Warn("reload: these settings take effect at restart; the running values are kept", "settings", strings.Join(fixed, ","))
 		}
 		cfg = n
+		logEffective(st.log, cfg)
 	}
 	// Pins and address folding may have changed; the reload logs the
 	// files it skips.
@@ -342,6 +381,7 @@ func (st *daemonState) reload() {
 	}
 	st.cfg = cfg
 	st.env.Store(st.newEnv(cfg))
+	logGatewayIdentities(st.log, st.keys.Current(), time.Now())
 	st.log.Info("reloaded", "config", nameOf(cfg), "configuration", cfgNote)
 }
 
