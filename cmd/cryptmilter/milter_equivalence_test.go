@@ -450,7 +450,7 @@ func mtaSession(addr string, c *goldenCase, fields [][2]string, body []byte) (*m
 	if c.direction == "out" {
 		host, ip, daemon = "submit.example.org", "192.0.2.10", "ORIGINATING"
 	}
-	queueID := "GOLDEN" + strings.ToUpper(strings.NewReplacer("/", "", "-", "").Replace(c.name[:min(len(c.name), 8)]))
+	queueID := "GOLDEN" + strings.ToUpper(strings.NewReplacer("/", "", "-", "").Replace(c.name))
 	for _, mc := range c.macros {
 		if k, v, _ := strings.Cut(mc, "="); k == "i" {
 			queueID = v
