@@ -132,6 +132,11 @@ func runProcess(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// processClock is the time process judges keys at and counts the
+// decryption deadline from (crypto.Input.Now). Tests fix it; nothing else
+// sets it.
+var processClock = time.Now
+
 // processMessage runs the engine on the message read from r, through the
 // milter's intake and plan application, and returns the result and the
 // text of each copy (LF line ends).
@@ -180,12 +185,13 @@ func processMessage(cfg *config.Config, dir crypto.Direction, from string, rcpts
 			hintf(stderr, "keystore file skipped: %s: %v", p.File, p.Err)
 		}
 	}
+	started := time.Now()
 	in := &crypto.Input{
 		Direction: dir,
 		Envelope:  crypto.Envelope{From: from, Rcpts: rcpts, Macros: macros},
 		Message:   msg,
 		QueueID:   macros["i"],
-		Now:       time.Now(),
+		Now:       processClock(),
 		Keys:      snap,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.MessageTimeout.D())
@@ -201,9 +207,13 @@ func processMessage(cfg *config.Config, dir crypto.Direction, from string, rcpts
 		return nil, nil, err
 	}
 	res, msgs, err := renderPlan(plan, msg, rcpts)
-	// The reply waits for the plan's deadline, as the milter's does.
-	if d := time.Until(plan.NotBefore); d > 0 {
-		time.Sleep(d)
+	// The reply waits for the plan's deadline, as the milter's does. The
+	// deadline counts from in.Now, which may be a fixed clock: what is
+	// left of the wait is measured from the real start.
+	if !plan.NotBefore.IsZero() {
+		if d := plan.NotBefore.Sub(in.Now) - time.Since(started); d > 0 {
+			time.Sleep(d)
+		}
 	}
 	return res, msgs, err
 }
