@@ -294,9 +294,16 @@ func (b *builder) smimeSignedCopy(_ group, out *spool.Buffer) (string, string, e
 // pgpEncrypted writes a PGP/MIME multipart/encrypted copy, signed and
 // encrypted in one pass to the group's keys.
 func (b *builder) pgpEncrypted(g group, out *spool.Buffer) (string, string, error) {
+	// One key per holder: two envelope forms of one address (or two
+	// addresses of one correspondent) in a shared copy name it once.
 	keys := make([]*pgpcrypto.Key, 0, len(g.rcpts))
+	seenKey := make(map[string]bool, len(g.rcpts))
 	for _, r := range g.rcpts {
-		keys = append(keys, r.pgp)
+		fp := r.pgp.GetFingerprint()
+		if !seenKey[fp] {
+			seenKey[fp] = true
+			keys = append(keys, r.pgp)
+		}
 	}
 	armored := b.e.spool.New()
 	defer armored.Close()
@@ -325,8 +332,12 @@ func (b *builder) smimeEnveloped(g group, out *spool.Buffer) (string, string, er
 		content, size = b.entitySized(true)
 	}
 	certs := make([]*x509.Certificate, 0, len(g.rcpts))
+	seenCert := make(map[string]bool, len(g.rcpts))
 	for _, r := range g.rcpts {
-		certs = append(certs, r.cert)
+		if !seenCert[string(r.cert.Raw)] {
+			seenCert[string(r.cert.Raw)] = true
+			certs = append(certs, r.cert)
+		}
 	}
 	// The DER goes straight through a base64 encoder into the copy.
 	bw := bufio.NewWriterSize(out, 64<<10)
@@ -416,9 +427,16 @@ func (b *builder) buildInline(g group) (*built, error) {
 			out.Close()
 		}
 	}()
+	// One key per holder: two envelope forms of one address (or two
+	// addresses of one correspondent) in a shared copy name it once.
 	keys := make([]*pgpcrypto.Key, 0, len(g.rcpts))
+	seenKey := make(map[string]bool, len(g.rcpts))
 	for _, r := range g.rcpts {
-		keys = append(keys, r.pgp)
+		fp := r.pgp.GetFingerprint()
+		if !seenKey[fp] {
+			seenKey[fp] = true
+			keys = append(keys, r.pgp)
+		}
 	}
 	text := b.e.spool.New()
 	defer text.Close()

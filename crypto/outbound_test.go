@@ -3,9 +3,8 @@ package crypto
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/base64"
 	"fmt"
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
-	"github.com/cryptmilter/cryptmilter/crypto/smime"
 	"io"
 	"os"
 	"path/filepath"
@@ -15,11 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	pgpcrypto "github.com/ProtonMail/gopenpgp/v3/crypto"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/crypto/openpgp"
+	"github.com/cryptmilter/cryptmilter/crypto/smime"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
 
@@ -537,6 +538,50 @@ func TestOutboundRecipientCaseVariants(t *testing.T) {
 	for _, c := range copies {
 		if !bytes.Contains(c.raw, []byte("multipart/encrypted")) {
 			t.Errorf("copy for %v is not encrypted", c.rcpts)
+		}
+	}
+}
+
+// TestOutboundSharedCopyNamesEachKeyOnce: in a copy shared by class, two
+// envelope forms of one address name its key once, for OpenPGP (one
+// public-key encrypted session key packet) and for S/MIME (one
+// RecipientInfo).
+func TestOutboundSharedCopyNamesEachKeyOnce(t *testing.T) {
+	f := outFixtureFor(t)
+	e, snap := f.engine(t, func(c *Policy) { c.Outbound.Default = Required; c.Outbound.Split = ByClass })
+	tests := []struct {
+		rcpts []string
+		count func(t *testing.T, raw []byte) int
+	}{
+		{[]string{"alice@example.net", "alice@EXAMPLE.net"}, func(t *testing.T, raw []byte) int {
+			h, body := outHeaderOf(t, raw)
+			_, p := outParams(t, h)
+			parts := outRawParts(t, body, p["boundary"])
+			_, armored := outHeaderOf(t, parts[len(parts)-1])
+			out, _ := outRun(armored, "gpg", "--homedir", t.TempDir(), "--batch", "--list-packets")
+			return bytes.Count(out, []byte(":pubkey enc packet:"))
+		}},
+		{[]string{"dave@example.com", "dave@EXAMPLE.com"}, func(t *testing.T, raw []byte) int {
+			_, body := outHeaderOf(t, raw)
+			der, err := base64.StdEncoding.DecodeString(strings.NewReplacer("\r", "", "\n", "").Replace(string(body)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := outRun(der, "openssl", "cms", "-cmsout", "-print", "-inform", "DER")
+			if err != nil {
+				t.Fatalf("openssl cms -print: %v\n%s", err, out)
+			}
+			return bytes.Count(out, []byte("d.ktri:"))
+		}},
+	}
+	for _, tt := range tests {
+		msg := outTestMessage(strings.Join(tt.rcpts, ", "), "x@example.com")
+		plan, copies := processOut(t, e, snap, outGatewayAddr, tt.rcpts, msg)
+		if plan.Action != Accept || len(copies) != 1 {
+			t.Fatalf("%v: %s %q, %d copies", tt.rcpts, plan.Action, plan.Reply, len(copies))
+		}
+		if n := tt.count(t, copies[0].raw); n != 1 {
+			t.Errorf("%v: the shared copy names the key %d times, want 1", tt.rcpts, n)
 		}
 	}
 }
