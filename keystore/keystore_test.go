@@ -924,6 +924,25 @@ func TestCRLRevokesCertificate(t *testing.T) {
 	if len(s.CRLs()) != 1 {
 		t.Errorf("CRLs: %d", len(s.CRLs()))
 	}
+	// Imported after its CRL, a revoked certificate is kept (README: its
+	// signatures read revoked rather than untrusted) and never encrypted to.
+	o2 := newStore(t)
+	for _, in := range []struct {
+		name string
+		data []byte
+		ca   bool
+	}{{"ca.pem", pemOf("CERTIFICATE", caDER), true}, {"crl.pem", pemOf("X509 CRL", crl), false}} {
+		if _, err := Import(o2, in.data, in.name, in.ca, nil, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := Import(o2, pemOf("CERTIFICATE", leafDER), "leaf.pem", false, nil, time.Now())
+	if err != nil || len(res) != 1 || res[0].Action != "imported" || !strings.Contains(res[0].Reason, "revoked") {
+		t.Fatalf("revoked certificate after its CRL: %+v, %v", res, err)
+	}
+	if _, err := mustLoad(t, o2).Certificate("r@example.org", time.Now()); !errors.Is(err, ErrNoKey) {
+		t.Errorf("a revoked certificate is an encryption key: %v", err)
+	}
 }
 
 func TestEncryptedPEMBundles(t *testing.T) {

@@ -473,6 +473,9 @@ func (im *importer) cert(in Input, c *x509.Certificate) {
 		case errors.Is(serr, errExpired) && !weakSignature(c):
 			// Kept so that old signatures read expired, not untrusted.
 			r.Reason = "expired: kept to verify old signatures, never used for encryption"
+		case errors.Is(serr, errRevoked) && !weakSignature(c):
+			// Kept so that signatures read revoked, not untrusted.
+			r.Reason = "revoked by a CRL: kept so that its signatures read revoked, never used for encryption"
 		default:
 			r.Action, r.Reason = "skipped", fmt.Sprintf("certificate %q: %v", subjectString(c), err)
 			im.add(r)
