@@ -84,15 +84,27 @@ const (
 	tagAEAD  = 20
 )
 
+// maxKeyPacket bounds a session key packet: an RSA-16384 encrypted
+// session key is 2 KiB.
+const maxKeyPacket = 4 << 10
+
 // sessionKeysThenData frames the packets of b (RFC 9580 section 4.2) and
 // reports whether b is exactly one or more PKESK or SKESK packets followed
-// by one SEIPD or AEAD packet, every byte inside a packet.
+// by one SEIPD or AEAD packet, every byte inside a packet. A session key
+// packet holds little besides an encrypted key: it must be at most 4 KiB
+// and look random (entropy.LooksRandom, which passes anything under 64
+// bytes), so that it carries no text in clear either.
 func sessionKeysThenData(b []byte) bool {
 	var tags []int
 	for len(b) > 0 {
-		tag, n, ok := framePacket(b)
+		tag, hdr, n, ok := framePacket(b)
 		if !ok {
 			return false
+		}
+		if tag == tagPKESK || tag == tagSKESK {
+			if n > maxKeyPacket || !entropy.LooksRandom(b[hdr:n]) {
+				return false
+			}
 		}
 		tags = append(tags, tag)
 		b = b[n:]
@@ -109,16 +121,16 @@ func sessionKeysThenData(b []byte) bool {
 	return last == tagSEIPD || last == tagAEAD
 }
 
-// framePacket returns the tag of the packet at the start of b and its
+// framePacket returns the tag of the packet at the start of b, the length
+// of its header (of its first header for partial body lengths) and its
 // length with the header; ok is false when b does not start with a
 // complete packet. Partial body lengths are allowed for data packets only.
-func framePacket(b []byte) (tag, n int, ok bool) {
+func framePacket(b []byte) (tag, hdr, n int, ok bool) {
 	if len(b) == 0 || b[0]&0x80 == 0 {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	if b[0]&0x40 == 0 { // legacy format
 		tag = int(b[0]>>2) & 0x0f
-		var size, hdr int
 		switch b[0] & 3 {
 		case 0:
 			hdr = 2
@@ -127,24 +139,25 @@ func framePacket(b []byte) (tag, n int, ok bool) {
 		case 2:
 			hdr = 5
 		default: // indeterminate length: never for the packets accepted
-			return 0, 0, false
+			return 0, 0, 0, false
 		}
 		if len(b) < hdr {
-			return 0, 0, false
+			return 0, 0, 0, false
 		}
+		size := 0
 		for _, c := range b[1:hdr] {
 			size = size<<8 | int(c)
 		}
 		if size < 0 || size > len(b)-hdr {
-			return 0, 0, false
+			return 0, 0, 0, false
 		}
-		return tag, hdr + size, true
+		return tag, hdr, hdr + size, true
 	}
 	tag = int(b[0] & 0x3f)
 	i := 1
 	for {
 		if i >= len(b) {
-			return 0, 0, false
+			return 0, 0, 0, false
 		}
 		var size int
 		partial := false
@@ -153,27 +166,30 @@ func framePacket(b []byte) (tag, n int, ok bool) {
 			size, i = c, i+1
 		case c < 224:
 			if i+1 >= len(b) {
-				return 0, 0, false
+				return 0, 0, 0, false
 			}
 			size, i = (c-192)<<8+int(b[i+1])+192, i+2
 		case c == 255:
 			if i+4 >= len(b) {
-				return 0, 0, false
+				return 0, 0, 0, false
 			}
 			size = int(b[i+1])<<24 | int(b[i+2])<<16 | int(b[i+3])<<8 | int(b[i+4])
 			i += 5
 		default:
 			if tag != tagSEIPD && tag != tagAEAD {
-				return 0, 0, false
+				return 0, 0, 0, false
 			}
 			size, i, partial = 1<<(c&0x1f), i+1, true
 		}
+		if hdr == 0 {
+			hdr = i
+		}
 		if size < 0 || size > len(b)-i {
-			return 0, 0, false
+			return 0, 0, 0, false
 		}
 		i += size
 		if !partial {
-			return tag, i, true
+			return tag, hdr, i, true
 		}
 	}
 }

@@ -57,7 +57,7 @@ func TestIsCiphertext(t *testing.T) {
 	bin := must(io.ReadAll(blk.Body))
 	// The session key packet alone, and a SEIPD packet whose body is 64
 	// KiB of random bytes and then the secret.
-	_, keyLen, ok := framePacket(bin)
+	_, _, keyLen, ok := framePacket(bin)
 	if !ok {
 		t.Fatal("cannot frame the session key packet")
 	}
@@ -66,6 +66,8 @@ func TestIsCiphertext(t *testing.T) {
 	lateText := append(bytes.Clone(bin[:keyLen]), newPacket(tagSEIPD, append(append([]byte{1}, random...), strings.Repeat(secretText+"\r\n", 40)...))...)
 	allRandom := append(bytes.Clone(bin[:keyLen]), newPacket(tagSEIPD, append(append([]byte{1}, random...), random[:4096]...))...)
 	unknown := newPacket(61, []byte(secretText))
+	// A PKESK packet (v3, a key ID, RSA) whose "encrypted key" is text.
+	textKey := newPacket(tagPKESK, append([]byte{3, 1, 2, 3, 4, 5, 6, 7, 8, 1, 0x08, 0x00}, strings.Repeat(secretText, 8)...))
 	marker := newPacket(10, []byte("PGP"))
 
 	end := bytes.LastIndex(armored, []byte(armorEndMsg))
@@ -107,6 +109,8 @@ func TestIsCiphertext(t *testing.T) {
 		{"unknown packet after", append(bytes.Clone(bin), unknown...), false},
 		{"unknown packet before", append(bytes.Clone(unknown), bin...), false},
 		{"unknown packet after, armored", armorOf(t, append(bytes.Clone(bin), unknown...)), false},
+		{"session key packet holding text", append(bytes.Clone(textKey), bin...), false},
+		{"session key packet over 4 KiB", append(newPacket(tagPKESK, random[:5000]), bin...), false},
 		{"marker packet", append(bytes.Clone(marker), bin...), false},
 		{"SEIPD with text after 64 KiB", lateText, false},
 		{"base64 line over 76 characters", longLine, false},
