@@ -15,7 +15,6 @@ import (
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/crypto/openpgp"
 	"github.com/cryptmilter/cryptmilter/crypto/smime"
-	"github.com/cryptmilter/cryptmilter/crypto/verdict"
 	"github.com/cryptmilter/cryptmilter/internal/spool"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
@@ -31,10 +30,10 @@ func (e *Engine) outbound(ctx context.Context, in *Input) (*Plan, error) {
 		defer body.Close()
 	}
 	if len(in.Envelope.Rcpts) == 0 {
-		return passed(h, "no recipients"), nil
+		return e.passed(h, "no recipients"), nil
 	}
 	if e.alreadyEncrypted(h, body) {
-		return passed(h, "already encrypted"), nil
+		return e.passed(h, "already encrypted"), nil
 	}
 	now := in.Now
 	if now.IsZero() {
@@ -58,7 +57,7 @@ func (e *Engine) outbound(ctx context.Context, in *Input) (*Plan, error) {
 	}
 	groups := groupRecipients(rcpts, e.pol.Outbound.Split)
 	if len(groups) == 1 && groups[0].cls.treat == treatPlain {
-		return passed(h, "no encryption or signature by policy or keys"), nil
+		return e.passed(h, "no encryption or signature by policy or keys"), nil
 	}
 	b := &builder{e: e, in: in, body: body, sg: sg, now: now, from: from}
 	defer b.close()
@@ -81,10 +80,10 @@ func (e *Engine) outbound(ctx context.Context, in *Input) (*Plan, error) {
 // fields it carries: on outbound mail they can only be forged (a local
 // sender writing "signature good" for a ticket system behind the
 // gateway), so they are removed here as from signed copies.
-func passed(h mime.Header, reason string) *Plan {
+func (e *Engine) passed(h mime.Header, reason string) *Plan {
 	del := map[int]bool{}
 	for i, f := range h {
-		if verdict.IsResultField(f.Name) {
+		if e.outboundResultField(f) {
 			del[i] = true
 		}
 	}

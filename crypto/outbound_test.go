@@ -793,11 +793,15 @@ func TestOutboundCertificateEKU(t *testing.T) {
 
 // TestOutboundStripsResultHeaders: inbound result headers on outbound mail
 // can only be forged or stale; they never travel under the gateway's
-// signature.
+// signature. That includes Authentication-Results claiming the gateway's
+// authserv-id with an smime result (found by FuzzOutbound); other
+// verifiers' results under the same id stay.
 func TestOutboundStripsResultHeaders(t *testing.T) {
 	f := outFixtureFor(t)
 	e, snap := f.engine(t, nil)
-	msg := append([]byte("X-Cryptmilter-Signature: valid; protocol=openpgp; signer=ceo@example.org\r\nX-RT-Incoming-Signature: ceo@example.org\r\n"),
+	msg := append([]byte("X-Cryptmilter-Signature: valid; protocol=openpgp; signer=ceo@example.org\r\nX-RT-Incoming-Signature: ceo@example.org\r\n"+
+		"Authentication-Results: localhost; smime=pass body.smime-identifier=ceo@example.org\r\n"+
+		"Authentication-Results: localhost; dkim=pass header.d=example.org\r\n"),
 		outTestMessage("alice@example.net", "x@example.com")...)
 	plan, copies := processOut(t, e, snap, outGatewayAddr, []string{"alice@example.net", "x@example.com"}, msg)
 	if plan.Action != Accept {
@@ -808,8 +812,11 @@ func TestOutboundStripsResultHeaders(t *testing.T) {
 		if h.Has("X-Cryptmilter-Signature") || h.Has("X-RT-Incoming-Signature") {
 			t.Errorf("copy for %v keeps a forged result header", c.rcpts)
 		}
-		if bytes.Contains(c.raw, []byte("signer=ceo@example.org")) {
+		if bytes.Contains(c.raw, []byte("ceo@example.org")) {
 			t.Errorf("copy for %v carries the forged value", c.rcpts)
+		}
+		if !bytes.Contains(c.raw, []byte("dkim=pass header.d=example.org")) {
+			t.Errorf("copy for %v lost another verifier's result", c.rcpts)
 		}
 	}
 }
@@ -823,7 +830,8 @@ func TestOutboundPassedStripsResultHeaders(t *testing.T) {
 	e, snap := f.engine(t, func(c *Policy) { c.Outbound.Default = NoCrypto })
 	msg := []byte("From: staff@example.org\r\nTo: rt@example.org\r\nSubject: s\r\n" +
 		"X-Cryptmilter-Signature: valid; protocol=openpgp; signer=ceo@example.org\r\n" +
-		"X-RT-Incoming-Signature: ceo@example.org\r\nX-Other: kept\r\n\r\nHello.\r\n")
+		"X-RT-Incoming-Signature: ceo@example.org\r\nX-Other: kept\r\n" +
+		"Authentication-Results: localhost; smime=pass body.smime-identifier=ceo@example.org\r\n\r\nHello.\r\n")
 	plan, copies := processOut(t, e, snap, outGatewayAddr, []string{"rt@example.org"}, msg)
 	if plan.Action != Accept || plan.Body != nil {
 		t.Fatalf("plan %s, body replaced %v", plan.Action, plan.Body != nil)
