@@ -440,18 +440,41 @@ func TestOutboundClaimedEncryption(t *testing.T) {
 		"plaintext epilogue":        pgpMIME("", "Version: 1", armored, "Top secret text in clear\r\n"),
 		"packet after ciphertext":   pgpMIME("", "Version: 1", trailing, ""),
 		"plaintext packet":          pgpMIME("", "Version: 1", plainPacket, ""),
-		"application/pgp-encrypted": head + "Content-Type: application/pgp-encrypted\r\n\r\n" + fakeArmor,
-		"pkcs7-mime plaintext":      head + "Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nTop secret text in clear\r\n",
-		"pkcs7-mime OID only":       head + "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQA=\r\n",
-		"inline fake armor":         head + "Content-Type: text/plain\r\n\r\n" + fakeArmor,
-		"quoted armor in a reply":   head + "Content-Type: text/plain\r\n\r\n" + fakeArmor + "\r\nMy answer, in clear.\r\n",
-		"two content types":         head + "Content-Type: text/plain\r\nContent-Type: multipart/encrypted; boundary=b\r\n\r\nTop secret text in clear\r\n",
+		"plaintext field in the data part": strings.Replace(pgpMIME("", "Version: 1", armored, ""),
+			"Content-Type: application/octet-stream\r\n", "Content-Type: application/octet-stream\r\nX-Note: Top secret text in clear\r\n", 1),
+		"long description of the version part": strings.Replace(pgpMIME("", "Version: 1", armored, ""),
+			"Content-Type: application/pgp-encrypted\r\n", "Content-Type: application/pgp-encrypted\r\nContent-Description: "+strings.Repeat("Top secret text in clear. ", 6)+"\r\n", 1),
+		"two descriptions": strings.Replace(pgpMIME("", "Version: 1", armored, ""),
+			"Content-Type: application/octet-stream\r\n", "Content-Type: application/octet-stream\r\nContent-Description: a\r\nContent-Description: Top secret\r\n", 1),
+		"text after the armor checksum": pgpMIME("", "Version: 1", armorWithTextAfterChecksum(t, armored), ""),
+		"application/pgp-encrypted":     head + "Content-Type: application/pgp-encrypted\r\n\r\n" + fakeArmor,
+		"pkcs7-mime plaintext":          head + "Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nTop secret text in clear\r\n",
+		"pkcs7-mime OID only":           head + "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQA=\r\n",
+		"inline fake armor":             head + "Content-Type: text/plain\r\n\r\n" + fakeArmor,
+		"quoted armor in a reply":       head + "Content-Type: text/plain\r\n\r\n" + fakeArmor + "\r\nMy answer, in clear.\r\n",
+		"two content types":             head + "Content-Type: text/plain\r\nContent-Type: multipart/encrypted; boundary=b\r\n\r\nTop secret text in clear\r\n",
 	} {
 		plan, _ := processOut(t, e, snap, outGatewayAddr, []string{"nokey@example.com"}, []byte(msg))
 		if plan.Action != Reject || !strings.HasPrefix(plan.Reply.String(), "550 5.7.1 <nokey@example.com>") {
 			t.Errorf("%s: %s %q, want the required-policy refusal", name, plan.Action, plan.Reply)
 		}
 	}
+}
+
+// armorWithTextAfterChecksum puts a line of text between the checksum
+// line (added when missing) and the END line, where go-crypto's armor
+// reader skips it (found by FuzzIsCiphertext).
+func armorWithTextAfterChecksum(t *testing.T, armored string) string {
+	t.Helper()
+	end := strings.LastIndex(armored, "-----END PGP MESSAGE-----")
+	if end < 0 {
+		t.Fatal("no END line")
+	}
+	body := armored[:end]
+	if !regexp.MustCompile(`\n=[A-Za-z0-9+/]{4}\r\n$`).MatchString(body) {
+		body += "=AAAA\r\n"
+	}
+	return body + "Top secret text in clear\r\n" + armored[end:]
 }
 
 // outDearmor returns the packets of an armored message.
