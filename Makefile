@@ -73,26 +73,19 @@ bench:
 bench-sidebyside:
 	bash test/bench/sidebyside.sh test/bench/out
 
-# Each fuzzer of untrusted input for FUZZTIME (seeds in testdata/fuzz).
+# Every fuzzer in the tree (each func Fuzz* of a _test.go file), one after
+# another, each for FUZZTIME; a new fuzzer is run without being listed
+# here. FUZZFLAGS adds flags (-parallel 1 on a shared machine). Seeds are
+# in each package's testdata/fuzz; `go test` runs them too.
 FUZZTIME ?= 60s
+FUZZFLAGS ?= -fuzzminimizetime 10s
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzReadHeader$$' -fuzztime $(FUZZTIME) ./crypto/mime/
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./crypto/mime/
-	$(GO) test -run '^$$' -fuzz '^FuzzAmbiguity$$' -fuzztime $(FUZZTIME) ./crypto/mime/
-	$(GO) test -run '^$$' -fuzz '^FuzzClaimsAuthservID$$' -fuzztime $(FUZZTIME) ./crypto/verdict/
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config/
-	$(GO) test -run '^$$' -fuzz '^FuzzInspect$$' -fuzztime $(FUZZTIME) ./crypto/openpgp/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecrypt$$' -fuzztime $(FUZZTIME) ./crypto/openpgp/
-	$(GO) test -run '^$$' -fuzz '^FuzzVerifyCleartext$$' -fuzztime $(FUZZTIME) ./crypto/openpgp/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecrypt$$' -fuzztime $(FUZZTIME) ./crypto/smime/
-	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./crypto/smime/
-	$(GO) test -run '^$$' -fuzz '^FuzzToDER$$' -fuzztime $(FUZZTIME) ./crypto/smime/
-	$(GO) test -run '^$$' -fuzz '^FuzzRecord$$' -fuzztime $(FUZZTIME) ./keystore/discover/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./crypto/pkcs12/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeArmorBlocks$$' -fuzztime $(FUZZTIME) ./crypto/openpgp/
-	$(GO) test -run '^$$' -fuzz '^FuzzScanOpenPGP$$' -fuzztime $(FUZZTIME) ./keystore/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseOpenPGP$$' -fuzztime $(FUZZTIME) ./keystore/
-	$(GO) test -run '^$$' -fuzz '^FuzzParsePEMOrDER$$' -fuzztime $(FUZZTIME) ./keystore/
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			d=$$(dirname $$f); echo "$(GO) test -run '^$$' -fuzz '^$$t\$$' -fuzztime $(FUZZTIME) $(FUZZFLAGS) $$d/"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $(FUZZFLAGS) $$d/; \
+		done; \
+	done
 
 # Installs the binary, the systemd units (their /usr/local/ paths become
 # PREFIX's, /etc/ SYSCONFDIR's), tmpfiles.d/cryptmilter.conf, the man pages,

@@ -15,7 +15,6 @@ import (
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/crypto/openpgp"
 	"github.com/cryptmilter/cryptmilter/crypto/smime"
-	"github.com/cryptmilter/cryptmilter/crypto/verdict"
 	"github.com/cryptmilter/cryptmilter/internal/spool"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
@@ -31,10 +30,10 @@ func (e *Engine) outbound(ctx context.Context, in *Input) (*Plan, error) {
 		defer body.Close()
 	}
 	if len(in.Envelope.Rcpts) == 0 {
-		return passed(h, "no recipients"), nil
+		return e.passed(h, "no recipients"), nil
 	}
 	if e.alreadyEncrypted(h, body) {
-		return passed(h, "already encrypted"), nil
+		return e.passed(h, "already encrypted"), nil
 	}
 	now := in.Now
 	if now.IsZero() {
@@ -58,7 +57,7 @@ func (e *Engine) outbound(ctx context.Context, in *Input) (*Plan, error) {
 	}
 	groups := groupRecipients(rcpts, e.pol.Outbound.Split)
 	if len(groups) == 1 && groups[0].cls.treat == treatPlain {
-		return passed(h, "no encryption or signature by policy or keys"), nil
+		return e.passed(h, "no encryption or signature by policy or keys"), nil
 	}
 	b := &builder{e: e, in: in, body: body, sg: sg, now: now, from: from}
 	defer b.close()
@@ -81,10 +80,10 @@ func (e *Engine) outbound(ctx context.Context, in *Input) (*Plan, error) {
 // fields it carries: on outbound mail they can only be forged (a local
 // sender writing "signature good" for a ticket system behind the
 // gateway), so they are removed here as from signed copies.
-func passed(h mime.Header, reason string) *Plan {
+func (e *Engine) passed(h mime.Header, reason string) *Plan {
 	del := map[int]bool{}
 	for i, f := range h {
-		if verdict.IsResultField(f.Name) {
+		if e.outboundResultField(f) {
 			del[i] = true
 		}
 	}
@@ -340,15 +339,40 @@ var pgpMIMEPreambles = []string{
 	"This is an OpenPGP/MIME encrypted message (RFC 2440 and 3156)",
 }
 
+// partFields are the header fields a PGP/MIME part may carry and still
+// count as structure, each at most maxPartField characters unfolded: what
+// Thunderbird, Enigmail, GnuPG's clients and cryptmilter write
+// ("Content-Description: OpenPGP encrypted message", a file name). Any
+// other field, or a longer value, is text in clear beside the ciphertext.
+var partFields = []string{"Content-Type", "Content-Transfer-Encoding", "Content-Description", "Content-Disposition", "Content-ID"}
+
+const maxPartField = 128
+
+// structureOnly reports whether a PGP/MIME part's header is structure
+// (partFields, each at most once, short values).
+func structureOnly(h mime.Header) bool {
+	for _, f := range h {
+		if !slices.ContainsFunc(partFields, func(n string) bool { return strings.EqualFold(n, f.Name) }) ||
+			len(h.Values(f.Name)) > 1 || len(mime.Unfold(f.Value)) > maxPartField {
+			return false
+		}
+	}
+	return true
+}
+
 // pgpMIMEOnly reports whether a multipart/encrypted is exactly RFC 3156's
-// two parts, nothing but whitespace around them, the version part saying
-// only "Version: 1" and the data part complete ciphertext.
+// two parts, nothing but whitespace around them, part headers that are
+// only structure (structureOnly), the version part saying only
+// "Version: 1" and the data part complete ciphertext.
 func pgpMIMEOnly(root *mime.Entity, body []byte) bool {
 	if len(root.Parts) != 2 {
 		return false
 	}
 	version, data := root.Parts[0], root.Parts[1]
 	if version.MediaType != "application/pgp-encrypted" || data.MediaType != "application/octet-stream" {
+		return false
+	}
+	if !structureOnly(version.Header) || !structureOnly(data.Header) {
 		return false
 	}
 	v, err := version.Decoded()

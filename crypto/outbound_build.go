@@ -92,11 +92,18 @@ var unprotected = map[string]bool{
 	"hp-outer": true,
 }
 
-// resultField reports whether a field name is one of the inbound result
-// headers (verdict.IsResultField): on outbound mail they can only be
-// forged or stale, and are removed from signed copies rather than carried
-// under the gateway's signature.
-func resultField(n string) bool { return verdict.IsResultField(n) }
+// outboundResultField reports whether f is one of the inbound result
+// headers: cryptmilter's and RT's (verdict.IsResultField), or an
+// Authentication-Results field that claims the gateway's authserv-id with
+// a result of cryptmilter's methods (forgedAuthResults, as inbound). On
+// outbound mail they can only be forged or stale, and are removed from
+// every copy rather than carried, or signed, by the gateway.
+func (e *Engine) outboundResultField(f mime.Field) bool {
+	if verdict.IsResultField(f.Name) {
+		return true
+	}
+	return strings.EqualFold(f.Name, verdict.HeaderAuthResults) && forgedAuthResults(f.Value, e.pol.Hostname)
+}
 
 // obscured are the outer fields header protection removes; Subject is
 // replaced by "[...]" (RFC 9788 baseline policy).
@@ -129,7 +136,7 @@ func (b *builder) innerHeader(encrypted bool) mime.Header {
 	hide := b.hidesHeaders(encrypted)
 	for _, f := range b.in.Message.Header {
 		n := strings.ToLower(f.Name)
-		if mime.IsContentField(f.Name) || unprotected[n] || resultField(n) {
+		if mime.IsContentField(f.Name) || unprotected[n] || b.e.outboundResultField(f) {
 			continue
 		}
 		cf, ok := mime.CleanField(f)
@@ -375,7 +382,7 @@ func (b *builder) outerHeader(ctype, cte string, encrypted bool) (mime.Header, [
 		count[n]++
 		switch {
 		case mime.IsContentField(f.Name) || n == "mime-version" || n == "bcc" || n == "resent-bcc" || (protect && obscured[n]) ||
-			resultField(n):
+			b.e.outboundResultField(f):
 			del[i] = true
 		case protect && n == "subject":
 			changes = append(changes, HeaderOp{Kind: OpChange, Name: f.Name, Index: count[n], Value: obscuredSubject})

@@ -441,18 +441,41 @@ func TestOutboundClaimedEncryption(t *testing.T) {
 		"plaintext epilogue":        pgpMIME("", "Version: 1", armored, "Top secret text in clear\r\n"),
 		"packet after ciphertext":   pgpMIME("", "Version: 1", trailing, ""),
 		"plaintext packet":          pgpMIME("", "Version: 1", plainPacket, ""),
-		"application/pgp-encrypted": head + "Content-Type: application/pgp-encrypted\r\n\r\n" + fakeArmor,
-		"pkcs7-mime plaintext":      head + "Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nTop secret text in clear\r\n",
-		"pkcs7-mime OID only":       head + "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQA=\r\n",
-		"inline fake armor":         head + "Content-Type: text/plain\r\n\r\n" + fakeArmor,
-		"quoted armor in a reply":   head + "Content-Type: text/plain\r\n\r\n" + fakeArmor + "\r\nMy answer, in clear.\r\n",
-		"two content types":         head + "Content-Type: text/plain\r\nContent-Type: multipart/encrypted; boundary=b\r\n\r\nTop secret text in clear\r\n",
+		"plaintext field in the data part": strings.Replace(pgpMIME("", "Version: 1", armored, ""),
+			"Content-Type: application/octet-stream\r\n", "Content-Type: application/octet-stream\r\nX-Note: Top secret text in clear\r\n", 1),
+		"long description of the version part": strings.Replace(pgpMIME("", "Version: 1", armored, ""),
+			"Content-Type: application/pgp-encrypted\r\n", "Content-Type: application/pgp-encrypted\r\nContent-Description: "+strings.Repeat("Top secret text in clear. ", 6)+"\r\n", 1),
+		"two descriptions": strings.Replace(pgpMIME("", "Version: 1", armored, ""),
+			"Content-Type: application/octet-stream\r\n", "Content-Type: application/octet-stream\r\nContent-Description: a\r\nContent-Description: Top secret\r\n", 1),
+		"text after the armor checksum": pgpMIME("", "Version: 1", armorWithTextAfterChecksum(t, armored), ""),
+		"application/pgp-encrypted":     head + "Content-Type: application/pgp-encrypted\r\n\r\n" + fakeArmor,
+		"pkcs7-mime plaintext":          head + "Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nTop secret text in clear\r\n",
+		"pkcs7-mime OID only":           head + "Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQA=\r\n",
+		"inline fake armor":             head + "Content-Type: text/plain\r\n\r\n" + fakeArmor,
+		"quoted armor in a reply":       head + "Content-Type: text/plain\r\n\r\n" + fakeArmor + "\r\nMy answer, in clear.\r\n",
+		"two content types":             head + "Content-Type: text/plain\r\nContent-Type: multipart/encrypted; boundary=b\r\n\r\nTop secret text in clear\r\n",
 	} {
 		plan, _ := processOut(t, e, snap, outGatewayAddr, []string{"nokey@example.com"}, []byte(msg))
 		if plan.Action != Reject || !strings.HasPrefix(plan.Reply.String(), "550 5.7.1 <nokey@example.com>") {
 			t.Errorf("%s: %s %q, want the required-policy refusal", name, plan.Action, plan.Reply)
 		}
 	}
+}
+
+// armorWithTextAfterChecksum puts a line of text between the checksum
+// line (added when missing) and the END line, where go-crypto's armor
+// reader skips it (found by FuzzIsCiphertext).
+func armorWithTextAfterChecksum(t *testing.T, armored string) string {
+	t.Helper()
+	end := strings.LastIndex(armored, "-----END PGP MESSAGE-----")
+	if end < 0 {
+		t.Fatal("no END line")
+	}
+	body := armored[:end]
+	if !regexp.MustCompile(`\n=[A-Za-z0-9+/]{4}\r\n$`).MatchString(body) {
+		body += "=AAAA\r\n"
+	}
+	return body + "Top secret text in clear\r\n" + armored[end:]
 }
 
 // outDearmor returns the packets of an armored message.
@@ -838,11 +861,15 @@ func TestOutboundCertificateEKU(t *testing.T) {
 
 // TestOutboundStripsResultHeaders: inbound result headers on outbound mail
 // can only be forged or stale; they never travel under the gateway's
-// signature.
+// signature. That includes Authentication-Results claiming the gateway's
+// authserv-id with an smime result (found by FuzzOutbound); other
+// verifiers' results under the same id stay.
 func TestOutboundStripsResultHeaders(t *testing.T) {
 	f := outFixtureFor(t)
 	e, snap := f.engine(t, nil)
-	msg := append([]byte("X-Cryptmilter-Signature: valid; protocol=openpgp; signer=ceo@example.org\r\nX-RT-Incoming-Signature: ceo@example.org\r\n"),
+	msg := append([]byte("X-Cryptmilter-Signature: valid; protocol=openpgp; signer=ceo@example.org\r\nX-RT-Incoming-Signature: ceo@example.org\r\n"+
+		"Authentication-Results: localhost; smime=pass body.smime-identifier=ceo@example.org\r\n"+
+		"Authentication-Results: localhost; dkim=pass header.d=example.org\r\n"),
 		outTestMessage("alice@example.net", "x@example.com")...)
 	plan, copies := processOut(t, e, snap, outGatewayAddr, []string{"alice@example.net", "x@example.com"}, msg)
 	if plan.Action != Accept {
@@ -853,8 +880,11 @@ func TestOutboundStripsResultHeaders(t *testing.T) {
 		if h.Has("X-Cryptmilter-Signature") || h.Has("X-RT-Incoming-Signature") {
 			t.Errorf("copy for %v keeps a forged result header", c.rcpts)
 		}
-		if bytes.Contains(c.raw, []byte("signer=ceo@example.org")) {
+		if bytes.Contains(c.raw, []byte("ceo@example.org")) {
 			t.Errorf("copy for %v carries the forged value", c.rcpts)
+		}
+		if !bytes.Contains(c.raw, []byte("dkim=pass header.d=example.org")) {
+			t.Errorf("copy for %v lost another verifier's result", c.rcpts)
 		}
 	}
 }
@@ -868,7 +898,8 @@ func TestOutboundPassedStripsResultHeaders(t *testing.T) {
 	e, snap := f.engine(t, func(c *Policy) { c.Outbound.Default = NoCrypto })
 	msg := []byte("From: staff@example.org\r\nTo: rt@example.org\r\nSubject: s\r\n" +
 		"X-Cryptmilter-Signature: valid; protocol=openpgp; signer=ceo@example.org\r\n" +
-		"X-RT-Incoming-Signature: ceo@example.org\r\nX-Other: kept\r\n\r\nHello.\r\n")
+		"X-RT-Incoming-Signature: ceo@example.org\r\nX-Other: kept\r\n" +
+		"Authentication-Results: localhost; smime=pass body.smime-identifier=ceo@example.org\r\n\r\nHello.\r\n")
 	plan, copies := processOut(t, e, snap, outGatewayAddr, []string{"rt@example.org"}, msg)
 	if plan.Action != Accept || plan.Body != nil {
 		t.Fatalf("plan %s, body replaced %v", plan.Action, plan.Body != nil)

@@ -54,6 +54,18 @@ type envelope struct {
 	ciphertext  []byte
 	authAttrs   []byte // DER of authAttrs with the SET OF tag, for the AAD
 	mac         []byte
+	// unread are the elements the parser passed over without reading
+	// them (originatorInfo, recipient infos other than key transport,
+	// unprotected or unauthenticated attributes): decryption ignores
+	// them, IsEnvelope must not (they travel in clear).
+	unread []unreadElement
+}
+
+// unreadElement is an element parseEnvelope passed over.
+type unreadElement struct {
+	field string // "originatorInfo", "recipientInfo", "unprotectedAttrs", "unauthAttrs"
+	tag   casn1.Tag
+	size  int
 }
 
 // Decrypt decrypts a CMS EnvelopedData or AuthEnvelopedData (RFC 5083/5084,
@@ -141,7 +153,7 @@ func parseEnvelope(ber []byte) (*envelope, bool) {
 		return nil, false
 	}
 	// originatorInfo [0] IMPLICIT OPTIONAL
-	if !body.SkipOptionalASN1(casn1.Tag(0).Constructed().ContextSpecific()) ||
+	if !env.skipOptional(&body, "originatorInfo", casn1.Tag(0).Constructed().ContextSpecific()) ||
 		!body.ReadASN1(&ris, casn1.SET) {
 		return nil, false
 	}
@@ -153,6 +165,7 @@ func parseEnvelope(ber []byte) (*envelope, bool) {
 		}
 		if tag != casn1.SEQUENCE {
 			// kari [1], kekri [2], pwri [3], ori [4]: not ours to use.
+			env.unread = append(env.unread, unreadElement{"recipientInfo", tag, len(ri)})
 			continue
 		}
 		var ktri cryptobyte.String
@@ -200,16 +213,30 @@ func parseEnvelope(ber []byte) (*envelope, bool) {
 			return nil, false
 		}
 		env.mac = mac
-		if !body.SkipOptionalASN1(casn1.Tag(2).Constructed().ContextSpecific()) {
+		if !env.skipOptional(&body, "unauthAttrs", casn1.Tag(2).Constructed().ContextSpecific()) {
 			return nil, false
 		}
-	} else if !body.SkipOptionalASN1(casn1.Tag(1).Constructed().ContextSpecific()) {
+	} else if !env.skipOptional(&body, "unprotectedAttrs", casn1.Tag(1).Constructed().ContextSpecific()) {
 		return nil, false
 	}
 	if !body.Empty() || env.ciphertext == nil {
 		return nil, false
 	}
 	return env, true
+}
+
+// skipOptional skips an optional element of s with the given tag,
+// recording it in env.unread when present.
+func (env *envelope) skipOptional(s *cryptobyte.String, field string, tag casn1.Tag) bool {
+	var elem cryptobyte.String
+	var present bool
+	if !s.ReadOptionalASN1(&elem, &present, tag) {
+		return false
+	}
+	if present {
+		env.unread = append(env.unread, unreadElement{field, tag, len(elem)})
+	}
+	return true
 }
 
 // contentCipher names the content-encryption algorithm and its key length.

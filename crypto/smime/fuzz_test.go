@@ -109,7 +109,7 @@ func FuzzToDER(f *testing.F) {
 }
 
 // readSeed reads the []byte values of a `go test fuzz v1` file.
-func readSeed(t *testing.T, file string) [][]byte {
+func readSeed(t testing.TB, file string) [][]byte {
 	t.Helper()
 	data, err := os.ReadFile(file)
 	if err != nil {

@@ -29,6 +29,28 @@ func LooksRandom(data []byte) bool {
 	return int(n)*100 >= len(data)*95
 }
 
+// AllLookRandom reports whether everything r holds looks like ciphertext:
+// each 64 KiB window of it passes LooksRandom, so that plaintext after the
+// first window (or in any later one) is seen too. Only a last window
+// shorter than 64 bytes goes untested, as in LooksRandom. A read error is
+// returned as it is.
+func AllLookRandom(r io.Reader) (bool, error) {
+	buf := make([]byte, sample)
+	for {
+		n, err := io.ReadFull(r, buf)
+		if n > 0 && !LooksRandom(buf[:n]) {
+			return false, nil
+		}
+		switch err {
+		case nil:
+		case io.EOF, io.ErrUnexpectedEOF:
+			return true, nil
+		default:
+			return false, err
+		}
+	}
+}
+
 type countWriter int
 
 func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
