@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/crypto/smime"
@@ -33,7 +34,7 @@ func (a *analyzer) smimeIdentities() []smime.Identity {
 // refuses it.
 func (a *analyzer) decryptCMS(e *mime.Entity, l layer) (step, error) {
 	authenticated := l.kind == layerCMSAuthEnveloped
-	der, err := e.Decoded()
+	der, err := io.ReadAll(e.Decoded())
 	if err != nil {
 		return failedStep(SMIME, authenticated), nil
 	}
@@ -45,7 +46,7 @@ func (a *analyzer) decryptCMS(e *mime.Entity, l layer) (step, error) {
 		return failedStep(SMIME, authenticated), nil
 	}
 	st := step{enc: &verdict.Encryption{Status: verdict.Decrypted, Protocol: SMIME, Key: info.Serial}, authenticated: authenticated}
-	st.next, err = a.parseInner(content)
+	st.next, err = a.parseInner(bytes.NewReader(content), int64(len(content)))
 	return st, err
 }
 
@@ -64,13 +65,16 @@ func (a *analyzer) verifyCMSDetached(e *mime.Entity) step {
 	if len(e.Parts) != 2 {
 		return step{sig: malformedSig(SMIME)}
 	}
-	der, err := e.Parts[1].Decoded()
+	der, err := decodedUpTo(e.Parts[1], maxSignaturePart)
 	if mt := e.Parts[1].MediaType; err != nil || (mt != "application/pkcs7-signature" && mt != "application/x-pkcs7-signature") ||
 		len(e.Parts[1].Header.Values("Content-Type")) != 1 {
 		// The signature part must be nothing but the signature.
 		return step{sig: malformedSig(SMIME)}
 	}
-	signed := toCRLF(e.Parts[0].Raw)
+	signed, err := io.ReadAll(newCRLFReader(e.Parts[0].Raw()))
+	if err != nil {
+		return step{sig: malformedSig(SMIME)}
+	}
 	_, signers, err := smime.Verify(der, signed, a.smimeOptions())
 	if err != nil {
 		return step{sig: malformedSig(SMIME)}
@@ -92,7 +96,7 @@ func (a *analyzer) verifyCMSDetached(e *mime.Entity) step {
 // verifyCMSOpaque verifies opaque signed-data; its content can only be
 // shown unwrapped.
 func (a *analyzer) verifyCMSOpaque(e *mime.Entity) step {
-	der, err := e.Decoded()
+	der, err := io.ReadAll(e.Decoded())
 	if err != nil {
 		return step{sig: malformedSig(SMIME)}
 	}
@@ -101,7 +105,7 @@ func (a *analyzer) verifyCMSOpaque(e *mime.Entity) step {
 		return step{sig: malformedSig(SMIME)}
 	}
 	s := a.smimeSig(signers)
-	inner, err := mime.Parse(toCRLF(content), a.lim)
+	inner, err := a.parseInner(bytes.NewReader(content), int64(len(content)))
 	if err != nil {
 		return step{sig: malformedSig(SMIME)}
 	}
