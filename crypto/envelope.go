@@ -238,9 +238,9 @@ func (a *analyzer) verify(e *mime.Entity, l layer) (step, error) {
 	case layerPGPCleartext:
 		return a.verifyCleartext(e, l)
 	case layerCMSDetached:
-		return a.verifyCMSDetached(e), nil
+		return a.verifyCMSDetached(e)
 	}
-	return a.verifyCMSOpaque(e), nil
+	return a.verifyCMSOpaque(e)
 }
 
 // malformedSig is the verdict on a signature layer that cannot be read.

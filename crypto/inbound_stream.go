@@ -130,6 +130,32 @@ func (c *crlfReader) Read(p []byte) (int, error) {
 	return out, err
 }
 
+// lfReader reads r with every CRLF turned into LF.
+type lfReader struct{ br *bufio.Reader }
+
+func newLFReader(r io.Reader) *lfReader { return &lfReader{bufio.NewReaderSize(r, 32<<10)} }
+
+func (l *lfReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		c, err := l.br.ReadByte()
+		if err != nil {
+			if n > 0 {
+				return n, nil
+			}
+			return 0, err
+		}
+		if c == '\r' {
+			if next, err := l.br.Peek(1); err == nil && next[0] == '\n' {
+				continue // the LF follows
+			}
+		}
+		p[n] = c
+		n++
+	}
+	return n, nil
+}
+
 // hasBareLF reports whether r holds an LF without a CR before it.
 func hasBareLF(r io.Reader) (bool, error) {
 	found, cr := false, false

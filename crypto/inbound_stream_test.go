@@ -160,3 +160,17 @@ func TestCounter(t *testing.T) {
 		}
 	}
 }
+
+// TestLFReader: newLFReader gives what replacing every CRLF with LF gives,
+// however it is read.
+func TestLFReader(t *testing.T) {
+	for _, s := range []string{"", "a\r\nb", "\r\r\n\r", "x\r", "\r\n\r\n", strings.Repeat("line\r\n", 20000)} {
+		want := strings.ReplaceAll(s, "\r\n", "\n")
+		for _, r := range []io.Reader{strings.NewReader(s), iotest.OneByteReader(strings.NewReader(s))} {
+			got, err := io.ReadAll(newLFReader(r))
+			if err != nil || string(got) != want {
+				t.Fatalf("lfReader(%.40q) = %.40q, %v; want %.40q", s, got, err, want)
+			}
+		}
+	}
+}

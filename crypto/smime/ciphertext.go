@@ -1,6 +1,11 @@
 package smime
 
-import "github.com/cryptmilter/cryptmilter/internal/entropy"
+import (
+	"bytes"
+	"io"
+
+	"github.com/cryptmilter/cryptmilter/internal/entropy"
+)
 
 // IsEnvelope reports whether der is exactly one complete CMS EnvelopedData
 // or AuthEnvelopedData (RFC 5652, RFC 5083) with at least one recipient
@@ -8,10 +13,15 @@ import "github.com/cryptmilter/cryptmilter/internal/entropy"
 // "already encrypted" must pass this before it is sent as it is: data that
 // merely begins with the right OID is not enough.
 func IsEnvelope(der []byte) bool {
-	norm, err := toDER(der)
+	s, err := readEnvelopeHead(bytes.NewReader(der))
+	if err != nil || s.content == nil || len(s.env.recipients) == 0 {
+		return false
+	}
+	var sample bytes.Buffer
+	n, err := io.Copy(&sample, io.LimitReader(s.content, 64<<10))
 	if err != nil {
 		return false
 	}
-	env, ok := parseEnvelope(norm)
-	return ok && len(env.recipients) > 0 && len(env.ciphertext) > 0 && entropy.LooksRandom(env.ciphertext)
+	rest, err := io.Copy(io.Discard, s.content)
+	return err == nil && s.finish() == nil && n+rest > 0 && entropy.LooksRandom(sample.Bytes())
 }

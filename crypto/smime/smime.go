@@ -235,49 +235,5 @@ func readAlgorithmIdentifier(s *cryptobyte.String) (algorithmIdentifier, bool) {
 	return a, true
 }
 
-// readOctets reads an OCTET STRING, or an IMPLICIT [n] OCTET STRING given
-// its primitive tag, in primitive or (BER) constructed form.
-func readOctets(s *cryptobyte.String, tag casn1.Tag) ([]byte, bool) {
-	if s.PeekASN1Tag(tag) {
-		var v cryptobyte.String
-		if !s.ReadASN1(&v, tag) {
-			return nil, false
-		}
-		return v, true
-	}
-	var c cryptobyte.String
-	if !s.ReadASN1(&c, tag.Constructed()) {
-		return nil, false
-	}
-	var out []byte
-	for !c.Empty() {
-		var seg cryptobyte.String
-		if !c.ReadASN1(&seg, casn1.OCTET_STRING) {
-			return nil, false
-		}
-		out = append(out, seg...)
-	}
-	return out, true
-}
-
-// readContentInfo reads a top-level ContentInfo from BER input and returns
-// its content type and the content ([0] EXPLICIT) body.
-func readContentInfo(ber []byte) (asn1.ObjectIdentifier, cryptobyte.String, bool) {
-	der, err := toDER(ber)
-	if err != nil {
-		return nil, nil, false
-	}
-	in := cryptobyte.String(der)
-	var ci, content cryptobyte.String
-	var oid asn1.ObjectIdentifier
-	if !in.ReadASN1(&ci, casn1.SEQUENCE) || !in.Empty() ||
-		!ci.ReadASN1ObjectIdentifier(&oid) ||
-		!ci.ReadASN1(&content, casn1.Tag(0).Constructed().ContextSpecific()) ||
-		!ci.Empty() {
-		return nil, nil, false
-	}
-	return oid, content, true
-}
-
 // toDER normalizes BER input to DER (see package ber).
 func toDER(b []byte) ([]byte, error) { return ber.ToDER(b) }
