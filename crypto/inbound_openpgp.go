@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"unicode/utf8"
 
 	pgpcrypto "github.com/ProtonMail/gopenpgp/v3/crypto"
 
@@ -172,27 +171,40 @@ func (a *analyzer) verifyPGPInline(e *mime.Entity, l layer) (step, error) {
 }
 
 // verifyCleartext verifies a text/plain body that is one cleartext-signed
-// block. What is shown must be exactly what was signed: the armor headers
-// of the signature block (Comment:, Version:, …) are not signed and are
-// removed, and so are the outer Content-Type's format=flowed and delsp
-// (they would reflow the signed lines); the charset is not signed either,
-// so 8-bit text that is neither UTF-8 nor ASCII cannot be vouched for.
+// block, read as a stream (the signed text spooled, see readCleartext).
+// What is shown must be exactly what was signed: the armor headers of the
+// signature block (Comment:, Version:, …) are not signed and are removed,
+// and so are the outer Content-Type's format=flowed and delsp (they would
+// reflow the signed lines); the charset is not signed either, so 8-bit
+// text that is neither UTF-8 nor ASCII cannot be vouched for.
 func (a *analyzer) verifyCleartext(e *mime.Entity, l layer) (step, error) {
-	block, err := io.ReadAll(io.LimitReader(l.armorText(), maxCleartext+1))
-	if err != nil || len(block) > maxCleartext {
+	text := a.newBuffer()
+	cb, err := readCleartext(l.armorText(), text)
+	switch {
+	case errors.Is(err, errClearFormat), errors.Is(err, mime.ErrTransferEncoding):
 		return step{sig: malformedSig(OpenPGP)}, nil
+	case err != nil:
+		return step{}, fmt.Errorf("crypto: cleartext-signed text: %w", err)
 	}
-	block = bytes.TrimSpace(block)
-	text, r, err := openpgp.VerifyCleartext(block, a.lookup(), a.in.Now)
+	sig, err := clearSignature(cb.sig)
 	if err != nil {
 		return step{sig: malformedSig(OpenPGP)}, nil
 	}
+	r := openpgp.VerifyDetached(text.Reader(), sig, a.lookup(), a.in.Now)
+	if r.Status == openpgp.StatusBad && r.Reason == "malformed" {
+		return step{sig: malformedSig(OpenPGP)}, nil
+	}
 	s := pgpSig(r)
+	var k textKind
+	if err := scanBytes(text.Reader(), func(b []byte) bool { k.write(b); return true }); err != nil {
+		return step{}, fmt.Errorf("crypto: cleartext-signed text: %w", err)
+	}
+	k.finish()
 	declared := strings.ToLower(e.Params["charset"])
 	charset, same := "us-ascii", asciiCompatible[declared]
 	switch {
-	case isASCII(text):
-	case utf8.Valid(text):
+	case k.ascii:
+	case k.utf8:
 		charset, same = "utf-8", declared == "utf-8"
 	default:
 		charset, same = e.Params["charset"], true
@@ -201,21 +213,34 @@ func (a *analyzer) verifyCleartext(e *mime.Entity, l layer) (step, error) {
 		}
 	}
 	st := step{sig: &s}
-	if st.next, err = a.textEntityBytes(text, charset); err != nil {
+	if st.next, err = a.textEntity(text, text.Size(), charset); err != nil {
 		return step{}, err
 	}
-	shown := cleartextShown(block)
-	if s.Status == verdict.Valid && (!same || !bytes.Equal(shown, block) || e.Params["format"] != "" || e.Params["delsp"] != "") {
-		if st.show, err = a.textEntityBytes(shown, charset); err != nil {
+	if s.Status != verdict.Valid {
+		return st, nil
+	}
+	// What is shown: the block as it came, but for the armor headers of
+	// the signature and with CRLF line ends.
+	shownSig := cleartextShown(cb.sig)
+	textPart := func() io.Reader { return io.LimitReader(l.armorText(), cb.sigAt) }
+	bare, err := hasBareLF(textPart())
+	if err != nil {
+		return step{}, fmt.Errorf("crypto: cleartext-signed text: %w", err)
+	}
+	if !same || bare || !bytes.Equal(shownSig, cb.sig) || e.Params["format"] != "" || e.Params["delsp"] != "" {
+		shown := a.newBuffer()
+		if _, err := io.Copy(shown, newCRLFReader(textPart())); err != nil {
+			return step{}, fmt.Errorf("crypto: cleartext-signed text: %w", err)
+		}
+		if _, err := shown.Write(shownSig); err != nil {
+			return step{}, err
+		}
+		if st.show, err = a.textEntity(shown, shown.Size(), charset); err != nil {
 			return step{}, err
 		}
 	}
 	return st, nil
 }
-
-// maxCleartext bounds a cleartext-signed block, which is verified in
-// memory.
-const maxCleartext = 16 << 20
 
 // asciiCompatible are charsets that show ASCII text as ASCII (unlike
 // UTF-7 or UTF-16, which would show signed ASCII as other text).
@@ -224,8 +249,9 @@ var asciiCompatible = map[string]bool{
 	"iso-8859-1": true, "iso-8859-2": true, "iso-8859-15": true, "windows-1252": true, "windows-1250": true,
 }
 
-// cleartextShown returns the cleartext-signed block as it is shown: the
-// armor header lines of its signature block removed.
+// cleartextShown returns a cleartext-signed block (or its signature
+// block) as it is shown: CRLF line ends, the armor header lines of its
+// signature block removed.
 func cleartextShown(block []byte) []byte {
 	lines := bytes.SplitAfter(toCRLF(block), []byte("\n"))
 	var out bytes.Buffer
@@ -245,15 +271,6 @@ func cleartextShown(block []byte) []byte {
 		out.Write(ln)
 	}
 	return bytes.TrimRight(out.Bytes(), "\r\n")
-}
-
-func isASCII(b []byte) bool {
-	for _, c := range b {
-		if c >= 0x80 {
-			return false
-		}
-	}
-	return true
 }
 
 func quoteParam(v string) string {

@@ -376,11 +376,6 @@ func (a *analyzer) textEntity(src io.ReaderAt, size int64, charset string) (*mim
 	return mime.ParseHeaderBody(h, a.source(buf, buf.Size()), buf.Size(), a.lim)
 }
 
-// textEntityBytes is textEntity for text held in memory.
-func (a *analyzer) textEntityBytes(text []byte, charset string) (*mime.Entity, error) {
-	return a.textEntity(bytes.NewReader(text), int64(len(text)), charset)
-}
-
 // textKind is what textEntity needs to know about CRLF text: whether it
 // is ASCII, valid UTF-8, and plain (mime.EncodeTextBody's 7bit: lines of
 // at most 900 bytes, no 8-bit byte, NUL, or CR or LF outside a CRLF).

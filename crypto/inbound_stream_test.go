@@ -174,3 +174,12 @@ func TestLFReader(t *testing.T) {
 		}
 	}
 }
+
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}

@@ -444,16 +444,11 @@ func badQP(r io.Reader) (int64, error) {
 // "begin" and three octal digits, or BinHex's "(This file must be
 // converted with", or -1.
 func uuencodeStart(r io.Reader) (int64, error) {
-	const binhex = "(this file must be converted with"
-	var head [len(binhex)]byte // the start of the current line
-	n := 0                     // bytes of it in head
+	var head [len(binhexStart)]byte // the start of the current line
+	n := 0                          // bytes of it in head
 	var pos, lineStart int64
 	found := int64(-1)
-	match := func() bool {
-		line := head[:n]
-		return len(line) >= 9 && string(line[:6]) == "begin " && isOctal(line[6]) && isOctal(line[7]) && isOctal(line[8]) ||
-			len(line) >= len(binhex) && strings.EqualFold(string(line[:len(binhex)]), binhex)
-	}
+	match := func() bool { return uuencodeLine(head[:n]) }
 	err := scan(r, func(b []byte) bool {
 		for i := 0; i < len(b); {
 			if n == len(head) {
@@ -488,6 +483,16 @@ func uuencodeStart(r io.Reader) (int64, error) {
 		found = lineStart
 	}
 	return found, err
+}
+
+// binhexStart begins the line before BinHex data, in lower case.
+const binhexStart = "(this file must be converted with"
+
+// uuencodeLine reports whether a line beginning with line starts uuencoded
+// or BinHex data (for MIME-tools).
+func uuencodeLine(line []byte) bool {
+	return len(line) >= 9 && string(line[:6]) == "begin " && isOctal(line[6]) && isOctal(line[7]) && isOctal(line[8]) ||
+		len(line) >= len(binhexStart) && bytes.EqualFold(line[:len(binhexStart)], []byte(binhexStart))
 }
 
 func isOctal(c byte) bool { return c >= '0' && c <= '7' }
