@@ -37,7 +37,7 @@ func (e *Engine) inboundPlan(in *Input, res *inboundResult, body *spool.Buffer) 
 		if e.pol.Inbound.KeepOriginal && res.Enc.Status == verdict.Decrypted {
 			fields, err = keepOriginal(buf, fields, content, e.untrusted(h), body.Reader())
 		} else {
-			_, err = io.Copy(buf, content)
+			_, err = copyBuffered(buf, content)
 		}
 		if err != nil {
 			buf.Close()
@@ -199,14 +199,14 @@ func keepOriginal(w io.Writer, fields mime.Header, content io.Reader, origHeader
 	bw.WriteString("This is a message in MIME format: the decrypted message, then the original encrypted one.\r\n")
 	bw.WriteString("--" + boundary + "\r\n")
 	fields.WriteTo(bw)
-	if _, err := io.Copy(bw, content); err != nil {
+	if _, err := copyBuffered(bw, content); err != nil {
 		return nil, err
 	}
 	bw.WriteString("\r\n--" + boundary + "\r\n")
 	bw.WriteString("Content-Type: message/rfc822\r\nContent-Disposition: attachment; filename=\"original-encrypted.eml\"\r\n" +
 		"Content-Description: original encrypted message, as received (not verified by the gateway)\r\n\r\n")
 	origHeader.WriteTo(bw)
-	if _, err := io.Copy(bw, origBody); err != nil {
+	if _, err := copyBuffered(bw, origBody); err != nil {
 		return nil, err
 	}
 	bw.WriteString("\r\n--" + boundary + "--\r\n")

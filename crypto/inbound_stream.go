@@ -92,7 +92,7 @@ type crlfReader struct {
 	r       io.Reader
 	cr      bool // the last byte read was a CR
 	pending bool // an LF is due (p had no room for it)
-	in      []byte
+	in      *[]byte
 }
 
 func newCRLFReader(r io.Reader) *crlfReader { return &crlfReader{r: r} }
@@ -106,14 +106,16 @@ func (c *crlfReader) Read(p []byte) (int, error) {
 		p[0] = '\n'
 		return 1, nil
 	}
-	// Read at most half of p: every byte may become two.
-	want := max(len(p)/2, 1)
-	if cap(c.in) < want {
-		c.in = make([]byte, min(want, 32<<10))
+	if c.in == nil {
+		c.in = scanBufs.Get().(*[]byte)
 	}
-	n, err := c.r.Read(c.in[:min(want, cap(c.in))])
+	// Read at most half of p: every byte may become two.
+	n, err := c.r.Read((*c.in)[:min(max(len(p)/2, 1), len(*c.in))])
+	if err != nil {
+		defer c.release()
+	}
 	out := 0
-	for _, b := range c.in[:n] {
+	for _, b := range (*c.in)[:n] {
 		if b == '\n' && !c.cr {
 			p[out] = '\r'
 			out++
@@ -128,6 +130,19 @@ func (c *crlfReader) Read(p []byte) (int, error) {
 		c.cr = b == '\r'
 	}
 	return out, err
+}
+
+// release gives the read buffer back once r has ended.
+func (c *crlfReader) release() {
+	scanBufs.Put(c.in)
+	c.in = nil
+}
+
+// copyBuffered copies src to dst with a pooled buffer.
+func copyBuffered(dst io.Writer, src io.Reader) (int64, error) {
+	bp := scanBufs.Get().(*[]byte)
+	defer scanBufs.Put(bp)
+	return io.CopyBuffer(dst, src, *bp)
 }
 
 // lfReader reads r with every CRLF turned into LF.
@@ -295,7 +310,7 @@ func lastN(b []byte, n int) []byte {
 // skipSpace returns a reader of r without its leading white space
 // (bytes.TrimSpace on the left, as a stream).
 func skipSpace(r io.Reader) *bufio.Reader {
-	br := bufio.NewReaderSize(r, 4096)
+	br := bufio.NewReaderSize(r, 512)
 	for {
 		c, _, err := br.ReadRune()
 		if err != nil {

@@ -24,7 +24,7 @@ type window struct {
 }
 
 func newWindow(src io.ReaderAt, size int64) *window {
-	return &window{src: src, size: size, chunk: windowSize}
+	return &window{src: src, size: size, chunk: int(min(windowSize, max(size, 64)))}
 }
 
 // get returns src[at : at+n], or less at the end of the message (n at
