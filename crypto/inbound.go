@@ -307,8 +307,9 @@ func (a *analyzer) uninterpreted(env *envelope, res *inboundResult) {
 // made bad (reason=ambiguous-mime). It returns the message's own
 // ambiguity (of the tree as received), if any: the message then passes as
 // it came unless something was decrypted (what was decrypted does not
-// depend on how the outer structure is read).
-func (a *analyzer) ambiguity(env *envelope) (error, error) {
+// depend on how the outer structure is read). err is a failure to read
+// the bytes.
+func (a *analyzer) ambiguity(env *envelope) (message, err error) {
 	amb := make([]error, len(env.trees))
 	for i, t := range env.trees {
 		amb[i] = mime.Ambiguity(t)
@@ -323,9 +324,9 @@ func (a *analyzer) ambiguity(env *envelope) (error, error) {
 		}
 	}
 	a.ambiguous = amb[0]
-	for _, err := range amb[1:] {
+	for _, inner := range amb[1:] {
 		if a.ambiguous == nil {
-			a.ambiguous = err
+			a.ambiguous = inner
 		}
 	}
 	return amb[0], nil

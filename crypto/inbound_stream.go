@@ -35,7 +35,7 @@ type stickyAt struct {
 
 func (s *stickyAt) ReadAt(p []byte, off int64) (int, error) {
 	n, err := s.r.ReadAt(p, off)
-	if err != nil && (err != io.EOF || off+int64(len(p)) <= s.size) {
+	if err != nil && (err != io.EOF || off+int64(n) < s.size) {
 		s.mu.Lock()
 		if s.err == nil {
 			s.err = err

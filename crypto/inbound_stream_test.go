@@ -2,13 +2,16 @@ package crypto
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 	"unicode/utf8"
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
+	"github.com/cryptmilter/cryptmilter/internal/spool"
 )
 
 // The stream helpers must decide what the in-memory code they replaced
@@ -182,4 +185,46 @@ func isASCII(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// TestStickyAt: a read that ends at the end of the bytes is no error; a
+// short one before it, or any other error, is kept.
+func TestStickyAt(t *testing.T) {
+	data := []byte("0123456789")
+	s := &stickyAt{r: bytes.NewReader(data), size: int64(len(data))}
+	buf := make([]byte, 4)
+	for off := int64(0); off < 10; off += 4 {
+		s.ReadAt(buf, off)
+	}
+	if err := s.failed(); err != nil {
+		t.Fatalf("reads to the end: %v", err)
+	}
+	short := &stickyAt{r: bytes.NewReader(data[:5]), size: int64(len(data))}
+	short.ReadAt(buf, 3)
+	if short.failed() == nil {
+		t.Error("a file shorter than its size read without error")
+	}
+}
+
+// TestInboundUnreadableSpool: a message whose spooled body cannot be read
+// is an error (the milter tempfails it), never a verdict on what could be
+// read.
+func TestInboundUnreadableSpool(t *testing.T) {
+	e := inEngine(t, nil)
+	sp, err := spool.Open(t.TempDir(), 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := sp.New()
+	body.Write([]byte("-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA0l=\r\n-----END PGP MESSAGE-----\r\n"))
+	body.Close() // the spool file is gone
+	_, err = e.Process(context.Background(), &Input{
+		Direction: Inbound,
+		Envelope:  Envelope{From: "a@example.net", Rcpts: []string{"rt@example.org"}},
+		Message:   Message{Header: mime.Header{{Name: "From", Value: "a@example.net"}}, Body: body},
+		Now:       time.Now(),
+	})
+	if err == nil {
+		t.Fatal("Process of an unreadable body succeeded")
+	}
 }

@@ -111,13 +111,17 @@ func (e *Entity) Outside(max int64) (b []byte, ok bool, err error) {
 	if n > max {
 		return nil, false, nil
 	}
-	out := make([]byte, 0, n)
+	out := make([]byte, n)
+	k := 0
 	for _, span := range append(e.Parts, &Entity{start: e.end, end: e.end}) {
-		seg := make([]byte, span.start-pos)
-		if _, err := e.src.ReadAt(seg, pos); err != nil {
+		seg := out[k : k+int(span.start-pos)]
+		if m, err := e.src.ReadAt(seg, pos); m < len(seg) {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
 			return nil, false, fmt.Errorf("mime: read message: %w", err)
 		}
-		out = append(out, seg...)
+		k += len(seg)
 		pos = span.end
 	}
 	return out, true, nil

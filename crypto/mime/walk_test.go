@@ -227,3 +227,24 @@ func bodyBytes(e *Entity) []byte {
 	}
 	return b
 }
+
+// TestOutside: the bytes of a multipart outside its parts, complete or cut
+// off in its last part, and the bound.
+func TestOutside(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{"pre\r\n--b\r\nA\r\n--b\r\nB\r\n--b--\r\nepi", "pre\r\n--b\r\n\r\n--b\r\n\r\n--b--\r\nepi"},
+		{"--b\r\nA\r\n--b\r\nB", "--b\r\n\r\n--b\r\n"},
+	} {
+		e, err := Parse([]byte("Content-Type: multipart/mixed; boundary=b\r\n\r\n"+tc.body), Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok, err := e.Outside(100)
+		if err != nil || !ok || string(got) != tc.want {
+			t.Errorf("Outside(%q) = %q, %v, %v; want %q", tc.body, got, ok, err, tc.want)
+		}
+		if _, ok, _ := e.Outside(3); ok {
+			t.Errorf("Outside(%q) within 3 bytes", tc.body)
+		}
+	}
+}
