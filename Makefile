@@ -19,7 +19,7 @@ STATICCHECK_VERSION := v0.8.2
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 BENCHTIME ?= 3x
 
-.PHONY: all build run deps test unit e2e lint bench bench-sidebyside install uninstall man clean fuzz
+.PHONY: all build run deps test unit e2e lint bench bench-sidebyside bench-rss install uninstall man clean fuzz
 
 all: build
 
@@ -73,12 +73,23 @@ bench:
 bench-sidebyside:
 	bash test/bench/sidebyside.sh test/bench/out
 
+# Peak RSS of serve and process on 50 MB messages (both directions, both
+# protocols) and a decompression bomb, alone and 16 at once; writes
+# test/bench/out/rss.txt (see docs/performance.md, "Memory").
+bench-rss:
+	bash test/bench/rss.sh test/bench/out
+
 # Each fuzzer of untrusted input for FUZZTIME (seeds in testdata/fuzz).
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReadHeader$$' -fuzztime $(FUZZTIME) ./crypto/mime/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./crypto/mime/
 	$(GO) test -run '^$$' -fuzz '^FuzzAmbiguity$$' -fuzztime $(FUZZTIME) ./crypto/mime/
+	$(GO) test -run '^$$' -fuzz '^FuzzSplitMultipart$$' -fuzztime $(FUZZTIME) ./crypto/mime/
+	$(GO) test -run '^$$' -fuzz '^FuzzTransferDecoder$$' -fuzztime $(FUZZTIME) ./crypto/mime/
+	$(GO) test -run '^$$' -fuzz '^FuzzScans$$' -fuzztime $(FUZZTIME) ./crypto/mime/
+	$(GO) test -run '^$$' -fuzz '^FuzzArmorKind$$' -fuzztime $(FUZZTIME) ./crypto/
+	$(GO) test -run '^$$' -fuzz '^FuzzCleartext$$' -fuzztime $(FUZZTIME) ./crypto/
 	$(GO) test -run '^$$' -fuzz '^FuzzClaimsAuthservID$$' -fuzztime $(FUZZTIME) ./crypto/verdict/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config/
 	$(GO) test -run '^$$' -fuzz '^FuzzInspect$$' -fuzztime $(FUZZTIME) ./crypto/openpgp/
