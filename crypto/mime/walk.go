@@ -111,18 +111,26 @@ func (e *Entity) Outside(max int64) (b []byte, ok bool, err error) {
 	if n > max {
 		return nil, false, nil
 	}
-	out := make([]byte, n)
-	k := 0
-	for _, span := range append(e.Parts, &Entity{start: e.end, end: e.end}) {
-		seg := out[k : k+int(span.start-pos)]
-		if m, err := e.src.ReadAt(seg, pos); m < len(seg) {
+	out := make([]byte, 0, n)
+	read := func(from, to int64) error {
+		seg := out[len(out) : len(out)+int(to-from)]
+		if m, err := e.src.ReadAt(seg, from); m < len(seg) {
 			if err == nil || err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			return nil, false, fmt.Errorf("mime: read message: %w", err)
+			return fmt.Errorf("mime: read message: %w", err)
 		}
-		k += len(seg)
-		pos = span.end
+		out = out[:len(out)+len(seg)]
+		return nil
+	}
+	for _, p := range e.Parts {
+		if err := read(pos, p.start); err != nil {
+			return nil, false, err
+		}
+		pos = p.end
+	}
+	if err := read(pos, e.end); err != nil {
+		return nil, false, err
 	}
 	return out, true, nil
 }

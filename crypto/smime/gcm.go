@@ -18,9 +18,12 @@ import (
 // folded in front of it at the end: GHASH is a polynomial in H, and
 // GHASH(A ‖ C) = GHASH(A)·H^c ⊕ GHASH(C) for c blocks of C.
 //
-// GHASH multiplies in GF(2^128) with integer multiplications only (no
-// table lookups, no branches on data), following BearSSL's ghash_ctmul64:
-// the keys and the data take the same time whatever their values.
+// The bulk of GHASH is crypto/cipher's (see gcmOpener): constant-time
+// carry-less multiplication on amd64 and arm64, its generic code
+// elsewhere, as for any AES-GCM in Go. The few multiplications done here
+// (per 64 KiB, and for the additional data) are in GF(2^128) with
+// integer multiplications only (no table lookups, no branches on data),
+// following BearSSL's ghash_ctmul64.
 
 // gcmBlock is a GF(2^128) element in GCM's bit order, as two big-endian
 // halves: hi holds bytes 0–7.
@@ -114,14 +117,14 @@ func gfPow(h gcmBlock, n uint64) gcmBlock {
 	return r
 }
 
-// ghash accumulates GHASH over data given in any pieces (each piece is
-// padded with zeros to whole blocks only by pad).
+// ghash accumulates GHASH over data given in any pieces (padded with
+// zeros to whole blocks only by pad), for the nonce and the additional
+// data.
 type ghash struct {
-	h      gcmBlock
-	y      gcmBlock
-	buf    [16]byte
-	n      int    // bytes in buf
-	blocks uint64 // whole blocks hashed
+	h   gcmBlock
+	y   gcmBlock
+	buf [16]byte
+	n   int // bytes in buf
 }
 
 func (g *ghash) write(p []byte) {
@@ -133,12 +136,10 @@ func (g *ghash) write(p []byte) {
 			return
 		}
 		g.y = gfMul(g.y.xor(loadBlock(g.buf[:])), g.h)
-		g.blocks++
 		g.n = 0
 	}
 	for len(p) >= 16 {
 		g.y = gfMul(g.y.xor(loadBlock(p)), g.h)
-		g.blocks++
 		p = p[16:]
 	}
 	g.n = copy(g.buf[:], p)
@@ -149,29 +150,51 @@ func (g *ghash) pad() {
 	if g.n > 0 {
 		clear(g.buf[g.n:])
 		g.y = gfMul(g.y.xor(loadBlock(g.buf[:])), g.h)
-		g.blocks++
 		g.n = 0
 	}
 }
 
 // gcmOpener decrypts AES-GCM content as a stream.
+//
+// The content's GHASH is computed a chunk at a time by crypto/cipher's
+// own AES-GCM under the same key, sealing nothing with the chunk as
+// additional data: that tag is E_K(N‖1) ⊕ S, with S = (Y ⊕ L)·H for Y the
+// GHASH of the chunk's blocks and L its length block, so that the GHASH
+// of the content times H, W, grows as W·H^m ⊕ S ⊕ L·H with each chunk
+// of m blocks. Only those few multiplications, the additional data and
+// the final combination are done here. The keystream is crypto/cipher's
+// CTR for 12-byte nonces (whose 32-bit counter cannot wrap within the
+// content GCM allows), else counted here with inc32 as SP 800-38D says.
 type gcmOpener struct {
-	block cipher.Block
-	h     gcmBlock
-	j0    [16]byte
-	ctr   [16]byte // the next counter block
+	block  cipher.Block
+	aead   cipher.AEAD // GHASH of whole chunks
+	h      gcmBlock
+	j0     [16]byte
+	ek0    [16]byte // E_K(0^96 ‖ 1): the mask of the chunk tags
+	hc     gcmBlock // H^(blocks of a chunk)
+	lch    gcmBlock // L·H for a whole chunk
+	w      gcmBlock // GHASH of the content so far, times H
+	pend   []byte   // content not hashed yet (less than a chunk)
+	tag    []byte   // the chunk tag
+	hashed uint64   // content blocks hashed
+
+	ctr   cipher.Stream // 12-byte nonces
+	next  [16]byte      // the next counter block, other nonces
 	ks    [16 * 64]byte
 	ksOff int // keystream bytes of ks used (len(ks): none left)
-	c     ghash
-	size  uint64 // content bytes
+
+	size uint64 // content bytes
 }
+
+// gcmChunk is the content hashed at once (a multiple of the block size).
+const gcmChunk = 64 << 10
 
 // maxGCMContent is what one key and nonce may encrypt (SP 800-38D: 2^32-2
 // blocks), as crypto/cipher's limit.
 const maxGCMContent = (1<<32 - 2) * 16
 
 func newGCMOpener(block cipher.Block, nonce []byte) *gcmOpener {
-	o := &gcmOpener{block: block, ksOff: len(gcmOpener{}.ks)}
+	o := &gcmOpener{block: block, ksOff: len(gcmOpener{}.ks), pend: make([]byte, 0, gcmChunk)}
 	var zero [16]byte
 	var hb [16]byte
 	block.Encrypt(hb[:], zero[:])
@@ -188,14 +211,43 @@ func newGCMOpener(block cipher.Block, nonce []byte) *gcmOpener {
 		g.write(lens[:])
 		o.j0 = g.y.bytes()
 	}
-	o.ctr = o.j0
-	inc32(&o.ctr)
-	o.c.h = o.h
+	first := o.j0
+	inc32(&first)
+	if len(nonce) == 12 {
+		o.ctr = cipher.NewCTR(block, first[:])
+	} else {
+		o.next = first
+	}
+	o.aead, _ = cipher.NewGCM(block) // a 16-byte block cipher: no error
+	var n0 [16]byte
+	n0[15] = 1
+	block.Encrypt(o.ek0[:], n0[:])
+	o.hc = gfPow(o.h, gcmChunk/16)
+	o.lch = gfMul(lengthBlock(gcmChunk, 0), o.h)
 	return o
 }
 
 func inc32(b *[16]byte) {
 	binary.BigEndian.PutUint32(b[12:], binary.BigEndian.Uint32(b[12:])+1)
+}
+
+// lengthBlock is GHASH's last block: the bit lengths of the additional
+// data and of the content.
+func lengthBlock(aad, content uint64) gcmBlock { return gcmBlock{aad * 8, content * 8} }
+
+// hashChunk folds the content bytes p (whole blocks but at the end) into
+// w.
+func (o *gcmOpener) hashChunk(p []byte) {
+	var zeroNonce [12]byte
+	o.tag = o.aead.Seal(o.tag[:0], zeroNonce[:], nil, p)
+	s := loadBlock(o.tag).xor(loadBlock(o.ek0[:]))
+	m := uint64(len(p)+15) / 16
+	hm, lh := o.hc, o.lch
+	if len(p) != gcmChunk {
+		hm, lh = gfPow(o.h, m), gfMul(lengthBlock(uint64(len(p)), 0), o.h)
+	}
+	o.w = gfMul(o.w, hm).xor(s).xor(lh)
+	o.hashed += m
 }
 
 // decrypt hashes the ciphertext src and writes its plaintext to dst
@@ -206,12 +258,24 @@ func (o *gcmOpener) decrypt(dst, src []byte) bool {
 	if o.size > maxGCMContent {
 		return false
 	}
-	o.c.write(src)
+	for rest := src; len(rest) > 0; {
+		n := min(len(rest), gcmChunk-len(o.pend))
+		o.pend = append(o.pend, rest[:n]...)
+		rest = rest[n:]
+		if len(o.pend) == gcmChunk {
+			o.hashChunk(o.pend)
+			o.pend = o.pend[:0]
+		}
+	}
+	if o.ctr != nil {
+		o.ctr.XORKeyStream(dst[:len(src)], src)
+		return true
+	}
 	for len(src) > 0 {
 		if o.ksOff == len(o.ks) {
 			for i := 0; i < len(o.ks); i += 16 {
-				o.block.Encrypt(o.ks[i:i+16], o.ctr[:])
-				inc32(&o.ctr)
+				o.block.Encrypt(o.ks[i:i+16], o.next[:])
+				inc32(&o.next)
 			}
 			o.ksOff = 0
 		}
@@ -225,22 +289,23 @@ func (o *gcmOpener) decrypt(dst, src []byte) bool {
 // check reports, in constant time, whether tag is the authentication tag
 // (its first len(tag) bytes) of the content decrypted so far and aad.
 func (o *gcmOpener) check(aad, tag []byte) bool {
-	o.c.pad()
-	y := o.c.y
+	if len(o.pend) > 0 {
+		o.hashChunk(o.pend)
+		o.pend = o.pend[:0]
+	}
+	// S = (GHASH(A)·H^c ⊕ GHASH(C) ⊕ L)·H for c content blocks.
+	s := o.w.xor(gfMul(lengthBlock(uint64(len(aad)), o.size), o.h))
 	if len(aad) > 0 {
 		a := ghash{h: o.h}
 		a.write(aad)
 		a.pad()
-		y = gfMul(a.y, gfPow(o.h, o.c.blocks)).xor(y)
+		s = s.xor(gfMul(a.y, gfPow(o.h, o.hashed+1)))
 	}
-	var lens [16]byte
-	binary.BigEndian.PutUint64(lens[:], uint64(len(aad))*8)
-	binary.BigEndian.PutUint64(lens[8:], o.size*8)
-	s := gfMul(y.xor(loadBlock(lens[:])), o.h).bytes()
+	t := s.bytes()
 	var ej0 [16]byte
 	o.block.Encrypt(ej0[:], o.j0[:])
-	subtle.XORBytes(s[:], s[:], ej0[:])
-	return len(tag) <= 16 && subtle.ConstantTimeCompare(s[:len(tag)], tag) == 1
+	subtle.XORBytes(t[:], t[:], ej0[:])
+	return len(tag) <= 16 && subtle.ConstantTimeCompare(t[:len(tag)], tag) == 1
 }
 
 // copy decrypts the content read from r into w.

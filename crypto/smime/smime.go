@@ -11,14 +11,17 @@
 // 5083/5084); it cannot verify RSA-PSS, checks chains at the signer's
 // claimed signing time, ignores the content-type attribute and has no CRL
 // support. BER input (indefinite lengths, constructed OCTET STRINGs, as
-// `openssl cms -stream` and Thunderbird produce) is first normalised to
-// definite lengths by toDER.
+// `openssl cms -stream` and Thunderbird produce) is read as a stream
+// (berstream.go): the small elements are normalised to definite lengths
+// by toDER, the content is read as it comes.
 //
-// The package works on DER/BER bytes; MIME parsing, canonicalisation and
-// result headers belong to the callers. The outbound side streams:
+// The package works on DER/BER; MIME parsing, canonicalisation and result
+// headers belong to the callers. Both sides stream: DecryptReader and
+// VerifyOpaque read a message as a stream into a spool buffer,
+// VerifyDetached hashes the signed content as it reads it,
 // SignDetachedReader hashes its content as it reads it and EncryptTo
-// encrypts from a reader into a writer, so that neither holds a message
-// in memory.
+// encrypts from a reader into a writer, so that none holds a message in
+// memory.
 package smime
 
 import (
