@@ -19,7 +19,7 @@ STATICCHECK_VERSION := v0.8.2
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 BENCHTIME ?= 3x
 
-.PHONY: all build run deps test unit e2e lint bench bench-sidebyside install uninstall man clean fuzz
+.PHONY: all build run deps test unit e2e lint bench bench-sidebyside bench-rss install uninstall man clean fuzz
 
 all: build
 
@@ -72,6 +72,12 @@ bench:
 # message side by side; writes test/bench/out/ (see docs/performance.md).
 bench-sidebyside:
 	bash test/bench/sidebyside.sh test/bench/out
+
+# Peak RSS of serve and process on 50 MB messages (both directions, both
+# protocols) and a decompression bomb, alone and 16 at once; writes
+# test/bench/out/rss.txt (see docs/performance.md, "Memory").
+bench-rss:
+	bash test/bench/rss.sh test/bench/out
 
 # Every fuzzer in the tree (each func Fuzz* of a _test.go file), one after
 # another, each for FUZZTIME; a new fuzzer is run without being listed

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/crypto/verdict"
@@ -31,6 +32,11 @@ type analyzer struct {
 	// ambiguous is set when the message's structure is ambiguous (for
 	// the log line).
 	ambiguous error
+	// held are the spool buffers and plaintexts the analysis made, closed
+	// when the message is done; srcs are the readers every parse tree
+	// reads through (see stickyAt).
+	held []io.Closer
+	srcs []*stickyAt
 }
 
 // step is what one layer gave.
@@ -230,11 +236,11 @@ func (a *analyzer) verify(e *mime.Entity, l layer) (step, error) {
 	case layerPGPInlineSigned:
 		return a.verifyPGPInline(e, l)
 	case layerPGPCleartext:
-		return a.verifyCleartext(e, l), nil
+		return a.verifyCleartext(e, l)
 	case layerCMSDetached:
-		return a.verifyCMSDetached(e), nil
+		return a.verifyCMSDetached(e)
 	}
-	return a.verifyCMSOpaque(e), nil
+	return a.verifyCMSOpaque(e)
 }
 
 // malformedSig is the verdict on a signature layer that cannot be read.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/mail"
 	"slices"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/crypto/verdict"
+	"github.com/cryptmilter/cryptmilter/internal/spool"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
 
@@ -21,22 +21,20 @@ import (
 // the gateway, verifying signatures), rewrites the message to what the
 // layers hold, and replaces every incoming result header with its own.
 func (e *Engine) inbound(ctx context.Context, in *Input) (*Plan, error) {
-	body, err := readBody(in.Message.Body)
-	if err != nil {
-		return nil, err
+	body := in.Message.Body
+	if body == nil {
+		body = spool.FromBytes(nil)
 	}
 	lim := e.mimeLimits()
-	root, err := mime.ParseHeaderBody(in.Message.Header, body, lim)
+	a := &analyzer{e: e, in: in, keys: in.Keys, lim: lim}
+	defer a.close()
+	root, err := mime.ParseHeaderBody(in.Message.Header, a.source(body, body.Size()), body.Size(), lim)
 	if errors.Is(err, mime.ErrLimits) {
 		return e.refuse(e.pol.Actions.OnLimits, LimitReply, "refused", "limits"), nil
 	}
 	if err != nil {
-		// A multipart whose delimiters are broken: nothing in it is
-		// interpreted; a crypto root fails like any decryption failure.
-		root = &mime.Entity{Header: in.Message.Header, Body: body}
-		root.MediaType = "application/octet-stream"
+		return nil, fmt.Errorf("crypto: inbound: %w", err)
 	}
-	a := &analyzer{e: e, in: in, keys: in.Keys, lim: lim}
 	env, err := a.walk(ctx, root)
 	if err != nil {
 		return nil, err
@@ -44,11 +42,21 @@ func (e *Engine) inbound(ctx context.Context, in *Input) (*Plan, error) {
 	var p *Plan
 	if env.failure && env.authenticated && e.pol.Actions.OnDecryptError != Accept {
 		p = e.decryptFailed(env.failed.Protocol)
-	} else if p, err = e.inboundPlan(in, a.result(env, root), body); err != nil {
+	} else {
+		res, err := a.result(env, root)
+		if err != nil {
+			return nil, err
+		}
+		if p, err = e.inboundPlan(in, res, body); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.readErr(); err != nil {
+		p.Close()
 		return nil, err
 	}
 	if a.attempted {
-		p.NotBefore = decryptDeadline(in.Now, len(body))
+		p.NotBefore = decryptDeadline(in.Now, body.Size())
 	}
 	return p, nil
 }
@@ -76,9 +84,13 @@ func (e *Engine) refuse(action Action, reply Reply, decision, reason string) *Pl
 	return p
 }
 
-// mimeLimits are the structure limits of the policy.
+// mimeLimits are the structure limits of the policy. The headers of all
+// the parts of one parse (the message, or a decrypted layer) together may
+// hold four times limits.max_header_size: they are held in memory while
+// the message is processed.
 func (e *Engine) mimeLimits() mime.Limits {
-	return mime.Limits{MaxDepth: e.pol.Limits.MaxMIMEDepth, MaxParts: e.pol.Limits.MaxParts}
+	l := e.pol.Limits
+	return mime.Limits{MaxDepth: l.MaxMIMEDepth, MaxParts: l.MaxParts, MaxHeaderSize: l.MaxHeaderSize, MaxHeaderTotal: 4 * l.MaxHeaderSize}
 }
 
 // Every decryption with the gateway's keys, successful or not, is answered
@@ -95,21 +107,8 @@ const (
 
 // decryptDeadline is the earliest time a decryption of a message of size
 // bytes that began at start may be answered.
-func decryptDeadline(start time.Time, size int) time.Time {
+func decryptDeadline(start time.Time, size int64) time.Time {
 	return start.Add(decryptBase + time.Duration(size)*decryptPerByte)
-}
-
-// readBody reads a spooled body (bounded by limits.max_message_size when
-// it was received).
-func readBody(b interface{ Reader() io.Reader }) ([]byte, error) {
-	if b == nil {
-		return nil, nil
-	}
-	data, err := io.ReadAll(b.Reader())
-	if err != nil {
-		return nil, fmt.Errorf("crypto: read body: %w", err)
-	}
-	return data, nil
 }
 
 // inboundResult is what the inbound analysis found and what to show.
@@ -129,9 +128,12 @@ type inboundResult struct {
 // signature over the displayed content (the innermost one over the
 // plaintext), the signatures over ciphertext, the From rule, protected
 // headers, and what the walk did not interpret.
-func (a *analyzer) result(env *envelope, root *mime.Entity) *inboundResult {
+func (a *analyzer) result(env *envelope, root *mime.Entity) (*inboundResult, error) {
 	res := &inboundResult{content: env.display}
-	amb := a.ambiguity(env)
+	amb, err := a.ambiguity(env)
+	if err != nil {
+		return nil, err
+	}
 	res.Enc = envEncryption(env)
 	res.Sig, res.Outer = envSignatures(env)
 	if res.Enc.Status == verdict.Decrypted && res.Sig.Status == verdict.Valid {
@@ -147,7 +149,7 @@ func (a *analyzer) result(env *envelope, root *mime.Entity) *inboundResult {
 	}
 	a.uninterpreted(env, res)
 	res.ambiguous = a.ambiguous
-	return res
+	return res, nil
 }
 
 // envEncryption is the verdict on the encryption layers.
@@ -283,13 +285,12 @@ func (a *analyzer) uninterpreted(env *envelope, res *inboundResult) {
 		res.Enc.Reason = verdict.Reason(res.Enc.Reason, "too-many-layers")
 	}
 	if isText(p) && layerOf(p).kind == layerNone {
-		if data, err := p.Decoded(); err == nil {
-			if res.Enc.Status == verdict.EncNone && strings.Contains(string(data), armorBeginMsg) {
-				res.Enc = verdict.Encryption{Status: verdict.EncPartial, Protocol: OpenPGP, Reason: "embedded-armor"}
-			}
-			if res.Sig.Status == verdict.SigNone && (strings.Contains(string(data), armorBeginSigned) || strings.Contains(string(data), "-----BEGIN PGP SIGNATURE-----")) {
-				res.Sig = verdict.Signature{Status: verdict.SigPartial, Protocol: OpenPGP, Reason: "embedded-armor"}
-			}
+		found := containsAny(p, armorBeginMsg, armorBeginSigned, "-----BEGIN PGP SIGNATURE-----")
+		if res.Enc.Status == verdict.EncNone && found[0] {
+			res.Enc = verdict.Encryption{Status: verdict.EncPartial, Protocol: OpenPGP, Reason: "embedded-armor"}
+		}
+		if res.Sig.Status == verdict.SigNone && (found[1] || found[2]) {
+			res.Sig = verdict.Signature{Status: verdict.SigPartial, Protocol: OpenPGP, Reason: "embedded-armor"}
 		}
 	}
 	if res.Enc.Status == verdict.EncNone && hasNested(p, isEncryptedPart) {
@@ -306,11 +307,15 @@ func (a *analyzer) uninterpreted(env *envelope, res *inboundResult) {
 // made bad (reason=ambiguous-mime). It returns the message's own
 // ambiguity (of the tree as received), if any: the message then passes as
 // it came unless something was decrypted (what was decrypted does not
-// depend on how the outer structure is read).
-func (a *analyzer) ambiguity(env *envelope) error {
+// depend on how the outer structure is read). err is a failure to read
+// the bytes.
+func (a *analyzer) ambiguity(env *envelope) (message, err error) {
 	amb := make([]error, len(env.trees))
 	for i, t := range env.trees {
 		amb[i] = mime.Ambiguity(t)
+		if amb[i] != nil && !errors.Is(amb[i], mime.ErrAmbiguous) {
+			return nil, fmt.Errorf("crypto: inbound: %w", amb[i]) // the bytes could not be read
+		}
 	}
 	for i := range env.sigs {
 		s := &env.sigs[i].sig
@@ -319,12 +324,12 @@ func (a *analyzer) ambiguity(env *envelope) error {
 		}
 	}
 	a.ambiguous = amb[0]
-	for _, err := range amb[1:] {
+	for _, inner := range amb[1:] {
 		if a.ambiguous == nil {
-			a.ambiguous = err
+			a.ambiguous = inner
 		}
 	}
-	return amb[0]
+	return amb[0], nil
 }
 
 // fromAddresses returns the addr-specs of the From field(s).

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"unicode/utf8"
 
 	pgpcrypto "github.com/ProtonMail/gopenpgp/v3/crypto"
 
@@ -36,35 +35,33 @@ func (a *analyzer) pgpLimits() openpgp.Limits {
 	return openpgp.Limits{MaxDecompressed: a.e.pol.Limits.MaxDecompressedSize, Spool: a.e.spool}
 }
 
-// pgpDecrypt decrypts an OpenPGP message for the gateway. The plaintext is
-// returned only after the integrity check and the signature check; every
-// decryption failure gives the same step. A local failure (spool, read)
-// is an error, so that the message is tempfailed.
-func (a *analyzer) pgpDecrypt(ct []byte) ([]byte, step, error) {
+// pgpDecrypt decrypts an OpenPGP message read from ct for the gateway.
+// The plaintext is returned only after the integrity check and the
+// signature check, spooled and held until the message is done; every
+// decryption failure gives the same step, and so does ciphertext whose
+// transfer encoding is damaged. A local failure (spool, read) is an
+// error, so that the message is tempfailed.
+func (a *analyzer) pgpDecrypt(ct io.Reader) (*openpgp.Plaintext, step, error) {
 	var gw *pgpcrypto.KeyRing
 	if a.keys != nil {
 		gw = a.keys.GatewayDecryptionKeyRing()
 	}
-	pt, err := openpgp.Decrypt(bytes.NewReader(ct), gw, a.lookup(), a.in.Now, a.pgpLimits())
+	pt, err := openpgp.Decrypt(ct, gw, a.lookup(), a.in.Now, a.pgpLimits())
 	switch {
 	case errors.Is(err, openpgp.ErrNotForUs):
 		return nil, notForUsStep(OpenPGP), nil
-	case errors.Is(err, openpgp.ErrDecrypt), errors.Is(err, openpgp.ErrNotEncrypted):
+	case errors.Is(err, openpgp.ErrDecrypt), errors.Is(err, openpgp.ErrNotEncrypted), errors.Is(err, mime.ErrTransferEncoding):
 		return nil, failedStep(OpenPGP, true), nil
 	case err != nil:
 		return nil, step{}, fmt.Errorf("crypto: openpgp plaintext: %w", err)
 	}
-	defer pt.Close()
-	data, err := pt.Bytes()
-	if err != nil {
-		return nil, step{}, fmt.Errorf("crypto: openpgp plaintext: %w", err)
-	}
+	a.hold(pt)
 	st := step{enc: &verdict.Encryption{Status: verdict.Decrypted, Protocol: OpenPGP, Key: pt.DecryptedWith}, authenticated: true}
 	if pt.Signature.Status != openpgp.StatusNone {
 		s := pgpSig(pt.Signature)
 		st.sig = &s
 	}
-	return data, st, nil
+	return pt, st, nil
 }
 
 // decryptPGPMIME decrypts RFC 3156 multipart/encrypted (or Exchange's
@@ -73,31 +70,40 @@ func (a *analyzer) decryptPGPMIME(l layer) (step, error) {
 	if l.ciphertext == nil {
 		return failedStep(OpenPGP, true), nil
 	}
-	ct, err := l.ciphertext.Decoded()
-	if err != nil {
-		return failedStep(OpenPGP, true), nil
-	}
-	data, st, err := a.pgpDecrypt(ct)
-	if err != nil || data == nil {
+	pt, st, err := a.pgpDecrypt(l.ciphertext.Decoded())
+	if err != nil || pt == nil {
 		return st, err
 	}
-	st.next, err = a.parseInner(data)
+	st.next, err = a.parseInner(pt, pt.Size)
 	return st, err
 }
 
 // decryptPGPInline decrypts a text/plain body that is one armored message.
 func (a *analyzer) decryptPGPInline(e *mime.Entity, l layer) (step, error) {
-	text, st, err := a.pgpDecrypt(l.armor)
-	if err != nil || text == nil {
+	pt, st, err := a.pgpDecrypt(l.armorText())
+	if err != nil || pt == nil {
 		return st, err
 	}
-	st.next = textEntity(text, e.Params["charset"])
-	return st, nil
+	st.next, err = a.textEntity(pt, pt.Size, e.Params["charset"])
+	return st, err
 }
 
-// parseInner parses decrypted or signed content as a MIME entity.
-func (a *analyzer) parseInner(data []byte) (*mime.Entity, error) {
-	inner, err := mime.Parse(toCRLF(data), a.lim)
+// parseInner parses decrypted or signed content (size bytes in src, where
+// it was spooled) as a MIME entity. Content with bare LF line ends is
+// first copied with CRLF ones to a spool buffer.
+func (a *analyzer) parseInner(src io.ReaderAt, size int64) (*mime.Entity, error) {
+	bare, err := hasBareLF(io.NewSectionReader(src, 0, size))
+	if err != nil {
+		return nil, fmt.Errorf("crypto: decrypted content: %w", err)
+	}
+	if bare {
+		buf := a.newBuffer()
+		if _, err := io.Copy(buf, newCRLFReader(io.NewSectionReader(src, 0, size))); err != nil {
+			return nil, fmt.Errorf("crypto: decrypted content: %w", err)
+		}
+		src, size = buf, buf.Size()
+	}
+	inner, err := mime.ParseAt(a.source(src, size), size, a.lim)
 	if errors.Is(err, mime.ErrLimits) {
 		return nil, err
 	}
@@ -107,19 +113,24 @@ func (a *analyzer) parseInner(data []byte) (*mime.Entity, error) {
 	return inner, nil
 }
 
+// maxSignaturePart bounds the signature part of a multipart/signed read
+// into memory (a signature is a few hundred bytes; certificates make a
+// CMS one a few kilobytes).
+const maxSignaturePart = 1 << 20
+
 // verifyPGPMIME verifies RFC 3156 multipart/signed over the exact bytes of
-// its first part.
+// its first part, streamed through the hash.
 func (a *analyzer) verifyPGPMIME(e *mime.Entity) step {
 	if len(e.Parts) != 2 {
 		return step{sig: malformedSig(OpenPGP)}
 	}
-	sig, err := e.Parts[1].Decoded()
+	sig, err := decodedUpTo(e.Parts[1], maxSignaturePart)
 	if err != nil || !pgpSignaturePart(e.Parts[1], sig) {
 		// The signature part must be nothing but the signature: text
 		// around an armored block would be shown, unsigned.
 		return step{sig: malformedSig(OpenPGP)}
 	}
-	s := pgpSig(openpgp.VerifyDetached(bytes.NewReader(toCRLF(e.Parts[0].Raw)), sig, a.lookup(), a.in.Now))
+	s := pgpSig(openpgp.VerifyDetached(newCRLFReader(e.Parts[0].Raw()), sig, a.lookup(), a.in.Now))
 	if s.Status == verdict.SigNone {
 		return step{sig: malformedSig(OpenPGP)}
 	}
@@ -145,46 +156,55 @@ func pgpSignaturePart(p *mime.Entity, sig []byte) bool {
 // verifyPGPInline verifies a text/plain body that is one armored signed
 // (not encrypted) message; its text can only be shown unwrapped.
 func (a *analyzer) verifyPGPInline(e *mime.Entity, l layer) (step, error) {
-	pt, err := openpgp.VerifyInline(bytes.NewReader(l.armor), a.lookup(), a.in.Now, a.pgpLimits())
-	if errors.Is(err, openpgp.ErrMalformed) || errors.Is(err, openpgp.ErrTooLarge) {
+	pt, err := openpgp.VerifyInline(l.armorText(), a.lookup(), a.in.Now, a.pgpLimits())
+	if errors.Is(err, openpgp.ErrMalformed) || errors.Is(err, openpgp.ErrTooLarge) || errors.Is(err, mime.ErrTransferEncoding) {
 		return step{sig: malformedSig(OpenPGP)}, nil
 	}
 	if err != nil {
 		return step{}, err
 	}
-	defer pt.Close()
+	a.hold(pt)
 	s := pgpSig(pt.Signature)
 	st := step{sig: &s, opaque: true}
-	r, err := pt.Open()
-	if err != nil {
-		return step{}, err
-	}
-	text, err := io.ReadAll(r)
-	r.Close()
-	if err != nil {
-		return step{}, err
-	}
-	st.next = textEntity(text, e.Params["charset"])
-	return st, nil
+	st.next, err = a.textEntity(pt, pt.Size, e.Params["charset"])
+	return st, err
 }
 
 // verifyCleartext verifies a text/plain body that is one cleartext-signed
-// block. What is shown must be exactly what was signed: the armor headers
-// of the signature block (Comment:, Version:, …) are not signed and are
-// removed, and so are the outer Content-Type's format=flowed and delsp
-// (they would reflow the signed lines); the charset is not signed either,
-// so 8-bit text that is neither UTF-8 nor ASCII cannot be vouched for.
-func (a *analyzer) verifyCleartext(e *mime.Entity, l layer) step {
-	text, r, err := openpgp.VerifyCleartext(l.armor, a.lookup(), a.in.Now)
+// block, read as a stream (the signed text spooled, see readCleartext).
+// What is shown must be exactly what was signed: the armor headers of the
+// signature block (Comment:, Version:, …) are not signed and are removed,
+// and so are the outer Content-Type's format=flowed and delsp (they would
+// reflow the signed lines); the charset is not signed either, so 8-bit
+// text that is neither UTF-8 nor ASCII cannot be vouched for.
+func (a *analyzer) verifyCleartext(e *mime.Entity, l layer) (step, error) {
+	text := a.newBuffer()
+	cb, err := readCleartext(l.armorText(), text)
+	switch {
+	case errors.Is(err, errClearFormat), errors.Is(err, mime.ErrTransferEncoding):
+		return step{sig: malformedSig(OpenPGP)}, nil
+	case err != nil:
+		return step{}, fmt.Errorf("crypto: cleartext-signed text: %w", err)
+	}
+	sig, err := clearSignature(cb.sig)
 	if err != nil {
-		return step{sig: malformedSig(OpenPGP)}
+		return step{sig: malformedSig(OpenPGP)}, nil
+	}
+	r := openpgp.VerifyDetached(text.Reader(), sig, a.lookup(), a.in.Now)
+	if r.Status == openpgp.StatusBad && r.Reason == "malformed" {
+		return step{sig: malformedSig(OpenPGP)}, nil
 	}
 	s := pgpSig(r)
+	var k textKind
+	if err := scanBytes(text.Reader(), func(b []byte) bool { k.write(b); return true }); err != nil {
+		return step{}, fmt.Errorf("crypto: cleartext-signed text: %w", err)
+	}
+	k.finish()
 	declared := strings.ToLower(e.Params["charset"])
 	charset, same := "us-ascii", asciiCompatible[declared]
 	switch {
-	case isASCII(text):
-	case utf8.Valid(text):
+	case k.ascii:
+	case k.utf8:
 		charset, same = "utf-8", declared == "utf-8"
 	default:
 		charset, same = e.Params["charset"], true
@@ -192,12 +212,34 @@ func (a *analyzer) verifyCleartext(e *mime.Entity, l layer) step {
 			s.Status, s.Reason = verdict.SigPartial, verdict.Reason(s.Reason, "charset-not-signed")
 		}
 	}
-	st := step{sig: &s, next: textEntity(text, charset)}
-	shown := cleartextShown(l.armor)
-	if s.Status == verdict.Valid && (!same || !bytes.Equal(shown, l.armor) || e.Params["format"] != "" || e.Params["delsp"] != "") {
-		st.show = textEntity(shown, charset)
+	st := step{sig: &s}
+	if st.next, err = a.textEntity(text, text.Size(), charset); err != nil {
+		return step{}, err
 	}
-	return st
+	if s.Status != verdict.Valid {
+		return st, nil
+	}
+	// What is shown: the block as it came, but for the armor headers of
+	// the signature and with CRLF line ends.
+	shownSig := cleartextShown(cb.sig)
+	textPart := func() io.Reader { return io.LimitReader(l.armorText(), cb.sigAt) }
+	bare, err := hasBareLF(textPart())
+	if err != nil {
+		return step{}, fmt.Errorf("crypto: cleartext-signed text: %w", err)
+	}
+	if !same || bare || !bytes.Equal(shownSig, cb.sig) || e.Params["format"] != "" || e.Params["delsp"] != "" {
+		shown := a.newBuffer()
+		if _, err := io.Copy(shown, newCRLFReader(textPart())); err != nil {
+			return step{}, fmt.Errorf("crypto: cleartext-signed text: %w", err)
+		}
+		if _, err := shown.Write(shownSig); err != nil {
+			return step{}, err
+		}
+		if st.show, err = a.textEntity(shown, shown.Size(), charset); err != nil {
+			return step{}, err
+		}
+	}
+	return st, nil
 }
 
 // asciiCompatible are charsets that show ASCII text as ASCII (unlike
@@ -207,8 +249,9 @@ var asciiCompatible = map[string]bool{
 	"iso-8859-1": true, "iso-8859-2": true, "iso-8859-15": true, "windows-1252": true, "windows-1250": true,
 }
 
-// cleartextShown returns the cleartext-signed block as it is shown: the
-// armor header lines of its signature block removed.
+// cleartextShown returns a cleartext-signed block (or its signature
+// block) as it is shown: CRLF line ends, the armor header lines of its
+// signature block removed.
 func cleartextShown(block []byte) []byte {
 	lines := bytes.SplitAfter(toCRLF(block), []byte("\n"))
 	var out bytes.Buffer
@@ -228,37 +271,6 @@ func cleartextShown(block []byte) []byte {
 		out.Write(ln)
 	}
 	return bytes.TrimRight(out.Bytes(), "\r\n")
-}
-
-// textEntity builds a text/plain entity holding text, quoted-printable
-// when it is not plain ASCII.
-func textEntity(text []byte, charset string) *mime.Entity {
-	switch strings.ToLower(charset) {
-	case "", "us-ascii", "ascii":
-		// Armor is ASCII, so clients label the part us-ascii whatever the
-		// plaintext is: 8-bit text that is valid UTF-8 is UTF-8.
-		if charset == "" || !isASCII(text) && utf8.Valid(text) {
-			charset = "utf-8"
-		}
-	}
-	body, cte := mime.EncodeTextBody(toCRLF(text))
-	h := mime.Header{
-		{Name: "Content-Type", Value: "text/plain; charset=" + quoteParam(charset)},
-		{Name: "Content-Transfer-Encoding", Value: cte},
-	}
-	var raw bytes.Buffer
-	h.WriteTo(&raw)
-	raw.Write(body)
-	return &mime.Entity{Header: h, MediaType: "text/plain", Params: map[string]string{"charset": charset}, Body: body, Raw: raw.Bytes()}
-}
-
-func isASCII(b []byte) bool {
-	for _, c := range b {
-		if c >= 0x80 {
-			return false
-		}
-	}
-	return true
 }
 
 func quoteParam(v string) string {
@@ -294,10 +306,11 @@ func pgpSig(r openpgp.SigResult) verdict.Signature {
 	return s
 }
 
-// toCRLF makes every line end CRLF.
+// toCRLF makes every line end CRLF (newCRLFReader as a function, for
+// small data).
 func toCRLF(b []byte) []byte {
 	if bytes.Count(b, []byte("\n")) == bytes.Count(b, []byte("\r\n")) {
-		return b // already CRLF: no copy (plaintext can be large)
+		return b // already CRLF: no copy
 	}
 	lf := bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
 	return bytes.ReplaceAll(lf, []byte("\n"), []byte("\r\n"))

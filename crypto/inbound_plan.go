@@ -1,20 +1,23 @@
 package crypto
 
 import (
-	"bytes"
+	"bufio"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/crypto/verdict"
+	"github.com/cryptmilter/cryptmilter/internal/spool"
 )
 
 // inboundPlan turns the verdict into header operations and, when the
 // content changes, a new body.
-func (e *Engine) inboundPlan(in *Input, res *inboundResult, body []byte) (*Plan, error) {
+func (e *Engine) inboundPlan(in *Input, res *inboundResult, body *spool.Buffer) (*Plan, error) {
 	h := in.Message.Header
 	p := &Plan{Action: Accept, Decision: "passed"}
 	del := e.forgedResults(h)
@@ -25,21 +28,26 @@ func (e *Engine) inboundPlan(in *Input, res *inboundResult, body []byte) (*Plan,
 				del[i] = true
 			}
 		}
-		newBody := toCRLF(res.content.Body)
+		// The new body: the content's raw body with CRLF line ends,
+		// copied (never held) into a spool buffer.
+		buf := e.spool.New()
+		content := newCRLFReader(res.content.Body())
 		fields := contentFields(res.content)
+		var err error
 		if e.pol.Inbound.KeepOriginal && res.Enc.Status == verdict.Decrypted {
-			fields, newBody = keepOriginal(fields, newBody, e.untrusted(h), body)
+			fields, err = keepOriginal(buf, fields, content, e.untrusted(h), body.Reader())
+		} else {
+			_, err = copyBuffered(buf, content)
+		}
+		if err != nil {
+			buf.Close()
+			return nil, fmt.Errorf("crypto: inbound body: %w", err)
 		}
 		if !h.Has("MIME-Version") {
 			adds = append(adds, HeaderOp{Kind: OpAdd, Name: "MIME-Version", Value: "1.0"})
 		}
 		for _, f := range fields {
 			adds = append(adds, HeaderOp{Kind: OpAdd, Name: f.Name, Value: f.Value})
-		}
-		buf := e.spool.New()
-		if _, err := buf.Write(newBody); err != nil {
-			buf.Close()
-			return nil, err
 		}
 		p.Body = buf
 	}
@@ -182,23 +190,31 @@ func neutralizeBreaks(v string) string {
 	return string(b)
 }
 
-// keepOriginal wraps the decrypted content in a multipart/mixed with the
-// original (encrypted) message attached as message/rfc822. The attached
-// header has no result fields that could pass for the gateway's.
-func keepOriginal(fields mime.Header, content []byte, origHeader mime.Header, origBody []byte) (mime.Header, []byte) {
+// keepOriginal writes to w a multipart/mixed of the decrypted content
+// (with its fields) and the original (encrypted) message attached as
+// message/rfc822, and returns the multipart's fields. The attached header
+// has no result fields that could pass for the gateway's.
+func keepOriginal(w io.Writer, fields mime.Header, content io.Reader, origHeader mime.Header, origBody io.Reader) (mime.Header, error) {
 	var rnd [12]byte
 	rand.Read(rnd[:])
 	boundary := "cryptmilter-" + hex.EncodeToString(rnd[:])
-	var b bytes.Buffer
-	b.WriteString("This is a message in MIME format: the decrypted message, then the original encrypted one.\r\n")
-	b.WriteString("--" + boundary + "\r\n")
-	fields.WriteTo(&b)
-	b.Write(content)
-	b.WriteString("\r\n--" + boundary + "\r\n")
-	b.WriteString("Content-Type: message/rfc822\r\nContent-Disposition: attachment; filename=\"original-encrypted.eml\"\r\n" +
+	bw := bufio.NewWriterSize(w, 32<<10)
+	bw.WriteString("This is a message in MIME format: the decrypted message, then the original encrypted one.\r\n")
+	bw.WriteString("--" + boundary + "\r\n")
+	fields.WriteTo(bw)
+	if _, err := copyBuffered(bw, content); err != nil {
+		return nil, err
+	}
+	bw.WriteString("\r\n--" + boundary + "\r\n")
+	bw.WriteString("Content-Type: message/rfc822\r\nContent-Disposition: attachment; filename=\"original-encrypted.eml\"\r\n" +
 		"Content-Description: original encrypted message, as received (not verified by the gateway)\r\n\r\n")
-	origHeader.WriteTo(&b)
-	b.Write(origBody)
-	b.WriteString("\r\n--" + boundary + "--\r\n")
-	return mime.Header{{Name: "Content-Type", Value: "multipart/mixed; boundary=\"" + boundary + "\""}}, b.Bytes()
+	origHeader.WriteTo(bw)
+	if _, err := copyBuffered(bw, origBody); err != nil {
+		return nil, err
+	}
+	bw.WriteString("\r\n--" + boundary + "--\r\n")
+	if err := bw.Flush(); err != nil {
+		return nil, err
+	}
+	return mime.Header{{Name: "Content-Type", Value: "multipart/mixed; boundary=\"" + boundary + "\""}}, nil
 }

@@ -121,8 +121,8 @@ func TestInboundDecryptFloor(t *testing.T) {
 		r := inProcess(t, e, f.keys, f.msgs[c.msg], now)
 		_, body := inSplit(t, f.msgs[c.msg])
 		switch {
-		case c.want && !r.plan.NotBefore.Equal(decryptDeadline(now, len(body))):
-			t.Errorf("%s: NotBefore %v after start, want %v", c.msg, r.plan.NotBefore.Sub(now), decryptDeadline(now, len(body)).Sub(now))
+		case c.want && !r.plan.NotBefore.Equal(decryptDeadline(now, int64(len(body)))):
+			t.Errorf("%s: NotBefore %v after start, want %v", c.msg, r.plan.NotBefore.Sub(now), decryptDeadline(now, int64(len(body))).Sub(now))
 		case !c.want && !r.plan.NotBefore.IsZero():
 			t.Errorf("%s: NotBefore set for mail that is not encrypted", c.msg)
 		}

@@ -1,10 +1,11 @@
 package crypto
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
 
 	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/crypto/smime"
@@ -26,26 +27,27 @@ func (a *analyzer) smimeIdentities() []smime.Identity {
 }
 
 // decryptCMS decrypts application/pkcs7-mime enveloped or authEnveloped
-// data. EnvelopedData (AES-CBC) has no integrity check: tampered
+// data, read from the part's decoded body as a stream into a spool
+// buffer. EnvelopedData (AES-CBC) has no integrity check: tampered
 // ciphertext with valid padding decrypts to garbage, with bad padding it
 // fails. A reply that told the two apart would be a padding oracle, so
 // the step says unauthenticated and [actions] on_decrypt_error never
-// refuses it.
+// refuses it. AuthEnvelopedData's content is released only once its GCM
+// tag was checked.
 func (a *analyzer) decryptCMS(e *mime.Entity, l layer) (step, error) {
 	authenticated := l.kind == layerCMSAuthEnveloped
-	der, err := e.Decoded()
-	if err != nil {
-		return failedStep(SMIME, authenticated), nil
-	}
-	content, info, err := smime.Decrypt(der, a.smimeIdentities())
+	content, info, err := smime.DecryptReader(e.Decoded, a.smimeIdentities(), a.e.spool)
 	switch {
 	case errors.Is(err, smime.ErrNotForUs):
 		return notForUsStep(SMIME), nil
-	case err != nil:
+	case errors.Is(err, smime.ErrDecrypt), errors.Is(err, mime.ErrTransferEncoding):
 		return failedStep(SMIME, authenticated), nil
+	case err != nil:
+		return step{}, fmt.Errorf("crypto: smime plaintext: %w", err)
 	}
+	a.hold(content)
 	st := step{enc: &verdict.Encryption{Status: verdict.Decrypted, Protocol: SMIME, Key: info.Serial}, authenticated: authenticated}
-	st.next, err = a.parseInner(content)
+	st.next, err = a.parseInner(content, content.Size())
 	return st, err
 }
 
@@ -58,54 +60,68 @@ func (a *analyzer) smimeOptions() smime.VerifyOptions {
 	return o
 }
 
+// cmsMalformed tells a signature that cannot be read (the message's
+// fault) from a failure to read the bytes (a local one).
+func cmsMalformed(err error) bool {
+	return errors.Is(err, smime.ErrMalformed) || errors.Is(err, smime.ErrNoContent) || errors.Is(err, mime.ErrTransferEncoding)
+}
+
 // verifyCMSDetached verifies multipart/signed with a pkcs7-signature over
-// the exact bytes of its first part.
-func (a *analyzer) verifyCMSDetached(e *mime.Entity) step {
+// the exact bytes of its first part, streamed through the digest.
+func (a *analyzer) verifyCMSDetached(e *mime.Entity) (step, error) {
 	if len(e.Parts) != 2 {
-		return step{sig: malformedSig(SMIME)}
+		return step{sig: malformedSig(SMIME)}, nil
 	}
-	der, err := e.Parts[1].Decoded()
+	der, err := decodedUpTo(e.Parts[1], maxSignaturePart)
 	if mt := e.Parts[1].MediaType; err != nil || (mt != "application/pkcs7-signature" && mt != "application/x-pkcs7-signature") ||
 		len(e.Parts[1].Header.Values("Content-Type")) != 1 {
 		// The signature part must be nothing but the signature.
-		return step{sig: malformedSig(SMIME)}
+		return step{sig: malformedSig(SMIME)}, nil
 	}
-	signed := toCRLF(e.Parts[0].Raw)
-	_, signers, err := smime.Verify(der, signed, a.smimeOptions())
-	if err != nil {
-		return step{sig: malformedSig(SMIME)}
+	signed := func() io.Reader { return newCRLFReader(e.Parts[0].Raw()) }
+	signers, err := smime.VerifyDetached(der, signed, a.smimeOptions())
+	switch {
+	case cmsMalformed(err):
+		return step{sig: malformedSig(SMIME)}, nil
+	case err != nil:
+		return step{}, fmt.Errorf("crypto: smime signature: %w", err)
 	}
 	s := a.smimeSig(signers)
 	if s.Reason == "digest-mismatch" {
 		// Some signers hash the entity with LF line ends instead of the
 		// canonical CRLF (NSS's own test messages do). The content is the
 		// same either way, so that form is accepted too.
-		if _, lf, err := smime.Verify(der, bytes.ReplaceAll(signed, []byte("\r\n"), []byte("\n")), a.smimeOptions()); err == nil {
-			if alt := a.smimeSig(lf); alt.Reason != "digest-mismatch" {
+		lf := func() io.Reader { return newLFReader(signed()) }
+		if signers, err := smime.VerifyDetached(der, lf, a.smimeOptions()); err == nil {
+			if alt := a.smimeSig(signers); alt.Reason != "digest-mismatch" {
 				s = alt
 			}
 		}
 	}
-	return step{sig: &s, next: e.Parts[0]}
+	return step{sig: &s, next: e.Parts[0]}, nil
 }
 
-// verifyCMSOpaque verifies opaque signed-data; its content can only be
+// verifyCMSOpaque verifies opaque signed-data, read from the part's
+// decoded body as a stream; its content, spooled on the way, can only be
 // shown unwrapped.
-func (a *analyzer) verifyCMSOpaque(e *mime.Entity) step {
-	der, err := e.Decoded()
-	if err != nil {
-		return step{sig: malformedSig(SMIME)}
+func (a *analyzer) verifyCMSOpaque(e *mime.Entity) (step, error) {
+	content, signers, err := smime.VerifyOpaque(e.Decoded(), a.e.spool, a.smimeOptions())
+	switch {
+	case cmsMalformed(err):
+		return step{sig: malformedSig(SMIME)}, nil
+	case err != nil:
+		return step{}, fmt.Errorf("crypto: smime signature: %w", err)
 	}
-	content, signers, err := smime.Verify(der, nil, a.smimeOptions())
-	if err != nil {
-		return step{sig: malformedSig(SMIME)}
-	}
+	a.hold(content)
 	s := a.smimeSig(signers)
-	inner, err := mime.Parse(toCRLF(content), a.lim)
-	if err != nil {
-		return step{sig: malformedSig(SMIME)}
+	inner, err := a.parseInner(content, content.Size())
+	switch {
+	case errors.Is(err, mime.ErrLimits):
+		return step{sig: malformedSig(SMIME)}, nil
+	case err != nil:
+		return step{}, err
 	}
-	return step{sig: &s, next: inner, opaque: true}
+	return step{sig: &s, next: inner, opaque: true}, nil
 }
 
 // smimeSig picks the verdict to show among the signerInfos, by the one

@@ -2,6 +2,7 @@ package crypto
 
 import (
 	"bytes"
+	"io"
 	stdmime "mime"
 	"strings"
 
@@ -44,11 +45,16 @@ func (k layerKind) protocol() Protocol {
 // layer is what layerOf found.
 type layer struct {
 	kind layerKind
-	// armor is the armored text of an inline layer (decoded body, trimmed).
-	armor []byte
+	// text is the entity of an inline layer: its decoded body, trimmed of
+	// white space, is the armored block (see armorText).
+	text *mime.Entity
 	// ciphertext is the part holding PGP/MIME ciphertext.
 	ciphertext *mime.Entity
 }
+
+// armorText returns a reader of an inline layer's armored block: the
+// decoded body without the white space before it.
+func (l layer) armorText() io.Reader { return skipSpace(l.text.Decoded()) }
 
 // The armor lines that start and end inline PGP blocks.
 const (
@@ -97,32 +103,54 @@ func layerOf(e *mime.Entity) layer {
 }
 
 // inlineLayer classifies a text/plain entity: inline PGP counts only when
-// the whole text is exactly one armored block.
+// the whole text is exactly one armored block. Most text does not begin
+// with armor and is not read further than its start.
 func inlineLayer(e *mime.Entity) layer {
-	data, err := e.Decoded()
-	if err != nil {
-		return layer{}
-	}
-	t := bytes.TrimSpace(data)
-	switch {
-	case singleArmor(t, armorBeginMsg, armorEndMsg, 1):
-		if info, err := openpgp.Inspect(t); err == nil && info.Kind != openpgp.KindEncrypted {
-			return layer{kind: layerPGPInlineSigned, armor: t}
+	switch armorKind(e.Decoded()) {
+	case armorMessage:
+		if info, err := openpgp.InspectArmored(skipSpace(e.Decoded())); err == nil && info.Kind != openpgp.KindEncrypted {
+			return layer{kind: layerPGPInlineSigned, text: e}
 		}
-		return layer{kind: layerPGPInline, armor: t}
-	case singleArmor(t, armorBeginSigned, armorEndSig, 2):
-		return layer{kind: layerPGPCleartext, armor: t}
+		return layer{kind: layerPGPInline, text: e}
+	case armorSigned:
+		return layer{kind: layerPGPCleartext, text: e}
 	}
 	return layer{}
 }
 
-// singleArmor reports whether t is exactly one armored block from begin to
-// end (blocks counts the BEGIN lines inside: a cleartext-signed block
-// holds its signature block too).
-func singleArmor(t []byte, begin, end string, blocks int) bool {
-	return bytes.HasPrefix(t, []byte(begin)) && bytes.HasSuffix(t, []byte(end)) &&
-		bytes.Count(t, []byte(begin)) == 1 && bytes.Count(t, []byte("-----BEGIN PGP")) == blocks &&
-		bytes.Count(t, []byte("-----END PGP")) == 1
+// What a text is, for armorKind.
+const (
+	armorNone    = iota
+	armorMessage // exactly one armored PGP message
+	armorSigned  // exactly one cleartext-signed block
+)
+
+// armorKind tells whether the text r holds, trimmed of white space, is
+// exactly one armored block from its BEGIN line to its END line: an
+// armored message, or a cleartext-signed block (which holds its signature
+// block too). It reads r once, and stops at the start unless the text
+// begins with armor. A text that does not decode is none.
+func armorKind(r io.Reader) int {
+	br := skipSpace(r)
+	head, _ := br.Peek(len(armorBeginSigned))
+	begin, end, blocks, kind := armorBeginMsg, armorEndMsg, 1, armorMessage
+	switch {
+	case bytes.HasPrefix(head, []byte(armorBeginMsg)):
+	case bytes.HasPrefix(head, []byte(armorBeginSigned)):
+		begin, end, blocks, kind = armorBeginSigned, armorEndSig, 2, armorSigned
+	default:
+		return armorNone
+	}
+	c := newCounter(begin, "-----BEGIN PGP", "-----END PGP")
+	var t textEnd
+	if err := scanBytes(br, func(b []byte) bool { c.write(b); t.write(b); return true }); err != nil {
+		return armorNone
+	}
+	t.flush()
+	if !bytes.HasSuffix(t.last, []byte(end)) || c.n[0] != 1 || c.n[1] != blocks || c.n[2] != 1 {
+		return armorNone
+	}
+	return kind
 }
 
 // exchangeMangled recognizes PGP/MIME that Microsoft Exchange rewrote into
@@ -142,19 +170,23 @@ func exchangeMangled(e *mime.Entity) (*mime.Entity, bool) {
 	if version.MediaType != "application/pgp-encrypted" || data.MediaType != "application/octet-stream" {
 		return nil, false
 	}
-	if t, err := first.Decoded(); err != nil || len(bytes.TrimSpace(stripHTML(t))) > 512 {
+	// The placeholder and version parts are small: larger ones are not
+	// read (and not what Exchange writes).
+	if t, err := decodedUpTo(first, exchangeMaxPart); err != nil || len(bytes.TrimSpace(stripHTML(t))) > 512 {
 		return nil, false
 	}
-	v, err := version.Decoded()
+	v, err := decodedUpTo(version, exchangeMaxPart)
 	if err != nil || !bytes.Contains(v, []byte("Version: 1")) {
 		return nil, false
 	}
-	ct, err := data.Decoded()
-	if err != nil || !singleArmor(bytes.TrimSpace(ct), armorBeginMsg, armorEndMsg, 1) {
+	if armorKind(data.Decoded()) != armorMessage {
 		return nil, false
 	}
 	return data, true
 }
+
+// exchangeMaxPart bounds the placeholder and version parts read.
+const exchangeMaxPart = 64 << 10
 
 // stripHTML removes tags, for judging whether an HTML part is empty.
 func stripHTML(b []byte) []byte {
@@ -214,7 +246,7 @@ func cmsKindOf(e *mime.Entity) string {
 
 // cmsKind peeks at a CMS ContentInfo's content type without parsing more.
 func cmsKind(e *mime.Entity) string {
-	der, err := e.Decoded()
+	der, err := e.DecodedPrefix(32)
 	if err != nil {
 		return ""
 	}
@@ -236,9 +268,13 @@ func cmsKind(e *mime.Entity) string {
 // (an armored block in a <pre>, as some clients send and EFAIL abused).
 func isText(e *mime.Entity) bool { return e.MediaType == "text/plain" || e.MediaType == "text/html" }
 
-func containsArmor(e *mime.Entity, marker string) bool {
-	b, err := e.Decoded()
-	return err == nil && bytes.Contains(b, []byte(marker))
+func containsArmor(e *mime.Entity, markers ...string) bool {
+	for _, found := range containsAny(e, markers...) {
+		if found {
+			return true
+		}
+	}
+	return false
 }
 
 // isEncryptedPart tells encrypted content below the root: a layer, armor
@@ -251,7 +287,7 @@ func isEncryptedPart(e *mime.Entity) bool {
 	switch {
 	case isText(e):
 		return containsArmor(e, armorBeginMsg)
-	case e.MediaType == "application/pgp-encrypted", e.MediaType == "application/octet-stream" && len(e.Body) <= 1<<20:
+	case e.MediaType == "application/pgp-encrypted", e.MediaType == "application/octet-stream" && e.BodySize() <= 1<<20:
 		return containsArmor(e, armorBeginMsg)
 	}
 	return false
@@ -262,7 +298,7 @@ func isSignedPart(e *mime.Entity) bool {
 	if layerOf(e).kind.signature() {
 		return true
 	}
-	return isText(e) && (containsArmor(e, armorBeginSigned) || containsArmor(e, "-----BEGIN PGP SIGNATURE-----"))
+	return isText(e) && containsArmor(e, armorBeginSigned, "-----BEGIN PGP SIGNATURE-----")
 }
 
 // hasNested reports whether a strict descendant of e satisfies fn. A

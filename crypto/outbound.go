@@ -311,23 +311,21 @@ func (e *Engine) alreadyEncrypted(h mime.Header, body *spool.Buffer) bool {
 			return false
 		}
 	}
-	// Bounded by limits.max_message_size on the way in.
-	data, err := io.ReadAll(body.Reader())
+	root, err := mime.ParseHeaderBody(h, body, body.Size(), e.mimeLimits())
 	if err != nil {
 		return false
 	}
-	root, err := mime.ParseHeaderBody(h, data, e.mimeLimits())
-	if err != nil {
-		return false
-	}
+	// The ciphertext is read into memory: bounded by
+	// limits.max_message_size on the way in.
 	switch l := layerOf(root); l.kind {
 	case layerPGPMIME:
-		return pgpMIMEOnly(root, data)
+		return pgpMIMEOnly(root)
 	case layerCMSEnveloped, layerCMSAuthEnveloped:
-		der, err := root.Decoded()
+		der, err := io.ReadAll(root.Decoded())
 		return err == nil && smime.IsEnvelope(der)
 	case layerPGPInline:
-		return openpgp.IsCiphertext(l.armor)
+		armor, err := io.ReadAll(l.text.Decoded())
+		return err == nil && openpgp.IsCiphertext(armor)
 	}
 	return false
 }
@@ -364,7 +362,7 @@ func structureOnly(h mime.Header) bool {
 // two parts, nothing but whitespace around them, part headers that are
 // only structure (structureOnly), the version part saying only
 // "Version: 1" and the data part complete ciphertext.
-func pgpMIMEOnly(root *mime.Entity, body []byte) bool {
+func pgpMIMEOnly(root *mime.Entity) bool {
 	if len(root.Parts) != 2 {
 		return false
 	}
@@ -375,14 +373,16 @@ func pgpMIMEOnly(root *mime.Entity, body []byte) bool {
 	if !structureOnly(version.Header) || !structureOnly(data.Header) {
 		return false
 	}
-	v, err := version.Decoded()
+	v, err := decodedUpTo(version, 4096)
 	if err != nil || strings.TrimSpace(string(v)) != "Version: 1" {
 		return false
 	}
 	// Preamble and epilogue: what is left of the body without the parts
 	// and the delimiter lines.
-	rest := bytes.Replace(body, version.Raw, nil, 1)
-	rest = bytes.Replace(rest, data.Raw, nil, 1)
+	rest, ok, err := root.Outside(64 << 10)
+	if err != nil || !ok {
+		return false
+	}
 	delim := "--" + root.Params["boundary"]
 	rest = bytes.ReplaceAll(rest, []byte(delim+"--"), nil)
 	rest = bytes.ReplaceAll(rest, []byte(delim), nil)
@@ -392,6 +392,6 @@ func pgpMIMEOnly(root *mime.Entity, body []byte) bool {
 	if len(bytes.TrimSpace(rest)) > 0 {
 		return false
 	}
-	ct, err := data.Decoded()
+	ct, err := io.ReadAll(data.Decoded())
 	return err == nil && openpgp.IsCiphertext(ct)
 }

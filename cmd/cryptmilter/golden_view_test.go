@@ -6,6 +6,7 @@ import (
 	encasn1 "encoding/asn1"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -199,12 +200,12 @@ func (v *viewer) raw(b *bytes.Buffer, data []byte) {
 
 // entity writes e's header as it is and the view of its body.
 func (v *viewer) entity(b *bytes.Buffer, e *mime.Entity) {
-	if !bytes.HasSuffix(e.Raw, e.Body) {
+	if !bytes.HasSuffix(rawOf(e), bodyOf(e)) {
 		fmt.Fprintf(b, "{entity whose body is not at the end of its bytes}\r\n")
-		b.Write(e.Raw)
+		b.Write(rawOf(e))
 		return
 	}
-	b.Write(e.Raw[:len(e.Raw)-len(e.Body)])
+	b.Write(rawOf(e)[:len(rawOf(e))-len(bodyOf(e))])
 	v.body(b, e)
 }
 
@@ -216,8 +217,8 @@ func (v *viewer) body(b *bytes.Buffer, e *mime.Entity) {
 			if i != 1 {
 				return false
 			}
-			b.Write(p.Raw[:len(p.Raw)-len(p.Body)])
-			data, err := p.Decoded()
+			b.Write(rawOf(p)[:len(rawOf(p))-len(bodyOf(p))])
+			data, err := decodedOf(p)
 			if err != nil {
 				fmt.Fprintf(b, "{undecodable ciphertext part: %v}\r\n", err)
 				return true
@@ -231,20 +232,20 @@ func (v *viewer) body(b *bytes.Buffer, e *mime.Entity) {
 			if i != 1 {
 				return false
 			}
-			b.Write(p.Raw[:len(p.Raw)-len(p.Body)])
+			b.Write(rawOf(p)[:len(rawOf(p))-len(bodyOf(p))])
 			b.WriteString(sig + "\r\n")
 			return true
 		})
 	case (e.MediaType == "application/pkcs7-mime" || e.MediaType == "application/x-pkcs7-mime") &&
 		strings.EqualFold(e.Params["smime-type"], "enveloped-data"):
-		der, err := e.Decoded()
+		der, err := decodedOf(e)
 		if err != nil {
 			fmt.Fprintf(b, "{undecodable enveloped data: %v}\r\n", err)
 			return
 		}
 		v.smimeEnveloped(b, der)
-	case e.MediaType == "text/plain" && bytes.Contains(e.Body, []byte("-----BEGIN PGP MESSAGE-----")):
-		data, err := e.Decoded()
+	case e.MediaType == "text/plain" && bytes.Contains(bodyOf(e), []byte("-----BEGIN PGP MESSAGE-----")):
+		data, err := decodedOf(e)
 		if err != nil {
 			fmt.Fprintf(b, "{undecodable text: %v}\r\n", err)
 			return
@@ -253,7 +254,7 @@ func (v *viewer) body(b *bytes.Buffer, e *mime.Entity) {
 	case e.IsMultipart() || e.MediaType == "message/rfc822":
 		v.parts(b, e, func(int, *mime.Entity) bool { return false })
 	default:
-		b.Write(e.Body)
+		b.Write(bodyOf(e))
 	}
 }
 
@@ -261,9 +262,9 @@ func (v *viewer) body(b *bytes.Buffer, e *mime.Entity) {
 // and epilogue as they are, each part by its view (or by special when it
 // returns true).
 func (v *viewer) parts(b *bytes.Buffer, e *mime.Entity, special func(int, *mime.Entity) bool) {
-	rest := e.Body
+	rest := bodyOf(e)
 	for i, p := range e.Parts {
-		j := bytes.Index(rest, p.Raw)
+		j := bytes.Index(rest, rawOf(p))
 		if j < 0 {
 			fmt.Fprintf(b, "{part %d not found in its parent}\r\n", i+1)
 			b.Write(rest)
@@ -273,7 +274,7 @@ func (v *viewer) parts(b *bytes.Buffer, e *mime.Entity, special func(int, *mime.
 		if !special(i, p) {
 			v.entity(b, p)
 		}
-		rest = rest[j+len(p.Raw):]
+		rest = rest[j+len(rawOf(p)):]
 	}
 	b.Write(rest)
 }
@@ -303,7 +304,10 @@ func (v *viewer) pgpMessage(b *bytes.Buffer, data []byte, isMIME bool) {
 		}
 		can = append(can, r.name)
 		if plain == nil {
-			plain, _ = pt.Bytes()
+			if rc, err := pt.Open(); err == nil {
+				plain, _ = io.ReadAll(rc)
+				rc.Close()
+			}
 			sig = pt.Signature
 		}
 		pt.Close()
@@ -346,11 +350,11 @@ func pgpVerdict(v *viewer, r openpgp.SigResult) string {
 // signature verifies a multipart/signed entity's signature over its
 // first part and describes the verdict.
 func (v *viewer) signature(e *mime.Entity) string {
-	sig, err := e.Parts[1].Decoded()
+	sig, err := decodedOf(e.Parts[1])
 	if err != nil {
 		return fmt.Sprintf("{undecodable signature: %v}", err)
 	}
-	signed := toCRLFBytes(e.Parts[0].Raw)
+	signed := toCRLFBytes(rawOf(e.Parts[0]))
 	switch strings.ToLower(e.Params["protocol"]) {
 	case "application/pgp-signature":
 		r := openpgp.VerifyDetached(bytes.NewReader(signed), sig, v, time.Now())
@@ -460,3 +464,17 @@ func toCRLFBytes(b []byte) []byte {
 	lf := bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
 	return bytes.ReplaceAll(lf, []byte("\n"), []byte("\r\n"))
 }
+
+// rawOf, bodyOf and decodedOf read an entity's bytes, raw body and decoded
+// body whole (the views are of small test messages).
+func rawOf(e *mime.Entity) []byte {
+	b, _ := io.ReadAll(e.Raw())
+	return b
+}
+
+func bodyOf(e *mime.Entity) []byte {
+	b, _ := io.ReadAll(e.Body())
+	return b
+}
+
+func decodedOf(e *mime.Entity) ([]byte, error) { return io.ReadAll(e.Decoded()) }

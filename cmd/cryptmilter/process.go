@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,7 +13,6 @@ import (
 	"time"
 
 	"github.com/cryptmilter/cryptmilter/crypto"
-	"github.com/cryptmilter/cryptmilter/crypto/mime"
 	"github.com/cryptmilter/cryptmilter/internal/config"
 	"github.com/cryptmilter/cryptmilter/internal/spool"
 	"github.com/cryptmilter/cryptmilter/keystore"
@@ -100,7 +100,8 @@ func runProcess(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		errorf(stderr, "%v", err)
 		return 1
 	}
-	res, msgs, err := processMessage(cfg, direction, *from, rcpts, mac, stdin, stderr)
+	res, msgs, done, err := processMessage(cfg, direction, *from, rcpts, mac, stdin, stderr)
+	defer done()
 	if err != nil {
 		errorf(stderr, "process: %v", err)
 		hintf(stderr, "the milter would tempfail this message (451 4.3.0); nothing was changed")
@@ -116,7 +117,7 @@ func runProcess(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if len(msgs) > 1 {
 			hintf(stderr, "%d copies were made; only the first is on standard output (use --out DIR)", len(msgs))
 		}
-		if _, err := stdout.Write(msgs[0]); err != nil {
+		if err := writeMessage(stdout, msgs[0]); err != nil {
 			errorf(stderr, "process: %v", err)
 			return exitTempfail
 		}
@@ -138,14 +139,27 @@ func runProcess(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 var processClock = time.Now
 
 // processMessage runs the engine on the message read from r, through the
-// milter's intake and plan application, and returns the result and the
-// text of each copy (LF line ends).
-func processMessage(cfg *config.Config, dir crypto.Direction, from string, rcpts []string, macros map[string]string, r io.Reader, stderr io.Writer) (*result, [][]byte, error) {
+// milter's intake and plan application, and returns the result and each
+// copy, whose bodies stay in the spool until done is called (also after
+// an error).
+func processMessage(cfg *config.Config, dir crypto.Direction, from string, rcpts []string, macros map[string]string, r io.Reader, stderr io.Writer) (res *result, copies []crypto.Delivery, done func(), err error) {
+	var cleanup []func()
+	done = func() {
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+	}
+	res, copies, err = runEngine(cfg, dir, from, rcpts, macros, r, stderr, func(f func()) { cleanup = append(cleanup, f) })
+	return res, copies, done, err
+}
+
+// runEngine is processMessage; onDone registers what done releases.
+func runEngine(cfg *config.Config, dir crypto.Direction, from string, rcpts []string, macros map[string]string, r io.Reader, stderr io.Writer, onDone func(func())) (*result, []crypto.Delivery, error) {
 	tmp, err := os.MkdirTemp("", "cryptmilter-process-")
 	if err != nil {
 		return nil, nil, err
 	}
-	defer os.RemoveAll(tmp)
+	onDone(func() { os.RemoveAll(tmp) })
 	sp, err := spool.Open(tmp, int64(cfg.Limits.MemorySpool))
 	if err != nil {
 		return nil, nil, err
@@ -159,7 +173,7 @@ func processMessage(cfg *config.Config, dir crypto.Direction, from string, rcpts
 		}
 	}
 	intake := crypto.NewIntake(pol.Limits, sp)
-	defer intake.Close()
+	onDone(intake.Close)
 	if err := intake.ReadMessage(br); err != nil {
 		return nil, nil, fmt.Errorf("standard input: %w", err)
 	}
@@ -202,11 +216,11 @@ func processMessage(cfg *config.Config, dir crypto.Direction, from string, rcpts
 	if err != nil {
 		return nil, nil, err
 	}
-	defer plan.Close()
+	onDone(plan.Close)
 	if err := plan.Check(); err != nil {
 		return nil, nil, err
 	}
-	res, msgs, err := renderPlan(plan, msg, rcpts)
+	res, copies, err := renderPlan(plan, msg, rcpts)
 	// The reply waits for the plan's deadline, as the milter's does. The
 	// deadline counts from in.Now, which may be a fixed clock: what is
 	// left of the wait is measured from the real start.
@@ -215,51 +229,54 @@ func processMessage(cfg *config.Config, dir crypto.Direction, from string, rcpts
 			time.Sleep(d)
 		}
 	}
-	return res, msgs, err
+	return res, copies, err
 }
 
-// renderPlan turns the plan's deliveries into result.json's copies and
-// their text.
-func renderPlan(plan *crypto.Plan, msg crypto.Message, rcpts []string) (*result, [][]byte, error) {
+// renderPlan turns the plan's deliveries into result.json's copies.
+func renderPlan(plan *crypto.Plan, msg crypto.Message, rcpts []string) (*result, []crypto.Delivery, error) {
 	res := &result{Action: plan.Action.String(), Reply: plan.Reply.String(), Copies: []resultCopy{}}
 	ds, err := plan.Deliveries(msg, rcpts)
 	if err != nil {
 		return nil, nil, err
 	}
-	var msgs [][]byte
 	for i, d := range ds {
-		b, err := render(d.Header, d.Body)
-		if err != nil {
-			return nil, nil, err
-		}
-		msgs = append(msgs, b)
 		recipients := d.Recipients
 		if recipients == nil {
 			recipients = []string{}
 		}
 		res.Copies = append(res.Copies, resultCopy{Recipients: recipients, File: fmt.Sprintf("%d.eml", i+1)})
 	}
-	return res, msgs, nil
+	return res, ds, nil
 }
 
-// render writes a message with LF line ends.
-func render(h mime.Header, body *spool.Buffer) ([]byte, error) {
-	var b strings.Builder
-	h.WriteTo(&b)
-	if body != nil {
-		if _, err := io.Copy(&b, body.Reader()); err != nil {
-			return nil, err
+// writeMessage writes a delivery with LF line ends, copying its body from
+// the spool as it goes.
+func writeMessage(w io.Writer, d crypto.Delivery) error {
+	lw := &lfWriter{w: bufio.NewWriterSize(w, 64<<10)}
+	d.Header.WriteTo(lw)
+	if d.Body != nil {
+		if _, err := io.Copy(lw, d.Body.Reader()); err != nil {
+			return err
 		}
 	}
-	return []byte(strings.ReplaceAll(b.String(), "\r\n", "\n")), nil
+	return lw.Close()
 }
 
-func writeOut(dir string, res *result, msgs [][]byte) error {
+// writeOut writes each copy to its file in dir and then result.json.
+func writeOut(dir string, res *result, msgs []crypto.Delivery) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	for i, m := range msgs {
-		if err := os.WriteFile(filepath.Join(dir, res.Copies[i].File), m, 0o600); err != nil {
+		f, err := os.OpenFile(filepath.Join(dir, res.Copies[i].File), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		err = writeMessage(f, m)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -268,4 +285,46 @@ func writeOut(dir string, res *result, msgs [][]byte) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "result.json"), append(j, '\n'), 0o600)
+}
+
+// lfWriter writes to w with every CRLF turned into LF (a file's line
+// ends); Close writes a final CR and flushes.
+type lfWriter struct {
+	w  *bufio.Writer
+	cr bool // the last byte written was a CR, not yet passed on
+}
+
+func (l *lfWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if l.cr && len(p) > 0 {
+		l.cr = false
+		if p[0] != '\n' {
+			l.w.WriteByte('\r')
+		}
+	}
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\r')
+		if i < 0 {
+			l.w.Write(p)
+			break
+		}
+		l.w.Write(p[:i])
+		if i+1 == len(p) {
+			l.cr = true
+			break
+		}
+		if p[i+1] != '\n' {
+			l.w.WriteByte('\r')
+		}
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+func (l *lfWriter) Close() error {
+	if l.cr {
+		l.cr = false
+		l.w.WriteByte('\r')
+	}
+	return l.w.Flush()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 )
 
@@ -44,47 +45,77 @@ func (e *AmbiguousError) Is(target error) bool { return target == ErrAmbiguous }
 // readers of the same bytes can read differently, and returns an
 // *AmbiguousError for the first such place, or nil. Call it on every
 // entity before vouching for it: the message root, and the root of each
-// decrypted layer. The check is linear in the size of e.
+// decrypted layer. The check reads the bytes once more, in a bounded
+// buffer, and is linear in the size of e. Any other error is a failure to
+// read the bytes (errors.Is(err, ErrAmbiguous) tells them apart).
 //
 // An unterminated multipart (Entity.Unterminated) is not ambiguous by
 // itself: every reader ends its last part at the end of the body.
 func Ambiguity(e *Entity) error {
-	if off := bareCR(e.Raw); off >= 0 {
-		return &AmbiguousError{Reason: "bare-cr", Part: locate(e, off, "root"),
-			Detail: fmt.Sprintf("a CR not followed by LF at byte %d (Python's email package ends a line there, Go and MIME-tools do not)", off)}
-	}
-	if err := check(e, "root", nil); err != nil {
+	off, err := bareCR(e.Raw())
+	if err != nil {
 		return err
 	}
-	return nil
+	if off >= 0 {
+		return &AmbiguousError{Reason: "bare-cr", Part: locate(e, e.offsetOf(off), "root"),
+			Detail: fmt.Sprintf("a CR not followed by LF at byte %d (Python's email package ends a line there, Go and MIME-tools do not)", off)}
+	}
+	return check(e, "root", nil)
 }
 
-// bareCR returns the offset of the first CR not followed by LF, or -1.
-func bareCR(b []byte) int {
-	for pos := 0; ; {
-		i := bytes.IndexByte(b[pos:], '\r')
-		if i < 0 {
-			return -1
+// bareCR returns the offset of the first CR not followed by LF in r, or
+// -1.
+func bareCR(r io.Reader) (int64, error) {
+	found, pos := int64(-1), int64(0)
+	cr := false // the last byte seen was a CR
+	err := scan(r, func(b []byte) bool {
+		if cr && b[0] != '\n' {
+			found = pos - 1
+			return false
 		}
-		i += pos
-		if i+1 >= len(b) || b[i+1] != '\n' {
-			return i
+		for i := 0; ; {
+			j := bytes.IndexByte(b[i:], '\r')
+			if j < 0 {
+				break
+			}
+			i += j
+			if i+1 == len(b) {
+				break // the next byte decides
+			}
+			if b[i+1] != '\n' {
+				found = pos + int64(i)
+				return false
+			}
+			i += 2
 		}
-		pos = i + 2
+		cr = b[len(b)-1] == '\r'
+		pos += int64(len(b))
+		return true
+	})
+	if found < 0 && cr {
+		found = pos - 1
 	}
+	return found, err
+}
+
+// offsetOf turns an offset in e.Raw into one in the message e was parsed
+// from (its header given to ParseHeaderBody counts as before its body).
+func (e *Entity) offsetOf(off int64) int64 {
+	if off < int64(len(e.head)) {
+		return -1
+	}
+	return e.start + off - int64(len(e.head))
 }
 
 // locate returns the section of the innermost entity of e that holds byte
-// off of e.Raw.
-func locate(e *Entity, off int, path string) string {
-	bodyOff := len(e.Raw) - len(e.Body)
-	if off < bodyOff {
+// at of the message.
+func locate(e *Entity, at int64, path string) string {
+	if at < e.bodyStart {
 		return path
 	}
-	o := off - bodyOff
 	for i, c := range e.Parts {
-		if o >= c.off && o < c.off+len(c.Raw) {
-			return locate(c, o-c.off, childPath(path, i))
+		if at >= c.start && at < c.end {
+			return locate(c, at, childPath(path, i))
 		}
 	}
 	return path
@@ -190,7 +221,7 @@ func check(e *Entity, path string, ancestors []string) error {
 				return amb("nested-boundary", "boundary "+quote(b)+" and the enclosing boundary "+quote(a)+" are equal or one begins the other")
 			}
 		}
-		if e.split.parts == nil {
+		if !e.split.seen {
 			return amb("no-delimiter", "no delimiter line for boundary "+quote(b))
 		}
 		if len(e.Parts) == 0 {
@@ -233,24 +264,26 @@ func check(e *Entity, path string, ancestors []string) error {
 // checkLeaf checks the body of a leaf against its transfer encoding, and
 // text MIME-tools would split into parts.
 func checkLeaf(e *Entity, enc string, amb func(reason, detail string) error) error {
+	var off int64
+	var err error
 	switch enc {
 	case "base64":
-		if off := badBase64(e.Body); off >= 0 {
+		if off, err = badBase64(e.Body()); err == nil && off >= 0 {
 			return amb("base64", fmt.Sprintf("not strict base64 at byte %d of the body (Go refuses it, Python and MIME-tools skip or stop)", off))
 		}
 	case "quoted-printable":
-		if off := badQP(e.Body); off >= 0 {
+		if off, err = badQP(e.Body()); err == nil && off >= 0 {
 			return amb("quoted-printable", fmt.Sprintf("an \"=\" not followed by two hex digits or a line end at byte %d of the body", off))
 		}
 	default:
 		switch e.MediaType {
 		case "text/plain", "application/mac-binhex40", "application/mac-binhex":
-			if off := uuencodeStart(e.Body); off >= 0 {
+			if off, err = uuencodeStart(e.Body()); err == nil && off >= 0 {
 				return amb("uuencode", fmt.Sprintf("a line at byte %d that Request Tracker's MIME-tools reads as the start of a uuencoded or BinHex attachment", off))
 			}
 		}
 	}
-	return nil
+	return err
 }
 
 // controls rejects control characters (other than HTAB and the CRLF of
@@ -294,78 +327,172 @@ func printableName(n string) bool {
 	return n != ""
 }
 
-// badBase64 returns the offset of the first byte that makes b other than
+// badBase64 returns the offset of the first byte that makes r other than
 // strict base64 (alphabet, line breaks and blanks, padding only at the
 // end, a whole number of quanta), or -1.
-func badBase64(b []byte) int {
-	n, pad := 0, 0
-	for i, c := range b {
-		switch {
-		case c == '\r' || c == '\n' || c == ' ' || c == '\t':
-		case c == '=':
-			pad++
-			if pad > 2 {
-				return i
+func badBase64(r io.Reader) (int64, error) {
+	var n, pad, pos int64
+	bad := int64(-1)
+	err := scan(r, func(b []byte) bool {
+		for i, c := range b {
+			switch {
+			case c == '\r' || c == '\n' || c == ' ' || c == '\t':
+			case c == '=':
+				pad++
+				if pad > 2 {
+					bad = pos + int64(i)
+					return false
+				}
+			case pad > 0:
+				bad = pos + int64(i) // data after padding
+				return false
+			case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '+', c == '/':
+				n++
+			default:
+				bad = pos + int64(i)
+				return false
 			}
-		case pad > 0:
-			return i // data after padding
-		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '+', c == '/':
-			n++
-		default:
-			return i
 		}
+		pos += int64(len(b))
+		return true
+	})
+	if err != nil || bad >= 0 {
+		return bad, err
 	}
 	if (n+pad)%4 != 0 || (pad > 0 && n%4 == 0) {
-		return len(b)
+		return pos, nil
 	}
-	return -1
+	return -1, nil
 }
 
 // badQP returns the offset of the first "=" that is neither followed by
 // two hex digits nor a soft line break ("=", blanks, line end), or -1.
-func badQP(b []byte) int {
-	for pos := 0; ; {
-		i := bytes.IndexByte(b[pos:], '=')
-		if i < 0 {
-			return -1
+func badQP(r io.Reader) (int64, error) {
+	const (
+		text   = iota
+		eq     // after "="
+		hex1   // after "=" and one hex digit
+		blanks // after "=" and blanks
+		cr     // after "=", blanks and CR
+	)
+	state := text
+	var pos, at int64 // at: the offset of the last "="
+	bad := int64(-1)
+	err := scan(r, func(b []byte) bool {
+		for i := 0; i < len(b); i++ {
+			c := b[i]
+			switch state {
+			case text:
+				j := bytes.IndexByte(b[i:], '=')
+				if j < 0 {
+					i = len(b)
+					continue
+				}
+				i += j
+				at, state = pos+int64(i), eq
+				continue
+			case eq:
+				switch {
+				case isHex(c):
+					state = hex1
+					continue
+				case c == ' ' || c == '\t':
+					state = blanks
+					continue
+				}
+			case hex1:
+				if isHex(c) {
+					state = text
+					continue
+				}
+				bad = at
+				return false
+			case blanks:
+				if c == ' ' || c == '\t' {
+					continue
+				}
+			case cr:
+				if c == '\n' {
+					state = text
+					continue
+				}
+				bad = at
+				return false
+			}
+			// After "=" or "=" and blanks: a line end, or damage.
+			switch c {
+			case '\n':
+				state = text
+			case '\r':
+				state = cr
+			default:
+				bad = at
+				return false
+			}
 		}
-		i += pos
-		if i+2 < len(b) && isHex(b[i+1]) && isHex(b[i+2]) {
-			pos = i + 3
-			continue
-		}
-		j := i + 1
-		for j < len(b) && (b[j] == ' ' || b[j] == '\t') {
-			j++
-		}
-		if j == len(b) || b[j] == '\n' || (b[j] == '\r' && j+1 < len(b) && b[j+1] == '\n') {
-			pos = j
-			continue
-		}
-		return i
+		pos += int64(len(b))
+		return true
+	})
+	if err == nil && bad < 0 && (state == hex1 || state == cr) {
+		bad = at // cut off after "=" and a hex digit, or before the LF
 	}
+	return bad, err
 }
 
 // uuencodeStart returns the offset of the first line that MIME-tools'
 // uuencode hunt (Request Tracker turns it on) takes for an attachment:
 // "begin" and three octal digits, or BinHex's "(This file must be
 // converted with", or -1.
-func uuencodeStart(b []byte) int {
-	const binhex = "(this file must be converted with"
-	for pos := 0; pos < len(b); {
-		line := b[pos:]
-		if i := bytes.IndexByte(line, '\n'); i >= 0 {
-			line = line[:i]
+func uuencodeStart(r io.Reader) (int64, error) {
+	var head [len(binhexStart)]byte // the start of the current line
+	n := 0                          // bytes of it in head
+	var pos, lineStart int64
+	found := int64(-1)
+	match := func() bool { return uuencodeLine(head[:n]) }
+	err := scan(r, func(b []byte) bool {
+		for i := 0; i < len(b); {
+			if n == len(head) {
+				// The start is all that counts: skip to the next line.
+				j := bytes.IndexByte(b[i:], '\n')
+				if j < 0 {
+					break
+				}
+				i += j
+			}
+			if b[i] == '\n' {
+				if match() {
+					found = lineStart
+					return false
+				}
+				n, lineStart = 0, pos+int64(i)+1
+				i++
+				continue
+			}
+			head[n] = b[i]
+			n++
+			if n == len(head) && match() {
+				found = lineStart
+				return false
+			}
+			i++
 		}
-		if len(line) >= 9 && string(line[:6]) == "begin " && isOctal(line[6]) && isOctal(line[7]) && isOctal(line[8]) {
-			return pos
-		}
-		if len(line) >= len(binhex) && strings.EqualFold(string(line[:len(binhex)]), binhex) {
-			return pos
-		}
-		pos += len(line) + 1
+		pos += int64(len(b))
+		return true
+	})
+	if err == nil && found < 0 && match() {
+		found = lineStart
 	}
-	return -1
+	return found, err
+}
+
+// binhexStart begins the line before BinHex data, in lower case.
+const binhexStart = "(this file must be converted with"
+
+// uuencodeLine reports whether a line beginning with line starts uuencoded
+// or BinHex data (for MIME-tools).
+func uuencodeLine(line []byte) bool {
+	return len(line) >= 9 && string(line[:6]) == "begin " && isOctal(line[6]) && isOctal(line[7]) && isOctal(line[8]) ||
+		len(line) >= len(binhexStart) && bytes.EqualFold(line[:len(binhexStart)], []byte(binhexStart))
 }
 
 func isOctal(c byte) bool { return c >= '0' && c <= '7' }

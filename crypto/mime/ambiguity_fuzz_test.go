@@ -75,7 +75,7 @@ func structure(e *Entity, trimCutOff bool) string {
 	walk = func(e *Entity) {
 		fmt.Fprintf(&b, "(%s %s", e.MediaType, stdmime.FormatMediaType("x/x", e.Params))
 		if len(e.Parts) == 0 {
-			fmt.Fprintf(&b, " %q", e.Body)
+			fmt.Fprintf(&b, " %q", bodyBytes(e))
 		}
 		for i, p := range e.Parts {
 			if trimCutOff && e.Unterminated && i == len(e.Parts)-1 {
@@ -94,7 +94,7 @@ func structure(e *Entity, trimCutOff bool) string {
 func writeCanonical(w *bytes.Buffer, e *Entity) {
 	e.Header.WriteTo(w)
 	switch {
-	case e.IsMultipart() && e.split.parts != nil:
+	case e.IsMultipart() && e.split.seen:
 		delim := "--" + e.Params["boundary"]
 		for _, p := range e.Parts {
 			w.WriteString(delim + "\r\n")
@@ -105,7 +105,7 @@ func writeCanonical(w *bytes.Buffer, e *Entity) {
 	case e.MediaType == "message/rfc822" && len(e.Parts) == 1:
 		writeCanonical(w, e.Parts[0])
 	default:
-		w.Write(e.Body)
+		w.Write(bodyBytes(e))
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,7 +117,7 @@ func goShape(e *Entity) map[string]any {
 			n["boundary"] = b
 		}
 	}
-	if len(e.Parts) > 0 || e.split.parts != nil {
+	if len(e.Parts) > 0 || e.split.seen {
 		parts := []any{}
 		for _, p := range e.Parts {
 			parts = append(parts, goShape(p))
@@ -124,7 +125,7 @@ func goShape(e *Entity) map[string]any {
 		n["parts"] = parts
 		return n
 	}
-	body, err := e.Decoded()
+	body, err := io.ReadAll(e.Decoded())
 	if err != nil {
 		n["body"] = "undecodable"
 		return n

@@ -5,6 +5,7 @@ package mime
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -94,45 +95,75 @@ func FromMilter(name, value string) Field {
 
 // ReadHeader reads a header block up to and including the blank line that
 // ends it. Lines may end in CRLF or LF. It fails if the header holds more
-// than max bytes (max <= 0: no limit). A message without a blank line ends
-// its header at EOF.
+// than max bytes (max <= 0: no limit), without reading much further. A
+// message without a blank line ends its header at EOF.
 func ReadHeader(r *bufio.Reader, max int64) (Header, error) {
 	var h Header
 	var n int64
+	var line []byte
+	// The field being read: its value grows by its continuation lines.
+	var name string
+	var value []byte
+	have := false
+	flush := func() {
+		if have {
+			h = append(h, Field{Name: name, Value: string(value)})
+			have = false
+		}
+	}
 	for {
-		line, err := r.ReadString('\n')
+		var err error
+		line, err = readLine(r, line[:0], max-n, max > 0)
 		n += int64(len(line))
-		if max > 0 && n > max {
-			return nil, ErrHeaderTooLarge
+		if err == ErrHeaderTooLarge {
+			return nil, err
 		}
 		if err != nil && err != io.EOF {
 			return nil, fmt.Errorf("mime: read header: %w", err)
 		}
-		trimmed := strings.TrimRight(line, "\r\n")
-		if trimmed == "" {
+		trimmed := bytes.TrimRight(line, "\r\n")
+		if len(trimmed) == 0 {
 			// The blank line that ends the header, or EOF.
+			flush()
 			return h, nil
 		}
 		if trimmed[0] == ' ' || trimmed[0] == '\t' {
-			if len(h) == 0 {
+			if !have {
 				return nil, errors.New("mime: read header: continuation line before the first field")
 			}
-			h[len(h)-1].Value += "\r\n" + trimmed
+			value = append(append(value, "\r\n"...), trimmed...)
 		} else {
-			name, value, ok := strings.Cut(trimmed, ":")
-			if !ok || name == "" || strings.ContainsAny(name, " \t") {
-				if len(h) == 0 {
-					return nil, fmt.Errorf("mime: read header: %q is not a header field", clip(trimmed))
+			f, v, ok := bytes.Cut(trimmed, []byte(":"))
+			if !ok || len(f) == 0 || bytes.ContainsAny(f, " \t") {
+				if !have {
+					return nil, fmt.Errorf("mime: read header: %q is not a header field", clip(string(trimmed)))
 				}
-				return nil, fmt.Errorf("mime: read header: %q after field %s is not a header field", clip(trimmed), h[len(h)-1].Name)
+				return nil, fmt.Errorf("mime: read header: %q after field %s is not a header field", clip(string(trimmed)), name)
 			}
-			if len(value) > 0 && (value[0] == ' ' || value[0] == '\t') {
-				value = value[1:]
+			if len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+				v = v[1:]
 			}
-			h = append(h, Field{Name: name, Value: value})
+			flush()
+			name, value, have = string(f), append(value[:0], v...), true
 		}
 		if err == io.EOF {
+			flush()
 			return h, nil
+		}
+	}
+}
+
+// readLine appends the next line of r (with its LF) to buf. With bounded
+// set it reads no more than room bytes: a longer line is ErrHeaderTooLarge.
+func readLine(r *bufio.Reader, buf []byte, room int64, bounded bool) ([]byte, error) {
+	for {
+		frag, err := r.ReadSlice('\n')
+		if bounded && int64(len(buf)+len(frag)) > room {
+			return buf, ErrHeaderTooLarge
+		}
+		buf = append(buf, frag...)
+		if err != bufio.ErrBufferFull {
+			return buf, err
 		}
 	}
 }

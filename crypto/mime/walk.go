@@ -3,28 +3,30 @@ package mime
 import (
 	"bufio"
 	"bytes"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	stdmime "mime"
-	"mime/quotedprintable"
 	"strings"
-
-	"github.com/emersion/go-message/charset"
 )
 
 // Limits bound a MIME walk.
 type Limits struct {
 	MaxDepth int // deepest nesting of multiparts (root = 0)
 	MaxParts int // most entities in the tree
+	// MaxHeaderSize bounds the header of every part in bytes, and
+	// MaxHeaderTotal the headers of all the parts of the tree together
+	// (a header given to ParseHeaderBody does not count). Zero: no bound.
+	MaxHeaderSize, MaxHeaderTotal int64
 }
 
 // ErrLimits is returned when a message exceeds Limits.
 var ErrLimits = errors.New("mime: message structure exceeds limits")
 
-// Entity is one MIME entity, holding slices of the raw message bytes so that
-// signed content can be verified over the exact bytes that were sent.
+// Entity is one MIME entity: its header as parsed, and where its bytes
+// lie in the message it was parsed from, so that signed content can be
+// verified over the exact bytes that were sent and large bodies are read
+// as they are needed, never held in memory.
 //
 // Written by hand rather than with go-message's multipart reader because
 // verification needs the exact raw bytes of each part (header, blank line,
@@ -34,76 +36,247 @@ type Entity struct {
 	Header    Header
 	MediaType string            // lower case, "text/plain" when absent
 	Params    map[string]string // Content-Type parameters, names lower case
-	// Raw is the whole entity: header, blank line and body, as received.
-	Raw []byte
-	// Body is the raw (still transfer-encoded) body.
-	Body  []byte
-	Parts []*Entity // children of a multipart; the one message of a message/rfc822
-	Depth int
+	Parts     []*Entity         // children of a multipart; the one message of a message/rfc822
+	Depth     int
 	// Unterminated is set on a multipart whose closing delimiter is
 	// missing (the message was cut short, or its sender never wrote it):
 	// its last part runs to the end of the body, as mail clients read it.
 	// A part followed by a delimiter is complete either way.
 	Unterminated bool
 
+	// Where the entity lies in src: its header from start (for a root
+	// given its header, head is that header as written and start is
+	// bodyStart), its body from bodyStart, both up to end.
+	src                   io.ReaderAt
+	head                  []byte
+	start, bodyStart, end int64
+
 	// What the parse saw and Ambiguity judges.
 	headerErr error // the header could not be read: the entity is an opaque leaf
 	noBlank   bool  // the header has fields and no blank line ends it
 	split     split // the delimiters of a multipart body
-	off       int   // offset of Raw in the parent's Body
 }
 
 // IsMultipart reports whether e is a multipart.
 func (e *Entity) IsMultipart() bool { return strings.HasPrefix(e.MediaType, "multipart/") }
 
+// Raw returns a reader of the whole entity: header, blank line and body,
+// as received.
+func (e *Entity) Raw() io.Reader {
+	body := io.NewSectionReader(e.src, e.start, e.end-e.start)
+	if len(e.head) == 0 {
+		return body
+	}
+	return io.MultiReader(bytes.NewReader(e.head), body)
+}
+
+// RawSize is the size of Raw in bytes.
+func (e *Entity) RawSize() int64 { return int64(len(e.head)) + e.end - e.start }
+
+// Body returns a reader of the raw (still transfer-encoded) body.
+func (e *Entity) Body() *io.SectionReader {
+	return io.NewSectionReader(e.src, e.bodyStart, e.end-e.bodyStart)
+}
+
+// BodySize is the size of the raw body in bytes.
+func (e *Entity) BodySize() int64 { return e.end - e.bodyStart }
+
+// Decoded returns a reader of the body with its Content-Transfer-Encoding
+// undone, decoding as it reads (see NewTransferDecoder): a body that does
+// not decode gives an error matching ErrTransferEncoding.
+func (e *Entity) Decoded() io.Reader {
+	return NewTransferDecoder(e.Header.Get("Content-Transfer-Encoding"), e.Body())
+}
+
+// DecodedPrefix returns up to n bytes from the start of the decoded body.
+// A body that does not decode within them gives an error matching
+// ErrTransferEncoding.
+func (e *Entity) DecodedPrefix(n int) ([]byte, error) {
+	b := make([]byte, n)
+	m, err := io.ReadFull(e.Decoded(), b)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		err = nil
+	}
+	return b[:m], err
+}
+
+// Outside returns the bytes of a multipart's body outside its parts (the
+// preamble, the delimiter lines and their line breaks, the epilogue),
+// when there are at most max of them (ok false otherwise).
+func (e *Entity) Outside(max int64) (b []byte, ok bool, err error) {
+	pos, n := e.bodyStart, e.BodySize()
+	for _, p := range e.Parts {
+		n -= p.end - p.start
+	}
+	if n > max {
+		return nil, false, nil
+	}
+	out := make([]byte, 0, n)
+	read := func(from, to int64) error {
+		seg := out[len(out) : len(out)+int(to-from)]
+		if m, err := e.src.ReadAt(seg, from); m < len(seg) {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("mime: read message: %w", err)
+		}
+		out = out[:len(out)+len(seg)]
+		return nil
+	}
+	for _, p := range e.Parts {
+		if err := read(pos, p.start); err != nil {
+			return nil, false, err
+		}
+		pos = p.end
+	}
+	if err := read(pos, e.end); err != nil {
+		return nil, false, err
+	}
+	return out, true, nil
+}
+
 // Parse parses raw (a whole message or entity, CRLF or LF line ends) into
 // an entity tree within lim.
 func Parse(raw []byte, lim Limits) (*Entity, error) {
-	count := 0
-	return parse(raw, 0, "text/plain", lim, &count)
+	return ParseAt(bytes.NewReader(raw), int64(len(raw)), lim)
 }
 
-// ParseHeaderBody parses an entity given its header and raw body.
-func ParseHeaderBody(h Header, body []byte, lim Limits) (*Entity, error) {
-	count := 1
-	e := &Entity{Header: h, Body: body}
+// ParseAt parses the message or entity of size bytes held in src (CRLF or
+// LF line ends) into an entity tree within lim. The tree reads src as it
+// is used: src must stay unchanged and readable as long as the tree is.
+// An error is ErrLimits, or a failure to read src.
+func ParseAt(src io.ReaderAt, size int64, lim Limits) (*Entity, error) {
+	p := newParser(src, size, lim)
+	e, err := p.parse(0, size, 0, "text/plain")
+	if err == nil {
+		err = p.w.err
+	}
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// ParseHeaderBody parses an entity given its header and its raw body of
+// size bytes held in body (see ParseAt).
+func ParseHeaderBody(h Header, body io.ReaderAt, size int64, lim Limits) (*Entity, error) {
+	p := newParser(body, size, lim)
+	p.count = 1
+	var head bytes.Buffer
+	h.WriteTo(&head)
+	e := &Entity{Header: h, src: body, head: head.Bytes(), end: size}
 	e.setType("text/plain")
-	var b bytes.Buffer
-	h.WriteTo(&b)
-	b.Write(body)
-	e.Raw = b.Bytes()
-	return e, e.parseChildren(lim, &count)
+	err := p.children(e)
+	if err == nil {
+		err = p.w.err
+	}
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
 }
 
-func parse(raw []byte, depth int, defaultType string, lim Limits, count *int) (*Entity, error) {
-	*count++
-	if lim.MaxParts > 0 && *count > lim.MaxParts {
+// parser holds one parse.
+type parser struct {
+	src    io.ReaderAt
+	lim    Limits
+	count  int   // entities so far
+	header int64 // header bytes so far
+	w      *window
+}
+
+func newParser(src io.ReaderAt, size int64, lim Limits) *parser {
+	return &parser{src: src, lim: lim, w: newWindow(src, size)}
+}
+
+// parse parses the entity src[start:end].
+func (p *parser) parse(start, end int64, depth int, defaultType string) (*Entity, error) {
+	p.count++
+	lim := p.lim
+	if lim.MaxParts > 0 && p.count > lim.MaxParts {
 		return nil, fmt.Errorf("%w: more than %d parts", ErrLimits, lim.MaxParts)
 	}
 	if lim.MaxDepth > 0 && depth > lim.MaxDepth {
 		return nil, fmt.Errorf("%w: nested deeper than %d", ErrLimits, lim.MaxDepth)
 	}
-	r := bytes.NewReader(raw)
+	e := &Entity{src: p.src, start: start, end: end, Depth: depth}
+	cr := &countingReader{r: io.NewSectionReader(p.src, start, end-start)}
 	// A small buffer: a message can have thousands of parts, and
 	// ReadHeader takes longer lines in pieces.
-	br := bufio.NewReaderSize(r, 512)
-	h, err := ReadHeader(br, 0)
+	br := bufio.NewReaderSize(cr, 512)
+	max := lim.MaxHeaderSize
+	if lim.MaxHeaderTotal > 0 && (max <= 0 || lim.MaxHeaderTotal-p.header < max) {
+		max = max0(lim.MaxHeaderTotal - p.header)
+	}
+	h, err := ReadHeader(br, max)
 	// The body starts right after the line that ended the header, as
 	// ReadHeader saw it.
-	bodyStart := len(raw) - r.Len() - br.Buffered()
-	e := &Entity{Header: h, Raw: raw, Depth: depth}
-	if err != nil {
+	n := cr.n - int64(br.Buffered())
+	switch {
+	case cr.err != nil:
+		return nil, fmt.Errorf("mime: read message: %w", cr.err)
+	case errors.Is(err, ErrHeaderTooLarge):
+		return nil, fmt.Errorf("%w: a part header beyond %d bytes", ErrLimits, max)
+	case err != nil:
 		// A part whose header cannot be read is an opaque leaf: nothing
 		// in it is interpreted.
-		e.Header, bodyStart, e.headerErr = Header{{Name: "Content-Type", Value: "application/octet-stream"}}, 0, err
-	}
-	e.Body = raw[bodyStart:]
-	if err == nil && len(h) > 0 {
-		head := raw[:bodyStart]
-		e.noBlank = !bytes.HasSuffix(head, []byte("\n\n")) && !bytes.HasSuffix(head, []byte("\n\r\n"))
+		e.Header, e.bodyStart, e.headerErr = Header{{Name: "Content-Type", Value: "application/octet-stream"}}, start, err
+	default:
+		p.header += n
+		e.Header, e.bodyStart = h, start+n
+		if len(h) > 0 {
+			tail := p.read(max64(start, e.bodyStart-3), e.bodyStart)
+			e.noBlank = !bytes.HasSuffix(tail, []byte("\n\n")) && !bytes.HasSuffix(tail, []byte("\n\r\n"))
+		}
 	}
 	e.setType(defaultType)
-	return e, e.parseChildren(lim, count)
+	return e, p.children(e)
+}
+
+// read returns the few bytes src[from:to] (nil after a read error, which
+// the parse then returns).
+func (p *parser) read(from, to int64) []byte {
+	b := make([]byte, to-from)
+	if n, err := p.src.ReadAt(b, from); n < len(b) {
+		if p.w.err == nil {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			p.w.err = fmt.Errorf("mime: read message: %w", err)
+		}
+		return nil
+	}
+	return b
+}
+
+// countingReader counts the bytes read and keeps the first error.
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}
+
+func max0(n int64) int64 {
+	if n < 1 {
+		return 1 // ReadHeader takes 0 for no limit
+	}
+	return n
+}
+
+func max64(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
 }
 
 // setType sets MediaType and Params from the Content-Type field, or to
@@ -142,9 +315,11 @@ func (e *Entity) setType(defaultType string) {
 	}
 }
 
-func (e *Entity) parseChildren(lim Limits, count *int) error {
+// children parses the parts of a multipart, or the message of a
+// message/rfc822.
+func (p *parser) children(e *Entity) error {
 	if e.MediaType == "message/rfc822" {
-		return e.parseMessage(lim, count)
+		return p.message(e)
 	}
 	if !e.IsMultipart() {
 		return nil
@@ -153,8 +328,8 @@ func (e *Entity) parseChildren(lim Limits, count *int) error {
 	if boundary == "" {
 		return nil // treated as a leaf
 	}
-	e.split = splitMultipart(e.Body, boundary)
-	if e.split.parts == nil {
+	e.split = p.splitMultipart(e.bodyStart, e.end, boundary)
+	if !e.split.seen {
 		// No delimiter at all: the multipart is an opaque leaf, nothing
 		// in it is interpreted.
 		return nil
@@ -164,13 +339,12 @@ func (e *Entity) parseChildren(lim Limits, count *int) error {
 	if e.MediaType == "multipart/digest" {
 		childType = "message/rfc822"
 	}
-	for i, p := range e.split.parts {
-		child, err := parse(p, e.Depth+1, childType, lim, count)
+	for _, s := range e.split.parts {
+		child, err := p.parse(s.start, s.end, e.Depth+1, childType)
 		if err != nil {
 			return err
 		}
-		child.off = e.split.offsets[i]
-		if child.noBlank && bytes.HasSuffix(p, []byte("\n")) {
+		if child.noBlank && s.end > s.start && string(p.read(s.end-1, s.end)) == "\n" {
 			// The line break before the next delimiter follows the
 			// header's last one: every reader sees the blank line.
 			child.noBlank = false
@@ -180,146 +354,124 @@ func (e *Entity) parseChildren(lim Limits, count *int) error {
 	return nil
 }
 
-// parseMessage parses the body of a message/rfc822 entity (a forwarded
+// message parses the body of a message/rfc822 entity (a forwarded
 // message) as its one child, so that what it holds is seen (and counted
 // against the limits). A body with a transfer encoding other than the
 // identity ones, which RFC 2046 forbids for message/rfc822, stays a leaf.
-func (e *Entity) parseMessage(lim Limits, count *int) error {
+func (p *parser) message(e *Entity) error {
 	switch strings.ToLower(strings.TrimSpace(e.Header.Get("Content-Transfer-Encoding"))) {
 	case "", "7bit", "8bit", "binary":
 	default:
 		return nil
 	}
-	child, err := parse(e.Body, e.Depth+1, "text/plain", lim, count)
-	if errors.Is(err, ErrLimits) {
-		return err
-	}
+	child, err := p.parse(e.bodyStart, e.end, e.Depth+1, "text/plain")
 	if err != nil {
-		return nil // a broken forwarded message stays an opaque leaf
+		return err
 	}
 	e.Parts = []*Entity{child}
 	return nil
 }
 
-// split is what splitMultipart found in a multipart body.
+// split is what splitMultipart found in a multipart body. Offsets in it
+// count from the start of the body.
 type split struct {
-	parts   [][]byte // nil when there is no delimiter line at all
-	offsets []int    // where each part starts in the body
-	closed  bool     // the closing delimiter was found
+	seen   bool   // a delimiter line was found (else there are no parts)
+	parts  []span // each body part, in the message
+	closed bool   // the closing delimiter was found
 	// stray is the offset of the first occurrence of "--" boundary that
 	// is not a delimiter line (inside a line, followed by other text, or
 	// after the closing delimiter), or -1.
-	stray int
+	stray int64
 	// mixed is the offset of the first delimiter whose line breaks (the
 	// one before it, the one ending it) differ from the one ending the
 	// first delimiter line (CRLF or LF), or -1.
-	mixed int
+	mixed int64
 	// empty is the index of the first part with not even a line break
 	// (a delimiter line right after another), or -1.
 	empty int
 }
 
-// SplitMultipart returns the raw bytes of each body part of a multipart
-// body: what lies between a delimiter line and the line break before the
-// next delimiter (RFC 2046 5.1.1), exactly as received. When the closing
-// delimiter is missing, the last part runs to the end of the body (as mail
-// clients read it) and unterminated is true. It fails only when there is
-// no delimiter line at all.
-func SplitMultipart(body []byte, boundary string) (parts [][]byte, unterminated bool, err error) {
-	s := splitMultipart(body, boundary)
-	if s.parts == nil {
-		return nil, false, errors.New("mime: multipart body without a boundary delimiter")
-	}
-	return s.parts, !s.closed, nil
-}
+// span is where a part lies in the message: src[start:end].
+type span struct{ start, end int64 }
 
-func splitMultipart(body []byte, boundary string) split {
+// splitMultipart finds the body parts of the multipart body
+// src[body:end]: what lies between a delimiter line and the line break
+// before the next delimiter (RFC 2046 5.1.1), exactly as received. When
+// the closing delimiter is missing, the last part runs to the end of the
+// body (as mail clients read it). It reads the body once, a window at a
+// time.
+func (p *parser) splitMultipart(body, end int64, boundary string) split {
+	w := p.w
 	s := split{stray: -1, empty: -1, mixed: -1}
 	nl := "" // the line break of the first delimiter line
 	delim := []byte("--" + boundary)
-	start := -1 // start of the current part
-	pos := 0
-	stray := func(at int) {
+	start := int64(-1) // start of the current part
+	pos := body
+	stray := func(at int64) {
 		if s.stray < 0 {
-			s.stray = at
+			s.stray = at - body
 		}
 	}
-	for pos <= len(body) {
+	for pos <= end {
 		// Find the next line that starts with the delimiter.
-		i := bytes.Index(body[pos:], delim)
+		i := w.index(pos, end, delim)
 		if i < 0 {
 			break
 		}
-		i += pos
-		after := i + len(delim)
+		after := i + int64(len(delim))
 		if s.closed {
 			// Anything that looks like a delimiter after the closing one
 			// is read as one by some parsers.
 			stray(i)
 			break
 		}
-		if i > 0 && body[i-1] != '\n' {
+		if i > body && w.byteAt(i-1) != '\n' {
 			stray(i)
 			pos = after
 			continue
 		}
-		closing := bytes.HasPrefix(body[after:], []byte("--"))
+		closing := end-after >= 2 && w.hasPrefix(after, "--")
 		rest := after
 		if closing {
 			rest += 2
 		}
 		// Only linear whitespace may follow on the delimiter line.
-		eol := bytes.IndexByte(body[rest:], '\n')
-		var lineEnd int
-		if eol < 0 {
-			lineEnd = len(body)
-		} else {
-			lineEnd = rest + eol + 1
-		}
-		if len(bytes.Trim(body[rest:lineEnd], " \t\r\n")) != 0 {
+		lineEnd, own, ok := delimiterLineEnd(w, rest, end)
+		if !ok {
 			stray(i)
 			pos = after
 			continue
 		}
 		// Go's mime/multipart and go-message's reader take the line
 		// break of the first delimiter line as the one that precedes
-		// every later delimiter
-		// break (and the one ending every delimiter line).
-		own := ""
-		switch {
-		case bytes.HasSuffix(body[rest:lineEnd], []byte("\r\n")):
-			own = "\r\n"
-		case bytes.HasSuffix(body[rest:lineEnd], []byte("\n")):
-			own = "\n"
-		}
+		// every later delimiter (and the one ending every delimiter
+		// line).
 		if start < 0 {
 			nl = own
 		} else {
 			before := "\n"
-			if i >= 2 && body[i-2] == '\r' {
+			if i-body >= 2 && w.byteAt(i-2) == '\r' {
 				before = "\r\n"
 			}
 			if (before != nl || own != nl && own != "") && s.mixed < 0 {
-				s.mixed = i
+				s.mixed = i - body
 			}
 		}
 		if start >= 0 {
-			end := i
+			partEnd := i
 			// The line break before the delimiter belongs to it.
-			if end > start && body[end-1] == '\n' {
-				end--
-				if end > start && body[end-1] == '\r' {
-					end--
+			if partEnd > start && w.byteAt(partEnd-1) == '\n' {
+				partEnd--
+				if partEnd > start && w.byteAt(partEnd-1) == '\r' {
+					partEnd--
 				}
 			}
 			if i == start && s.empty < 0 {
 				s.empty = len(s.parts)
 			}
-			s.parts = append(s.parts, body[start:end])
-			s.offsets = append(s.offsets, start)
-		} else {
-			s.parts = [][]byte{} // a delimiter was seen
+			s.parts = append(s.parts, span{start, partEnd})
 		}
+		s.seen = true
 		if closing {
 			s.closed = true
 			pos = lineEnd
@@ -329,62 +481,37 @@ func splitMultipart(body []byte, boundary string) split {
 		pos = lineEnd
 	}
 	if !s.closed && start >= 0 {
-		s.parts = append(s.parts, body[start:])
-		s.offsets = append(s.offsets, start)
+		s.parts = append(s.parts, span{start, end})
 	}
 	return s
 }
 
-// Decoded returns the body with its Content-Transfer-Encoding undone.
-func (e *Entity) Decoded() ([]byte, error) {
-	return DecodeTransfer(e.Header.Get("Content-Transfer-Encoding"), e.Body)
-}
-
-// DecodeTransfer undoes a Content-Transfer-Encoding.
-func DecodeTransfer(cte string, body []byte) ([]byte, error) {
-	switch strings.ToLower(strings.TrimSpace(cte)) {
-	case "base64":
-		clean := make([]byte, 0, len(body))
-		for _, c := range body {
-			if c != '\r' && c != '\n' && c != ' ' && c != '\t' {
-				clean = append(clean, c)
+// delimiterLineEnd reads the rest of a delimiter line from rest: it must
+// hold only spaces, tabs and CRs up to its LF (or the end of the body).
+// It returns where the next line starts and the line break ("\r\n",
+// "\n", or "" at the end of the body).
+func delimiterLineEnd(w *window, rest, end int64) (lineEnd int64, own string, ok bool) {
+	for pos := rest; pos < end; {
+		b := w.get(pos, int(min(end-pos, int64(w.chunk))))
+		if len(b) == 0 {
+			return 0, "", false // a read error
+		}
+		for k, c := range b {
+			switch c {
+			case ' ', '\t', '\r':
+				continue
+			case '\n':
+				at := pos + int64(k)
+				if at > rest && w.byteAt(at-1) == '\r' {
+					return at + 1, "\r\n", true
+				}
+				return at + 1, "\n", true
 			}
+			return 0, "", false
 		}
-		clean = bytes.TrimRight(clean, "=")
-		out, err := base64.RawStdEncoding.DecodeString(string(clean))
-		if err != nil {
-			return nil, fmt.Errorf("mime: base64 body: %w", err)
-		}
-		return out, nil
-	case "quoted-printable":
-		out, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(body)))
-		if err != nil {
-			return nil, fmt.Errorf("mime: quoted-printable body: %w", err)
-		}
-		return out, nil
+		pos += int64(len(b))
 	}
-	return body, nil
-}
-
-// Text returns a text body decoded to UTF-8 from its charset.
-func (e *Entity) Text() (string, error) {
-	b, err := e.Decoded()
-	if err != nil {
-		return "", err
-	}
-	cs := strings.ToLower(e.Params["charset"])
-	if cs == "" || cs == "utf-8" || cs == "us-ascii" || cs == "utf8" {
-		return string(b), nil
-	}
-	r, err := charset.Reader(cs, bytes.NewReader(b))
-	if err != nil {
-		return "", fmt.Errorf("mime: charset %q: %w", cs, err)
-	}
-	out, err := io.ReadAll(r)
-	if err != nil {
-		return "", fmt.Errorf("mime: charset %q: %w", cs, err)
-	}
-	return string(out), nil
+	return end, "", true
 }
 
 // Walk calls fn for e and every descendant, depth first.

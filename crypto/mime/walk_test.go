@@ -3,8 +3,10 @@ package mime
 import (
 	"bytes"
 	"errors"
+	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -23,29 +25,29 @@ func TestParseExactParts(t *testing.T) {
 	// The signed part is exactly the bytes between the delimiters, without
 	// the CRLF that belongs to the next delimiter; trailing space and the
 	// empty line inside are kept.
-	if got, want := string(e.Parts[0].Raw), "Content-Type: text/plain\r\n\r\nsigned text \r\n"; got != want {
+	if got, want := string(rawBytes(e.Parts[0])), "Content-Type: text/plain\r\n\r\nsigned text \r\n"; got != want {
 		t.Errorf("signed part %q, want %q", got, want)
 	}
-	if got := string(e.Parts[1].Body); got != "SIG" {
+	if got := string(bodyBytes(e.Parts[1])); got != "SIG" {
 		t.Errorf("signature body %q", got)
 	}
 }
 
 func TestSplitMultipartDelimiters(t *testing.T) {
 	body := "--b\r\nA\r\n--bx\r\nnot a delimiter\r\n--b  \r\nB\r\n--b--"
-	parts, unterminated, err := SplitMultipart([]byte(body), "b")
-	if err != nil || unterminated {
-		t.Fatal(unterminated, err)
+	e, err := Parse([]byte("Content-Type: multipart/mixed; boundary=b\r\n\r\n"+body), Limits{})
+	if err != nil || e.Unterminated {
+		t.Fatal(e.Unterminated, err)
 	}
 	var got []string
-	for _, p := range parts {
-		got = append(got, string(p))
+	for _, p := range e.Parts {
+		got = append(got, string(rawBytes(p)))
 	}
 	if diff := cmp.Diff([]string{"A\r\n--bx\r\nnot a delimiter", "B"}, got); diff != "" {
 		t.Errorf("parts (-want +got):\n%s", diff)
 	}
-	if _, _, err := SplitMultipart([]byte("no delimiter\r\n--bx\r\n"), "b"); err == nil {
-		t.Error("a body without a delimiter line split")
+	if e, err := Parse([]byte("Content-Type: multipart/mixed; boundary=b\r\n\r\nno delimiter\r\n--bx\r\n"), Limits{}); err != nil || e.split.seen || len(e.Parts) != 0 {
+		t.Errorf("a body without a delimiter line split: %v, %d parts", err, len(e.Parts))
 	}
 }
 
@@ -66,20 +68,33 @@ func TestParseLimits(t *testing.T) {
 	}
 }
 
-func TestDecodeTransfer(t *testing.T) {
+func TestTransferDecoder(t *testing.T) {
 	for _, tt := range []struct{ cte, in, want string }{
 		{"base64", "aGVs\r\nbG8=\r\n", "hello"},
+		{"base64", "aGVsbG8", "hello"},
 		{"Quoted-Printable", "caf=C3=A9 =\r\nend", "café end"},
 		{"7bit", "as is\r\n", "as is\r\n"},
 	} {
-		got, err := DecodeTransfer(tt.cte, []byte(tt.in))
+		got, err := io.ReadAll(NewTransferDecoder(tt.cte, strings.NewReader(tt.in)))
 		if err != nil || string(got) != tt.want {
-			t.Errorf("DecodeTransfer(%s, %q) = %q, %v; want %q", tt.cte, tt.in, got, err, tt.want)
+			t.Errorf("NewTransferDecoder(%s, %q) = %q, %v; want %q", tt.cte, tt.in, got, err, tt.want)
 		}
 	}
-	e := &Entity{Header: Header{{"Content-Transfer-Encoding", "quoted-printable"}}, Params: map[string]string{"charset": "iso-8859-1"}, Body: []byte("caf=E9")}
-	if s, err := e.Text(); err != nil || s != "café" {
-		t.Errorf("Text = %q, %v", s, err)
+	for _, tt := range []struct{ cte, in string }{
+		{"base64", "aGVs=bG8="},
+		{"base64", "aGVs*bG8="},
+		{"base64", "aGVsb"},
+		{"quoted-printable", "caf=\x01"},
+	} {
+		_, err := io.ReadAll(NewTransferDecoder(tt.cte, strings.NewReader(tt.in)))
+		if !errors.Is(err, ErrTransferEncoding) {
+			t.Errorf("NewTransferDecoder(%s, %q): %v, want ErrTransferEncoding", tt.cte, tt.in, err)
+		}
+	}
+	// A failure to read the body is not a body that does not decode.
+	broken := io.MultiReader(strings.NewReader("aGVs"), iotest.ErrReader(errors.New("disk on fire")))
+	if _, err := io.ReadAll(NewTransferDecoder("base64", broken)); err == nil || errors.Is(err, ErrTransferEncoding) {
+		t.Errorf("read error: %v, want the error itself", err)
 	}
 }
 
@@ -97,7 +112,7 @@ func FuzzParse(f *testing.F) {
 			if p.Depth > 8 {
 				t.Fatalf("depth %d beyond the limit", p.Depth)
 			}
-			if !bytes.Contains(data, p.Raw) {
+			if !bytes.Contains(data, rawBytes(p)) {
 				t.Fatal("a part's Raw is not a slice of the input")
 			}
 		})
@@ -120,10 +135,10 @@ func TestParseUnterminated(t *testing.T) {
 	if !e.Unterminated || len(e.Parts) != 2 {
 		t.Fatalf("cut signed message: Unterminated %v, %d parts; want true, 2", e.Unterminated, len(e.Parts))
 	}
-	if got, want := string(e.Parts[0].Raw), "Content-Type: text/plain\r\n\r\nsigned text \r\n"; got != want {
+	if got, want := string(rawBytes(e.Parts[0])), "Content-Type: text/plain\r\n\r\nsigned text \r\n"; got != want {
 		t.Errorf("signed part %q, want %q", got, want)
 	}
-	if got := string(e.Parts[1].Body); got != "SIG\r\n" {
+	if got := string(bodyBytes(e.Parts[1])); got != "SIG\r\n" {
 		t.Errorf("cut-off last part body %q, want %q (to the end of the body)", got, "SIG\r\n")
 	}
 	if err := Ambiguity(e); err != nil {
@@ -149,7 +164,7 @@ func TestParseUnterminated(t *testing.T) {
 	if e.Unterminated || len(e.Parts) != 2 || !e.Parts[0].Unterminated || len(e.Parts[0].Parts) != 1 {
 		t.Fatalf("nested: outer Unterminated %v with %d parts, inner Unterminated %v", e.Unterminated, len(e.Parts), len(e.Parts) > 0 && e.Parts[0].Unterminated)
 	}
-	if got := string(e.Parts[0].Parts[0].Body); got != "inner" {
+	if got := string(bodyBytes(e.Parts[0].Parts[0])); got != "inner" {
 		t.Errorf("inner part %q, want %q", got, "inner")
 	}
 	// A complete message is not Unterminated.
@@ -193,5 +208,43 @@ func TestAmbiguousErrorIs(t *testing.T) {
 	e, _ = Parse([]byte("Content-Type: multipart/mixed; boundary=A\r\n\r\n--A\r\n\r\nfirst\r\n--A\r\n\r\nse\rcond\r\n--A--\r\n"), Limits{})
 	if err := Ambiguity(e); !errors.As(err, &ae) || ae.Reason != "bare-cr" || ae.Part != "2" {
 		t.Fatalf("bare CR: %v, want part 2", err)
+	}
+}
+
+// rawBytes and bodyBytes read an entity's raw bytes and raw body.
+func rawBytes(e *Entity) []byte {
+	b, err := io.ReadAll(e.Raw())
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func bodyBytes(e *Entity) []byte {
+	b, err := io.ReadAll(e.Body())
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// TestOutside: the bytes of a multipart outside its parts, complete or cut
+// off in its last part, and the bound.
+func TestOutside(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{"pre\r\n--b\r\nA\r\n--b\r\nB\r\n--b--\r\nepi", "pre\r\n--b\r\n\r\n--b\r\n\r\n--b--\r\nepi"},
+		{"--b\r\nA\r\n--b\r\nB", "--b\r\n\r\n--b\r\n"},
+	} {
+		e, err := Parse([]byte("Content-Type: multipart/mixed; boundary=b\r\n\r\n"+tc.body), Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok, err := e.Outside(100)
+		if err != nil || !ok || string(got) != tc.want {
+			t.Errorf("Outside(%q) = %q, %v, %v; want %q", tc.body, got, ok, err, tc.want)
+		}
+		if _, ok, _ := e.Outside(3); ok {
+			t.Errorf("Outside(%q) within 3 bytes", tc.body)
+		}
 	}
 }

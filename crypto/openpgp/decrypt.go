@@ -51,14 +51,13 @@ func (p *Plaintext) Open() (io.ReadCloser, error) {
 	return io.NopCloser(p.buf.Reader()), nil
 }
 
-// Bytes returns the whole plaintext: without a copy when it is held in
-// memory (the slice stays valid after Close: the memory is not reused),
-// else read from the spool file.
-func (p *Plaintext) Bytes() ([]byte, error) {
+// ReadAt implements io.ReaderAt over the plaintext (Size bytes), so that
+// it can be parsed where it is spooled. It fails after Close.
+func (p *Plaintext) ReadAt(b []byte, off int64) (int, error) {
 	if p.buf == nil {
-		return nil, errors.New("openpgp: plaintext is closed")
+		return 0, errors.New("openpgp: plaintext is closed")
 	}
-	return p.buf.Bytes()
+	return p.buf.ReadAt(b, off)
 }
 
 // Close releases the spooled plaintext (memory, or a file that has no

@@ -29,29 +29,42 @@ const (
 // Elements decryption passes over are refused (originatorInfo,
 // unprotected and unauthenticated attributes, KEK, password and other
 // recipient infos) except key agreement recipient infos of at most 1 KiB;
-// encrypted keys must be at most 2 KiB and look random; algorithm
-// and key transport parameters and authenticated attributes are bounded. What is left in
-// clear is the recipients' identifiers (issuer names, serial numbers).
+// encrypted keys must be at most 2 KiB and look random; algorithm and key
+// transport parameters and authenticated attributes are bounded. What is
+// left in clear is the recipients' identifiers (issuer names, serial
+// numbers). The content is read as a stream, as decryption reads it.
 func IsEnvelope(der []byte) bool {
-	norm, err := toDER(der)
-	if err != nil {
+	s, err := readEnvelopeHead(bytes.NewReader(der))
+	if err != nil || s.content == nil || len(s.env.recipients) == 0 ||
+		len(s.env.contentAlg.params) > maxAlgParams {
 		return false
 	}
-	env, ok := parseEnvelope(norm)
-	if !ok || len(env.recipients) == 0 || len(env.ciphertext) == 0 ||
-		len(env.contentAlg.params) > maxAlgParams || len(env.authAttrs) > maxAuthAttrs {
-		return false
-	}
-	for _, u := range env.unread {
-		if u.field != "recipientInfo" || u.tag != casn1.Tag(1).Constructed().ContextSpecific() || u.size > maxKeyAgreement {
-			return false
-		}
-	}
-	for _, r := range env.recipients {
+	for _, r := range s.env.recipients {
 		if len(r.encryptedKey) > maxEncryptedKey || len(r.alg.params) > maxKeyParams || !entropy.LooksRandom(r.encryptedKey) {
 			return false
 		}
 	}
-	random, err := entropy.AllLookRandom(bytes.NewReader(env.ciphertext))
-	return err == nil && random
+	c := &countingReader{r: s.content}
+	random, err := entropy.AllLookRandom(c)
+	if err != nil || !random || c.n == 0 || s.finish() != nil || len(s.authAttrs) > maxAuthAttrs {
+		return false
+	}
+	for _, u := range s.unread {
+		if u.field != "recipientInfo" || u.tag != casn1.Tag(1).Constructed().ContextSpecific() || u.size > maxKeyAgreement {
+			return false
+		}
+	}
+	return true
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r interface{ Read([]byte) (int, error) }
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }

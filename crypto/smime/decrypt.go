@@ -1,6 +1,7 @@
 package smime
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
@@ -10,9 +11,13 @@ import (
 	"crypto/subtle"
 	"encoding/asn1"
 	"errors"
+	"fmt"
+	"io"
 
 	"golang.org/x/crypto/cryptobyte"
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/cryptmilter/cryptmilter/internal/spool"
 )
 
 // ErrDecrypt is the one error every decryption failure returns: no usable
@@ -45,33 +50,43 @@ type keyTransRecipient struct {
 	encryptedKey []byte
 }
 
-// envelope is a parsed EnvelopedData or AuthEnvelopedData.
+// envelope is an EnvelopedData or AuthEnvelopedData as far as it is
+// read before its content: what is needed to decrypt it.
 type envelope struct {
 	auth        bool
 	recipients  []keyTransRecipient
 	contentType asn1.ObjectIdentifier
 	contentAlg  algorithmIdentifier
-	ciphertext  []byte
-	authAttrs   []byte // DER of authAttrs with the SET OF tag, for the AAD
-	mac         []byte
-	// unread are the elements the parser passed over without reading
-	// them (originatorInfo, recipient infos other than key transport,
-	// unprotected or unauthenticated attributes): decryption ignores
-	// them, IsEnvelope must not (they travel in clear).
-	unread []unreadElement
-}
-
-// unreadElement is an element parseEnvelope passed over.
-type unreadElement struct {
-	field string // "originatorInfo", "recipientInfo", "unprotectedAttrs", "unauthAttrs"
-	tag   casn1.Tag
-	size  int
 }
 
 // Decrypt decrypts a CMS EnvelopedData or AuthEnvelopedData (RFC 5083/5084,
 // AES-GCM) addressed to one of ids, given as BER or DER bytes (the
-// base64-decoded body of an application/pkcs7-mime part). It returns the
-// inner content, normally a MIME entity.
+// base64-decoded body of an application/pkcs7-mime part), and returns the
+// inner content, normally a MIME entity. It is DecryptReader with the
+// content in memory; see there.
+func Decrypt(der []byte, ids []Identity) ([]byte, DecryptInfo, error) {
+	buf, info, err := DecryptReader(func() io.Reader { return bytes.NewReader(der) }, ids, nil)
+	if err != nil {
+		return nil, DecryptInfo{}, err
+	}
+	defer buf.Close()
+	content, err := buf.Bytes()
+	return content, info, err
+}
+
+// maxCandidates bounds the decryption attempts of one message (each
+// recipientInfo that names a gateway certificate is one).
+const maxCandidates = 8
+
+// DecryptReader decrypts a CMS EnvelopedData or AuthEnvelopedData (RFC
+// 5083/5084, AES-GCM) addressed to one of ids, read as a stream of BER or
+// DER: open returns a reader of the message, the same bytes each time it
+// is called (once per decryption attempt). The content is decrypted as
+// it is read into a spool buffer of sp (memory when sp is nil), which is
+// returned, for the caller to close, only once the whole message was
+// read and checked: for AuthEnvelopedData the GCM tag, for EnvelopedData
+// the padding; the buffer of a failed attempt is released unread. No
+// plaintext is handed out before its integrity check.
 //
 // Key transport: RSA PKCS#1 v1.5 (with RFC 3218 implicit rejection) and
 // RSA-OAEP (any of SHA-1/224/256/384/512, MGF1). Content: AES-128/192/256
@@ -79,13 +94,16 @@ type unreadElement struct {
 // password recipients are skipped, not refused.
 //
 // Every failure returns ErrDecrypt, except ErrNotForUs when no recipient
-// names one of our certificates. For AuthEnvelopedData the tag is checked
-// before anything is returned.
-func Decrypt(der []byte, ids []Identity) ([]byte, DecryptInfo, error) {
-	env, ok := parseEnvelope(der)
-	if !ok {
-		return nil, DecryptInfo{}, ErrDecrypt
+// names one of our certificates (decided from the recipients alone,
+// before the content is read), and an error reading open's reader, which
+// is returned wrapped (a local failure, or a transfer encoding that does
+// not decode).
+func DecryptReader(open func() io.Reader, ids []Identity, sp *spool.Dir) (*spool.Buffer, DecryptInfo, error) {
+	s, err := readEnvelopeHead(open())
+	if err != nil {
+		return nil, DecryptInfo{}, s.failure(err)
 	}
+	env := &s.env
 	type candidate struct {
 		r   keyTransRecipient
 		idx int
@@ -98,14 +116,17 @@ func Decrypt(der []byte, ids []Identity) ([]byte, DecryptInfo, error) {
 			}
 		}
 	}
-	if len(cands) == 0 {
+	switch {
+	case len(cands) == 0:
 		return nil, DecryptInfo{}, ErrNotForUs
+	case len(cands) > maxCandidates || s.content == nil:
+		return nil, DecryptInfo{}, ErrDecrypt
 	}
 	cipherName, keyLen, ok := contentCipher(env)
 	if !ok {
 		return nil, DecryptInfo{}, ErrDecrypt
 	}
-	for _, c := range cands {
+	for n, c := range cands {
 		priv, isRSA := ids[c.idx].Key.(*rsa.PrivateKey)
 		if !isRSA {
 			continue
@@ -114,12 +135,24 @@ func Decrypt(der []byte, ids []Identity) ([]byte, DecryptInfo, error) {
 		if !ok {
 			continue
 		}
-		content, ok := decryptContent(env, cek)
+		if n > 0 {
+			// Another attempt reads the message again.
+			if s, err = readEnvelopeHead(open()); err != nil {
+				return nil, DecryptInfo{}, s.failure(err)
+			}
+		}
+		buf := newBuffer(sp)
+		ok, err := s.decrypt(cek, buf)
+		if err != nil {
+			buf.Close()
+			return nil, DecryptInfo{}, err
+		}
 		if !ok || valid != 1 {
+			buf.Close()
 			continue
 		}
 		cert := ids[c.idx].Cert
-		return content, DecryptInfo{
+		return buf, DecryptInfo{
 			Identity:         c.idx,
 			Serial:           formatSerial(cert.SerialNumber),
 			Issuer:           cert.Issuer.String(),
@@ -132,111 +165,378 @@ func Decrypt(der []byte, ids []Identity) ([]byte, DecryptInfo, error) {
 	return nil, DecryptInfo{}, ErrDecrypt
 }
 
-// parseEnvelope parses ContentInfo { EnvelopedData | AuthEnvelopedData }.
-func parseEnvelope(ber []byte) (*envelope, bool) {
-	ctype, content, ok := readContentInfo(ber)
-	if !ok {
-		return nil, false
+// newBuffer returns a spool buffer of sp, or one in memory.
+func newBuffer(sp *spool.Dir) *spool.Buffer {
+	if sp == nil {
+		return spool.FromBytes(nil)
 	}
-	env := &envelope{}
+	return sp.New()
+}
+
+// envelopeStream is an EnvelopedData or AuthEnvelopedData being read: the
+// part before the content, the content's reader, and the frames to close
+// after it.
+type envelopeStream struct {
+	env     envelope
+	b       *berReader
+	content *octetReader // nil when the message has no encrypted content
+	eci     frame        // encryptedContentInfo
+	body    frame        // EnvelopedData
+	outer   []frame      // [0] EXPLICIT, ContentInfo
+	// From after the content (AuthEnvelopedData).
+	authAttrs []byte // DER of authAttrs with the SET OF tag, for the AAD
+	mac       []byte
+	// unread are the elements the parser passed over without reading
+	// them (originatorInfo, recipient infos other than key transport,
+	// unprotected or unauthenticated attributes): decryption ignores
+	// them, IsEnvelope must not (they travel in clear).
+	unread []unreadElement
+}
+
+// unreadElement is an element the envelope parser passed over.
+type unreadElement struct {
+	field string    // "originatorInfo", "recipientInfo", "unprotectedAttrs", "unauthAttrs"
+	tag   casn1.Tag // recipient infos only
+	size  int       // recipient infos only
+}
+
+// failure is the error returned for err while reading s: a read error of
+// the stream as it is, anything else ErrDecrypt.
+func (s *envelopeStream) failure(err error) error {
+	if s != nil && s.b.err != nil {
+		return fmt.Errorf("smime: read message: %w", s.b.err)
+	}
+	return ErrDecrypt
+}
+
+// readEnvelopeHead reads ContentInfo { EnvelopedData | AuthEnvelopedData }
+// from r up to the start of its encrypted content.
+func readEnvelopeHead(r io.Reader) (*envelopeStream, error) {
+	b := newBERReader(r)
+	s := &envelopeStream{b: b}
+	ctype, f0, fci, err := readContentInfoHead(b)
+	if err != nil {
+		return s, err
+	}
 	switch {
 	case ctype.Equal(oidEnvelopedData):
 	case ctype.Equal(oidAuthEnvelopedData):
-		env.auth = true
+		s.env.auth = true
 	default:
-		return nil, false
+		return s, errStreamBER
 	}
-	var body, ris, eci cryptobyte.String
-	var version int
-	if !content.ReadASN1(&body, casn1.SEQUENCE) || !content.Empty() ||
-		!body.ReadASN1Integer(&version) {
-		return nil, false
+	s.outer = []frame{f0, fci}
+	h, err := b.next(&f0)
+	if err != nil || !h.is(universal, 16, true) {
+		return s, orBER(err)
 	}
-	// originatorInfo [0] IMPLICIT OPTIONAL
-	if !env.skipOptional(&body, "originatorInfo", casn1.Tag(0).Constructed().ContextSpecific()) ||
-		!body.ReadASN1(&ris, casn1.SET) {
-		return nil, false
+	s.body = b.enter(h)
+	if _, err := b.integer(&s.body); err != nil {
+		return s, err
 	}
+	// originatorInfo [0] IMPLICIT OPTIONAL, then recipientInfos.
+	h, err = b.next(&s.body)
+	if err == nil && h.is(contextSpecific, 0, true) {
+		s.unread = append(s.unread, unreadElement{field: "originatorInfo"})
+		if err = b.skip(h); err == nil {
+			h, err = b.next(&s.body)
+		}
+	}
+	if err != nil || !h.is(universal, 17, true) {
+		return s, orBER(err)
+	}
+	der, err := b.element(h)
+	if err != nil {
+		return s, err
+	}
+	if s.env.recipients, s.unread, err = parseRecipients(der, s.unread); err != nil {
+		return s, err
+	}
+	// encryptedContentInfo: contentType, contentEncryptionAlgorithm,
+	// encryptedContent [0] IMPLICIT OPTIONAL.
+	if h, err = b.next(&s.body); err != nil || !h.is(universal, 16, true) {
+		return s, orBER(err)
+	}
+	s.eci = b.enter(h)
+	if s.env.contentType, err = b.oid(&s.eci); err != nil {
+		return s, err
+	}
+	if h, err = b.next(&s.eci); err != nil {
+		return s, err
+	}
+	der, err = b.element(h)
+	if err != nil {
+		return s, err
+	}
+	in := cryptobyte.String(der)
+	var ok bool
+	if s.env.contentAlg, ok = readAlgorithmIdentifier(&in); !ok || !in.Empty() {
+		return s, errStreamBER
+	}
+	more, err := b.more(s.eci)
+	if err != nil || !more {
+		return s, err
+	}
+	h, err = b.header(&s.eci)
+	if err != nil || !h.is(contextSpecific, 0, h.constructed) {
+		return s, orBER(err)
+	}
+	s.content = b.octets(h)
+	return s, nil
+}
+
+// finish reads what follows the content (s.content read to its end): the
+// rest of the structure, which must be complete, and the mac and authAttrs
+// of AuthEnvelopedData.
+func (s *envelopeStream) finish() error {
+	b := s.b
+	if s.content.segmented && s.content.n == 0 {
+		// A constructed encryptedContent without octets is none
+		// (package ber leaves nothing of it).
+		return errStreamBER
+	}
+	if more, err := b.more(s.eci); err != nil || more {
+		return orBER(err)
+	}
+	// The elements after encryptedContentInfo, each optional but the mac.
+	var h head
+	next := func() (bool, error) {
+		more, err := b.more(s.body)
+		if err != nil || !more {
+			return false, err
+		}
+		h, err = b.header(&s.body)
+		return err == nil, err
+	}
+	more, err := next()
+	if err != nil {
+		return err
+	}
+	if s.env.auth {
+		// authAttrs [1] IMPLICIT OPTIONAL, mac OCTET STRING,
+		// unauthAttrs [2] IMPLICIT OPTIONAL.
+		if more && h.is(contextSpecific, 1, true) {
+			attrs, err := b.element(h)
+			if err != nil {
+				return err
+			}
+			s.authAttrs = append([]byte{byte(casn1.SET)}, attrs[1:]...)
+			if more, err = next(); err != nil {
+				return err
+			}
+		}
+		if !more || h.class != universal || h.number != 4 {
+			return errStreamBER
+		}
+		der, err := b.element(h)
+		if err != nil {
+			return err
+		}
+		in := cryptobyte.String(der)
+		var mac cryptobyte.String
+		if !in.ReadASN1(&mac, casn1.OCTET_STRING) || !in.Empty() {
+			return errStreamBER
+		}
+		s.mac = mac
+		if more, err = next(); err != nil {
+			return err
+		}
+		if more && !h.is(contextSpecific, 2, true) {
+			return errStreamBER
+		}
+	} else if more && !h.is(contextSpecific, 1, true) {
+		// unprotectedAttrs [1] IMPLICIT OPTIONAL
+		return errStreamBER
+	}
+	if more {
+		field := "unprotectedAttrs"
+		if s.env.auth {
+			field = "unauthAttrs"
+		}
+		s.unread = append(s.unread, unreadElement{field: field})
+		if err := b.skip(h); err != nil {
+			return err
+		}
+		if more, err = next(); err != nil || more {
+			return orBER(err)
+		}
+	}
+	for _, f := range s.outer {
+		if more, err := b.more(f); err != nil || more {
+			return orBER(err)
+		}
+	}
+	return b.trailer()
+}
+
+// decrypt decrypts and checks the content with cek, writing the plaintext
+// to w. It reports whether the content decrypted and passed its check;
+// an error is a failure to read the message or to write w.
+func (s *envelopeStream) decrypt(cek []byte, w io.Writer) (bool, error) {
+	var ok bool
+	var err error
+	if s.env.auth {
+		ok, err = s.decryptGCM(cek, w)
+	} else {
+		ok, err = s.decryptCBC(cek, w)
+	}
+	if s.b.err != nil {
+		return false, fmt.Errorf("smime: read message: %w", s.b.err)
+	}
+	if err != nil && !errors.Is(err, errStreamBER) && !errors.Is(err, errGCMTooLong) {
+		return false, fmt.Errorf("smime: spool content: %w", err)
+	}
+	return ok && err == nil, nil
+}
+
+// decryptCBC decrypts CBC content, holding its last block back for the
+// padding check at the end.
+func (s *envelopeStream) decryptCBC(cek []byte, w io.Writer) (bool, error) {
+	var block cipher.Block
+	var err error
+	if s.env.contentAlg.oid.Equal(oidDESEDE3CBC) {
+		block, err = des.NewTripleDESCipher(cek)
+	} else {
+		block, err = aes.NewCipher(cek)
+	}
+	if err != nil {
+		return false, nil
+	}
+	p := s.env.contentAlg.params
+	var iv cryptobyte.String
+	if p == nil || !p.ReadASN1(&iv, casn1.OCTET_STRING) || !p.Empty() || len(iv) != block.BlockSize() {
+		return false, nil
+	}
+	bs := block.BlockSize()
+	dec := cipher.NewCBCDecrypter(block, iv)
+	in := make([]byte, 32<<10)
+	out := make([]byte, len(in))
+	held := 0 // bytes of in not yet decrypted (at most a block and a bit)
+	var total int64
+	for {
+		n, rerr := s.content.Read(in[held:])
+		held += n
+		total += int64(n)
+		// Decrypt whole blocks, keeping the last one back while more
+		// may come.
+		ready := held / bs * bs
+		if rerr == nil && ready == held {
+			ready -= bs
+		}
+		if rerr == nil && ready > 0 {
+			dec.CryptBlocks(out[:ready], in[:ready])
+			if _, err := w.Write(out[:ready]); err != nil {
+				return false, err
+			}
+			held = copy(in, in[ready:held])
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return false, rerr
+		}
+	}
+	if err := s.finish(); err != nil {
+		return false, err
+	}
+	if total == 0 || total%int64(bs) != 0 || held%bs != 0 || held == 0 {
+		return false, nil
+	}
+	pt := out[:held]
+	dec.CryptBlocks(pt, in[:held])
+	// PKCS#7 padding, checked without data-dependent branches.
+	n := int(pt[len(pt)-1])
+	good := subtle.ConstantTimeLessOrEq(1, n) & subtle.ConstantTimeLessOrEq(n, bs)
+	for i := 1; i <= bs; i++ {
+		inPad := subtle.ConstantTimeLessOrEq(i, n)
+		eq := subtle.ConstantTimeByteEq(pt[len(pt)-i], byte(n))
+		good &= subtle.ConstantTimeSelect(inPad, eq, 1)
+	}
+	if good != 1 {
+		return false, nil
+	}
+	if _, err := w.Write(pt[:len(pt)-n]); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// decryptGCM opens AES-GCM content (RFC 5084) as a stream; authAttrs,
+// when present, are the AAD. The tag is checked once everything was read:
+// what was written to w before is plaintext the caller must not use
+// unless decryptGCM reports success.
+func (s *envelopeStream) decryptGCM(cek []byte, w io.Writer) (bool, error) {
+	block, err := aes.NewCipher(cek)
+	if err != nil {
+		return false, nil
+	}
+	// GCMParameters ::= SEQUENCE { aes-nonce OCTET STRING,
+	//                              aes-ICVlen INTEGER DEFAULT 12 }
+	p := s.env.contentAlg.params
+	var seq, nonce cryptobyte.String
+	icvLen := 12
+	if p == nil || !p.ReadASN1(&seq, casn1.SEQUENCE) || !p.Empty() ||
+		!seq.ReadASN1(&nonce, casn1.OCTET_STRING) {
+		return false, nil
+	}
+	if !seq.Empty() && (!seq.ReadASN1Integer(&icvLen) || !seq.Empty()) {
+		return false, nil
+	}
+	if icvLen < 12 || icvLen > 16 || len(nonce) == 0 || len(nonce) != 12 && icvLen != 16 {
+		return false, nil
+	}
+	o := newGCMOpener(block, nonce)
+	if err := o.copy(w, s.content); err != nil {
+		return false, err
+	}
+	if err := s.finish(); err != nil {
+		return false, err
+	}
+	return len(s.mac) == icvLen && o.check(s.authAttrs, s.mac), nil
+}
+
+// parseRecipients parses the DER of a recipientInfos SET, adding the
+// recipient infos it passes over to unread.
+func parseRecipients(der []byte, unread []unreadElement) ([]keyTransRecipient, []unreadElement, error) {
+	in := cryptobyte.String(der)
+	var ris cryptobyte.String
+	if !in.ReadASN1(&ris, casn1.SET) || !in.Empty() {
+		return nil, unread, errStreamBER
+	}
+	var out []keyTransRecipient
 	for !ris.Empty() {
 		var ri cryptobyte.String
 		var tag casn1.Tag
 		if !ris.ReadAnyASN1Element(&ri, &tag) {
-			return nil, false
+			return nil, unread, errStreamBER
 		}
 		if tag != casn1.SEQUENCE {
 			// kari [1], kekri [2], pwri [3], ori [4]: not ours to use.
-			env.unread = append(env.unread, unreadElement{"recipientInfo", tag, len(ri)})
+			unread = append(unread, unreadElement{"recipientInfo", tag, len(ri)})
 			continue
 		}
 		var ktri cryptobyte.String
 		var v int
 		var r keyTransRecipient
+		var ok bool
 		if !ri.ReadASN1(&ktri, casn1.SEQUENCE) || !ktri.ReadASN1Integer(&v) {
-			return nil, false
+			return nil, unread, errStreamBER
 		}
 		if r.id, ok = readCertificateID(&ktri); !ok {
-			return nil, false
+			return nil, unread, errStreamBER
 		}
 		if r.alg, ok = readAlgorithmIdentifier(&ktri); !ok {
-			return nil, false
+			return nil, unread, errStreamBER
 		}
 		var ek cryptobyte.String
 		if !ktri.ReadASN1(&ek, casn1.OCTET_STRING) || !ktri.Empty() {
-			return nil, false
+			return nil, unread, errStreamBER
 		}
 		r.encryptedKey = ek
-		env.recipients = append(env.recipients, r)
+		out = append(out, r)
 	}
-	if !body.ReadASN1(&eci, casn1.SEQUENCE) || !eci.ReadASN1ObjectIdentifier(&env.contentType) {
-		return nil, false
-	}
-	if env.contentAlg, ok = readAlgorithmIdentifier(&eci); !ok {
-		return nil, false
-	}
-	if !eci.Empty() {
-		if env.ciphertext, ok = readOctets(&eci, casn1.Tag(0).ContextSpecific()); !ok || !eci.Empty() {
-			return nil, false
-		}
-	}
-	if env.auth {
-		// authAttrs [1] IMPLICIT OPTIONAL, mac OCTET STRING,
-		// unauthAttrs [2] IMPLICIT OPTIONAL.
-		if body.PeekASN1Tag(casn1.Tag(1).Constructed().ContextSpecific()) {
-			var attrs cryptobyte.String
-			if !body.ReadASN1Element(&attrs, casn1.Tag(1).Constructed().ContextSpecific()) {
-				return nil, false
-			}
-			env.authAttrs = append([]byte{byte(casn1.SET)}, attrs[1:]...)
-		}
-		var mac cryptobyte.String
-		if !body.ReadASN1(&mac, casn1.OCTET_STRING) {
-			return nil, false
-		}
-		env.mac = mac
-		if !env.skipOptional(&body, "unauthAttrs", casn1.Tag(2).Constructed().ContextSpecific()) {
-			return nil, false
-		}
-	} else if !env.skipOptional(&body, "unprotectedAttrs", casn1.Tag(1).Constructed().ContextSpecific()) {
-		return nil, false
-	}
-	if !body.Empty() || env.ciphertext == nil {
-		return nil, false
-	}
-	return env, true
-}
-
-// skipOptional skips an optional element of s with the given tag,
-// recording it in env.unread when present.
-func (env *envelope) skipOptional(s *cryptobyte.String, field string, tag casn1.Tag) bool {
-	var elem cryptobyte.String
-	var present bool
-	if !s.ReadOptionalASN1(&elem, &present, tag) {
-		return false
-	}
-	if present {
-		env.unread = append(env.unread, unreadElement{field, tag, len(elem)})
-	}
-	return true
+	return out, unread, nil
 }
 
 // contentCipher names the content-encryption algorithm and its key length.
@@ -397,88 +697,4 @@ func hashName(h crypto.Hash) string {
 		return "sha512"
 	}
 	return "unknown"
-}
-
-// decryptContent decrypts and checks the content with cek.
-func decryptContent(env *envelope, cek []byte) ([]byte, bool) {
-	if env.auth {
-		return decryptGCM(env, cek)
-	}
-	var block cipher.Block
-	var err error
-	if env.contentAlg.oid.Equal(oidDESEDE3CBC) {
-		block, err = des.NewTripleDESCipher(cek)
-	} else {
-		block, err = aes.NewCipher(cek)
-	}
-	if err != nil {
-		return nil, false
-	}
-	p := env.contentAlg.params
-	var iv cryptobyte.String
-	if p == nil || !p.ReadASN1(&iv, casn1.OCTET_STRING) || !p.Empty() || len(iv) != block.BlockSize() {
-		return nil, false
-	}
-	ct := env.ciphertext
-	bs := block.BlockSize()
-	if len(ct) == 0 || len(ct)%bs != 0 {
-		return nil, false
-	}
-	pt := make([]byte, len(ct))
-	cipher.NewCBCDecrypter(block, iv).CryptBlocks(pt, ct)
-	// PKCS#7 padding, checked without data-dependent branches.
-	n := int(pt[len(pt)-1])
-	good := subtle.ConstantTimeLessOrEq(1, n) & subtle.ConstantTimeLessOrEq(n, bs)
-	for i := 1; i <= bs; i++ {
-		inPad := subtle.ConstantTimeLessOrEq(i, n)
-		eq := subtle.ConstantTimeByteEq(pt[len(pt)-i], byte(n))
-		good &= subtle.ConstantTimeSelect(inPad, eq, 1)
-	}
-	if good != 1 {
-		return nil, false
-	}
-	return pt[:len(pt)-n], true
-}
-
-// decryptGCM opens AES-GCM content (RFC 5084); the tag is verified before
-// any plaintext is returned, and authAttrs, when present, are the AAD.
-func decryptGCM(env *envelope, cek []byte) ([]byte, bool) {
-	block, err := aes.NewCipher(cek)
-	if err != nil {
-		return nil, false
-	}
-	// GCMParameters ::= SEQUENCE { aes-nonce OCTET STRING,
-	//                              aes-ICVlen INTEGER DEFAULT 12 }
-	p := env.contentAlg.params
-	var seq, nonce cryptobyte.String
-	icvLen := 12
-	if p == nil || !p.ReadASN1(&seq, casn1.SEQUENCE) || !p.Empty() ||
-		!seq.ReadASN1(&nonce, casn1.OCTET_STRING) {
-		return nil, false
-	}
-	if !seq.Empty() && (!seq.ReadASN1Integer(&icvLen) || !seq.Empty()) {
-		return nil, false
-	}
-	if icvLen < 12 || icvLen > 16 || len(env.mac) != icvLen || len(nonce) == 0 {
-		return nil, false
-	}
-	var aead cipher.AEAD
-	switch {
-	case len(nonce) == 12:
-		aead, err = cipher.NewGCMWithTagSize(block, icvLen)
-	case icvLen == 16:
-		aead, err = cipher.NewGCMWithNonceSize(block, len(nonce))
-	default:
-		return nil, false
-	}
-	if err != nil {
-		return nil, false
-	}
-	sealed := make([]byte, 0, len(env.ciphertext)+len(env.mac))
-	sealed = append(append(sealed, env.ciphertext...), env.mac...)
-	pt, err := aead.Open(nil, nonce, sealed, env.authAttrs)
-	if err != nil {
-		return nil, false
-	}
-	return pt, true
 }

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/cryptmilter/cryptmilter/internal/entropy"
 )
 
 // fuzzIdentity is the fixed test identity in testdata/fuzzkey.pem (a
@@ -63,7 +66,32 @@ func FuzzDecrypt(f *testing.F) {
 				t.Fatal("content returned with an error")
 			}
 		}
+		checkDecryptReference(t, der, ids, content, err)
 	})
+}
+
+// checkDecryptReference compares Decrypt's outcome (content, err) with the
+// in-memory reference's: the same content, or the same failure, but that
+// the stream reader says ErrNotForUs from the recipients alone where the
+// reference first found the rest of the message malformed. IsEnvelope
+// agrees with the reference's test too.
+func checkDecryptReference(t *testing.T, der []byte, ids []Identity, content []byte, err error) {
+	t.Helper()
+	want, _, werr := referenceDecrypt(der, ids)
+	switch {
+	case err == nil && werr == nil:
+		if !bytes.Equal(content, want) {
+			t.Fatalf("content %q, reference %q", content, want)
+		}
+	case err == ErrNotForUs && werr == ErrDecrypt, err == werr:
+	default:
+		t.Fatalf("Decrypt: %v, reference %v", err, werr)
+	}
+	env, ok := referenceParseEnvelope(der)
+	wantEnvelope := ok && len(env.recipients) > 0 && len(env.ciphertext) > 0 && entropy.LooksRandom(env.ciphertext)
+	if got := IsEnvelope(der); got != wantEnvelope {
+		t.Fatalf("IsEnvelope = %v, reference %v", got, wantEnvelope)
+	}
 }
 
 func FuzzVerify(f *testing.F) {
@@ -75,16 +103,54 @@ func FuzzVerify(f *testing.F) {
 		if len(detached) == 0 {
 			detached = nil
 		}
-		_, signers, err := Verify(der, detached, VerifyOptions{Roots: roots})
+		content, signers, err := Verify(der, detached, VerifyOptions{Roots: roots})
 		if err != nil && signers != nil {
 			t.Fatal("signers returned with an error")
 		}
+		checkVerifyReference(t, der, detached, VerifyOptions{Roots: roots}, content, signers, err)
 		for _, s := range signers {
 			if s.Status < Bad || s.Status > Valid {
 				t.Fatalf("status out of range: %d", s.Status)
 			}
 		}
 	})
+}
+
+// checkVerifyReference compares Verify's outcome with the in-memory
+// reference parser's followed by the same signer checks.
+func checkVerifyReference(t *testing.T, der, detached []byte, opts VerifyOptions, content []byte, signers []SignerResult, err error) {
+	t.Helper()
+	sd, rcontent, ok := referenceParseSignedData(der)
+	var werr error
+	switch {
+	case !ok:
+		werr = ErrMalformed
+	case detached != nil && rcontent != nil, detached == nil && rcontent == nil:
+		werr = ErrNoContent
+	}
+	if err != werr {
+		t.Fatalf("Verify: %v, reference %v", err, werr)
+	}
+	if err != nil {
+		return
+	}
+	if detached != nil {
+		rcontent = detached
+	}
+	if !bytes.Equal(content, rcontent) {
+		t.Fatalf("content %q, reference %q", content, rcontent)
+	}
+	want := verifySigners(sd, &contentSource{open: func() io.Reader { return bytes.NewReader(rcontent) }}, opts)
+	if len(signers) != len(want) {
+		t.Fatalf("%d signers, reference %d", len(signers), len(want))
+	}
+	for i := range want {
+		g, w := signers[i], want[i]
+		if g.Status != w.Status || g.Reason != w.Reason || g.Serial != w.Serial || g.Issuer != w.Issuer || g.Digest != w.Digest ||
+			(g.Cert == nil) != (w.Cert == nil) || g.Cert != nil && !g.Cert.Equal(w.Cert) {
+			t.Fatalf("signer %d: %+v, reference %+v", i, g, w)
+		}
+	}
 }
 
 // FuzzToDER: the conversion never panics, and its output is a fixed point

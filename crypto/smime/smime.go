@@ -11,14 +11,17 @@
 // 5083/5084); it cannot verify RSA-PSS, checks chains at the signer's
 // claimed signing time, ignores the content-type attribute and has no CRL
 // support. BER input (indefinite lengths, constructed OCTET STRINGs, as
-// `openssl cms -stream` and Thunderbird produce) is first normalised to
-// definite lengths by toDER.
+// `openssl cms -stream` and Thunderbird produce) is read as a stream
+// (berstream.go): the small elements are normalised to definite lengths
+// by toDER, the content is read as it comes.
 //
-// The package works on DER/BER bytes; MIME parsing, canonicalisation and
-// result headers belong to the callers. The outbound side streams:
+// The package works on DER/BER; MIME parsing, canonicalisation and result
+// headers belong to the callers. Both sides stream: DecryptReader and
+// VerifyOpaque read a message as a stream into a spool buffer,
+// VerifyDetached hashes the signed content as it reads it,
 // SignDetachedReader hashes its content as it reads it and EncryptTo
-// encrypts from a reader into a writer, so that neither holds a message
-// in memory.
+// encrypts from a reader into a writer, so that none holds a message in
+// memory.
 package smime
 
 import (
@@ -233,50 +236,6 @@ func readAlgorithmIdentifier(s *cryptobyte.String) (algorithmIdentifier, bool) {
 		}
 	}
 	return a, true
-}
-
-// readOctets reads an OCTET STRING, or an IMPLICIT [n] OCTET STRING given
-// its primitive tag, in primitive or (BER) constructed form.
-func readOctets(s *cryptobyte.String, tag casn1.Tag) ([]byte, bool) {
-	if s.PeekASN1Tag(tag) {
-		var v cryptobyte.String
-		if !s.ReadASN1(&v, tag) {
-			return nil, false
-		}
-		return v, true
-	}
-	var c cryptobyte.String
-	if !s.ReadASN1(&c, tag.Constructed()) {
-		return nil, false
-	}
-	var out []byte
-	for !c.Empty() {
-		var seg cryptobyte.String
-		if !c.ReadASN1(&seg, casn1.OCTET_STRING) {
-			return nil, false
-		}
-		out = append(out, seg...)
-	}
-	return out, true
-}
-
-// readContentInfo reads a top-level ContentInfo from BER input and returns
-// its content type and the content ([0] EXPLICIT) body.
-func readContentInfo(ber []byte) (asn1.ObjectIdentifier, cryptobyte.String, bool) {
-	der, err := toDER(ber)
-	if err != nil {
-		return nil, nil, false
-	}
-	in := cryptobyte.String(der)
-	var ci, content cryptobyte.String
-	var oid asn1.ObjectIdentifier
-	if !in.ReadASN1(&ci, casn1.SEQUENCE) || !in.Empty() ||
-		!ci.ReadASN1ObjectIdentifier(&oid) ||
-		!ci.ReadASN1(&content, casn1.Tag(0).Constructed().ContextSpecific()) ||
-		!ci.Empty() {
-		return nil, nil, false
-	}
-	return oid, content, true
 }
 
 // toDER normalizes BER input to DER (see package ber).

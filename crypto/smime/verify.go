@@ -14,10 +14,13 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/cryptmilter/cryptmilter/internal/spool"
 )
 
 // Errors returned by Verify. Everything else about a signature is a
@@ -116,10 +119,9 @@ type SignerResult struct {
 	SigningTime time.Time
 }
 
-// signedData is a parsed SignedData.
+// signedData is a parsed SignedData, but for its content.
 type signedData struct {
 	contentType asn1.ObjectIdentifier
-	content     []byte // nil when detached
 	certs       []*x509.Certificate
 	signers     []signerInfo
 }
@@ -137,22 +139,161 @@ type signerInfo struct {
 // bytes, which must be the exact CRLF-canonical signed entity. It returns
 // the signed content (detached itself, for a detached signature) and one
 // verdict per signerInfo, each judged on its own. No signerInfo at all
-// gives an empty slice: the content is unsigned.
+// gives an empty slice: the content is unsigned. It is VerifyDetached or
+// VerifyOpaque with everything in memory.
 //
 // The error is non-nil only for input that is not a SignedData
 // (ErrMalformed) or a content mismatch (ErrNoContent).
 func Verify(der []byte, detached []byte, opts VerifyOptions) ([]byte, []SignerResult, error) {
-	sd, ok := parseSignedData(der)
-	if !ok {
-		return nil, nil, ErrMalformed
+	if detached != nil {
+		signers, err := VerifyDetached(der, func() io.Reader { return bytes.NewReader(detached) }, opts)
+		if err != nil {
+			return nil, nil, err
+		}
+		return detached, signers, nil
 	}
-	content := sd.content
+	buf, signers, err := VerifyOpaque(bytes.NewReader(der), nil, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer buf.Close()
+	content, err := buf.Bytes()
+	if err != nil {
+		return nil, nil, err
+	}
+	return content, signers, nil
+}
+
+// VerifyDetached verifies a detached CMS SignedData der (BER or DER) over
+// the signed content, which open returns a reader of, the same bytes each
+// time it is called: the content is hashed as it is read, once per digest
+// algorithm, and never held. It returns one verdict per signerInfo. The
+// error is ErrMalformed for der that is not a SignedData, ErrNoContent
+// when der carries content of its own, or a failure reading the content.
+func VerifyDetached(der []byte, open func() io.Reader, opts VerifyOptions) ([]SignerResult, error) {
+	present := &presence{}
+	sd, err := readSignedData(bytes.NewReader(der), present)
 	switch {
-	case detached != nil && content != nil, detached == nil && content == nil:
-		return nil, nil, ErrNoContent
-	case detached != nil:
-		content = detached
+	case err != nil:
+		return nil, err
+	case present.seen:
+		return nil, ErrNoContent
 	}
+	c := &contentSource{open: open}
+	results := verifySigners(sd, c, opts)
+	if c.err != nil {
+		return nil, fmt.Errorf("smime: read signed content: %w", c.err)
+	}
+	return results, nil
+}
+
+// VerifyOpaque verifies an opaque CMS SignedData read as a stream of BER
+// or DER from r: its content is copied as it is read to a spool buffer of
+// sp (memory when sp is nil), then hashed from there. It returns the
+// buffer, for the caller to close, and one verdict per signerInfo. The
+// error is ErrMalformed for input that is not a SignedData, ErrNoContent
+// when it has no content, or a failure reading r or the spool, returned
+// wrapped.
+func VerifyOpaque(r io.Reader, sp *spool.Dir, opts VerifyOptions) (*spool.Buffer, []SignerResult, error) {
+	buf := newBuffer(sp)
+	present := &presence{w: buf}
+	sd, err := readSignedData(r, present)
+	if err == nil && !present.seen {
+		err = ErrNoContent
+	}
+	if err != nil {
+		buf.Close()
+		return nil, nil, err
+	}
+	c := &contentSource{open: buf.Reader}
+	results := verifySigners(sd, c, opts)
+	if c.err != nil {
+		buf.Close()
+		return nil, nil, fmt.Errorf("smime: read signed content: %w", c.err)
+	}
+	return buf, results, nil
+}
+
+// presence receives the content of a SignedData: it records that there
+// is one, and passes it on to w (nil: drops it).
+type presence struct {
+	w    io.Writer
+	seen bool
+}
+
+func (p *presence) Write(b []byte) (int, error) {
+	if p.w == nil {
+		return len(b), nil
+	}
+	return p.w.Write(b)
+}
+
+// contentSource is the signed content, read again for each digest it is
+// hashed with. err is its first read error.
+type contentSource struct {
+	open    func() io.Reader
+	digests map[crypto.Hash][]byte
+	err     error
+}
+
+// digest returns the content's digest with h.
+func (c *contentSource) digest(h crypto.Hash) []byte {
+	if d, ok := c.digests[h]; ok {
+		return d
+	}
+	d := h.New()
+	if _, err := io.Copy(d, c.open()); err != nil && c.err == nil {
+		c.err = err
+	}
+	if c.digests == nil {
+		c.digests = map[crypto.Hash][]byte{}
+	}
+	c.digests[h] = d.Sum(nil)
+	return c.digests[h]
+}
+
+// maxDirectContent bounds content that a signature covers without hashing
+// it first (Ed25519 without signed attributes, RFC 8419): it is read into
+// memory.
+const maxDirectContent = 1 << 20
+
+// all returns the whole content when it is at most max bytes.
+func (c *contentSource) all(max int) ([]byte, bool) {
+	b, err := io.ReadAll(io.LimitReader(c.open(), int64(max)+1))
+	if err != nil {
+		if c.err == nil {
+			c.err = err
+		}
+		return nil, false
+	}
+	return b, len(b) <= max
+}
+
+// signedBytes is what a signature covers: the signed attributes, held in
+// memory, or the content.
+type signedBytes struct {
+	mem     []byte
+	content *contentSource // when mem is nil
+}
+
+func (s signedBytes) digest(h crypto.Hash) []byte {
+	if s.content != nil {
+		return s.content.digest(h)
+	}
+	d := h.New()
+	d.Write(s.mem)
+	return d.Sum(nil)
+}
+
+// raw returns the bytes themselves (false when they are too many).
+func (s signedBytes) raw() ([]byte, bool) {
+	if s.content != nil {
+		return s.content.all(maxDirectContent)
+	}
+	return s.mem, true
+}
+
+func verifySigners(sd *signedData, content *contentSource, opts VerifyOptions) []SignerResult {
 	if opts.Now.IsZero() {
 		opts.Now = time.Now()
 	}
@@ -167,10 +308,10 @@ func Verify(der []byte, detached []byte, opts VerifyOptions) ([]byte, []SignerRe
 	for _, si := range sd.signers {
 		results = append(results, verifySigner(sd, si, content, inter, opts))
 	}
-	return content, results, nil
+	return results
 }
 
-func verifySigner(sd *signedData, si signerInfo, content []byte, inter *x509.CertPool, opts VerifyOptions) SignerResult {
+func verifySigner(sd *signedData, si signerInfo, content *contentSource, inter *x509.CertPool, opts VerifyOptions) SignerResult {
 	res := SignerResult{Serial: formatSerial(si.id.serial)}
 	if si.id.issuer != nil {
 		res.Issuer = formatName(si.id.issuer)
@@ -199,7 +340,7 @@ func verifySigner(sd *signedData, si signerInfo, content []byte, inter *x509.Cer
 		return fail(Bad, "unsupported-algorithm")
 	}
 	// What the signature covers: the signed attributes, or the content.
-	signed := content
+	signed := signedBytes{content: content}
 	if si.signedAttrs != nil {
 		ct, md, st, ok := parseSignedAttrs(si.signedAttrs)
 		if !ok {
@@ -209,12 +350,10 @@ func verifySigner(sd *signedData, si signerInfo, content []byte, inter *x509.Cer
 		if !ct.Equal(sd.contentType) {
 			return fail(Bad, "content-type-mismatch")
 		}
-		d := h.New()
-		d.Write(content)
-		if !bytes.Equal(d.Sum(nil), md) {
+		if !bytes.Equal(content.digest(h), md) {
 			return fail(Bad, "digest-mismatch")
 		}
-		signed = si.signedAttrs
+		signed = signedBytes{mem: si.signedAttrs}
 	} else if !sd.contentType.Equal(oidData) {
 		// RFC 5652 5.3: signedAttrs MUST be present for other types.
 		return fail(Bad, "missing-attribute")
@@ -281,13 +420,9 @@ func parseSignedAttrs(der []byte) (ct asn1.ObjectIdentifier, md []byte, st time.
 
 // checkSignature verifies sig over data (hashed with h where the scheme
 // hashes) and returns "" or a reason token.
-func checkSignature(pub crypto.PublicKey, h crypto.Hash, alg algorithmIdentifier, data, sig []byte) string {
+func checkSignature(pub crypto.PublicKey, h crypto.Hash, alg algorithmIdentifier, data signedBytes, sig []byte) string {
 	oid := alg.oid
-	digest := func(hh crypto.Hash) []byte {
-		d := hh.New()
-		d.Write(data)
-		return d.Sum(nil)
-	}
+	digest := data.digest
 	// Signature algorithms that name a hash must agree with digestAlgorithm.
 	named := map[string]crypto.Hash{
 		"1.2.840.113549.1.1.4":  crypto.MD5,
@@ -348,7 +483,11 @@ func checkSignature(pub crypto.PublicKey, h crypto.Hash, alg algorithmIdentifier
 		if !ok {
 			return "alg-mismatch"
 		}
-		if !ed25519.Verify(k, data, sig) {
+		msg, ok := data.raw()
+		if !ok {
+			return "unsupported-algorithm" // pure Ed25519 over large content
+		}
+		if !ed25519.Verify(k, msg, sig) {
 			return "bad-signature"
 		}
 		return ""
@@ -482,90 +621,189 @@ func chainRevoked(chain []*x509.Certificate, crls []*x509.RevocationList) bool {
 	return false
 }
 
-// parseSignedData parses ContentInfo { SignedData }.
-func parseSignedData(ber []byte) (*signedData, bool) {
-	ctype, content, ok := readContentInfo(ber)
-	if !ok || !ctype.Equal(oidSignedData) {
-		return nil, false
+// readSignedData reads ContentInfo { SignedData } from r as a stream; the
+// content, if any, goes to content. The error is ErrMalformed, a failure
+// reading r, or a failure writing content.
+func readSignedData(r io.Reader, content *presence) (*signedData, error) {
+	b := newBERReader(r)
+	sd, err := readSignedDataStream(b, content)
+	switch {
+	case b.err != nil:
+		return nil, fmt.Errorf("smime: read signed-data: %w", b.err)
+	case errors.Is(err, errStreamBER):
+		return nil, ErrMalformed
+	case err != nil:
+		return nil, fmt.Errorf("smime: spool signed content: %w", err)
+	}
+	return sd, nil
+}
+
+func readSignedDataStream(b *berReader, content *presence) (*signedData, error) {
+	ctype, f0, fci, err := readContentInfoHead(b)
+	if err != nil {
+		return nil, err
+	}
+	if !ctype.Equal(oidSignedData) {
+		return nil, errStreamBER
 	}
 	sd := &signedData{}
-	var body, digestAlgs, eci, sis cryptobyte.String
-	var version int
-	if !content.ReadASN1(&body, casn1.SEQUENCE) || !content.Empty() ||
-		!body.ReadASN1Integer(&version) ||
-		!body.ReadASN1(&digestAlgs, casn1.SET) ||
-		!body.ReadASN1(&eci, casn1.SEQUENCE) ||
-		!eci.ReadASN1ObjectIdentifier(&sd.contentType) {
-		return nil, false
+	h, err := b.next(&f0)
+	if err != nil || !h.is(universal, 16, true) {
+		return nil, orBER(err)
 	}
-	if !eci.Empty() {
-		var e cryptobyte.String
-		if !eci.ReadASN1(&e, casn1.Tag(0).Constructed().ContextSpecific()) || !eci.Empty() {
-			return nil, false
+	body := b.enter(h)
+	if _, err := b.integer(&body); err != nil {
+		return nil, err
+	}
+	// digestAlgorithms SET: the signerInfos name their own.
+	if h, err = b.next(&body); err != nil || !h.is(universal, 17, true) {
+		return nil, orBER(err)
+	}
+	if err := b.skip(h); err != nil {
+		return nil, err
+	}
+	// encapContentInfo { eContentType, eContent [0] EXPLICIT OCTET STRING OPTIONAL }
+	if h, err = b.next(&body); err != nil || !h.is(universal, 16, true) {
+		return nil, orBER(err)
+	}
+	eci := b.enter(h)
+	if sd.contentType, err = b.oid(&eci); err != nil {
+		return nil, err
+	}
+	more, err := b.more(eci)
+	if err != nil {
+		return nil, err
+	}
+	if more {
+		if h, err = b.header(&eci); err != nil || !h.is(contextSpecific, 0, true) {
+			return nil, orBER(err)
 		}
-		c, ok := readOctets(&e, casn1.OCTET_STRING)
-		if !ok || !e.Empty() {
-			return nil, false
+		e := b.enter(h)
+		if h, err = b.next(&e); err != nil || h.class != universal || h.number != 4 {
+			return nil, orBER(err)
 		}
-		sd.content = c
-		if sd.content == nil {
-			sd.content = []byte{}
+		content.seen = true
+		if _, err := io.Copy(content, b.octets(h)); err != nil {
+			return nil, err
+		}
+		if more, err := b.more(e); err != nil || more {
+			return nil, orBER(err)
+		}
+		if more, err := b.more(eci); err != nil || more {
+			return nil, orBER(err)
 		}
 	}
-	if body.PeekASN1Tag(casn1.Tag(0).Constructed().ContextSpecific()) {
-		var certs cryptobyte.String
-		if !body.ReadASN1(&certs, casn1.Tag(0).Constructed().ContextSpecific()) {
-			return nil, false
+	// certificates [0] IMPLICIT OPTIONAL, crls [1] IMPLICIT OPTIONAL (CRLs
+	// come from the keystore), signerInfos SET.
+	if h, err = b.next(&body); err != nil {
+		return nil, err
+	}
+	if h.is(contextSpecific, 0, true) {
+		der, err := b.element(h)
+		if err != nil {
+			return nil, err
 		}
-		for !certs.Empty() {
-			var c cryptobyte.String
-			var tag casn1.Tag
-			if !certs.ReadAnyASN1Element(&c, &tag) {
-				return nil, false
-			}
-			if tag != casn1.SEQUENCE {
-				continue // attribute or other certificate formats
-			}
-			if cert, err := x509.ParseCertificate(c); err == nil {
-				sd.certs = append(sd.certs, cert)
-			}
+		if sd.certs, err = parseCertificates(der); err != nil {
+			return nil, err
+		}
+		if h, err = b.next(&body); err != nil {
+			return nil, err
 		}
 	}
-	// crls [1] IMPLICIT: not used (CRLs come from the keystore).
-	if !body.SkipOptionalASN1(casn1.Tag(1).Constructed().ContextSpecific()) ||
-		!body.ReadASN1(&sis, casn1.SET) || !body.Empty() {
-		return nil, false
+	if h.is(contextSpecific, 1, true) {
+		if err := b.skip(h); err != nil {
+			return nil, err
+		}
+		if h, err = b.next(&body); err != nil {
+			return nil, err
+		}
 	}
+	if !h.is(universal, 17, true) {
+		return nil, errStreamBER
+	}
+	der, err := b.element(h)
+	if err != nil {
+		return nil, err
+	}
+	if sd.signers, err = parseSignerInfos(der); err != nil {
+		return nil, err
+	}
+	for _, f := range []frame{body, f0, fci} {
+		if more, err := b.more(f); err != nil || more {
+			return nil, orBER(err)
+		}
+	}
+	if err := b.trailer(); err != nil {
+		return nil, err
+	}
+	return sd, nil
+}
+
+// parseCertificates parses the DER of a certificates [0] IMPLICIT SET:
+// the X.509 certificates in it (other formats are skipped, and so are
+// certificates that do not parse).
+func parseCertificates(der []byte) ([]*x509.Certificate, error) {
+	in := cryptobyte.String(der)
+	var certs cryptobyte.String
+	if !in.ReadASN1(&certs, casn1.Tag(0).Constructed().ContextSpecific()) || !in.Empty() {
+		return nil, errStreamBER
+	}
+	var out []*x509.Certificate
+	for !certs.Empty() {
+		var c cryptobyte.String
+		var tag casn1.Tag
+		if !certs.ReadAnyASN1Element(&c, &tag) {
+			return nil, errStreamBER
+		}
+		if tag != casn1.SEQUENCE {
+			continue // attribute or other certificate formats
+		}
+		if cert, err := x509.ParseCertificate(c); err == nil {
+			out = append(out, cert)
+		}
+	}
+	return out, nil
+}
+
+// parseSignerInfos parses the DER of a signerInfos SET.
+func parseSignerInfos(der []byte) ([]signerInfo, error) {
+	in := cryptobyte.String(der)
+	var sis cryptobyte.String
+	if !in.ReadASN1(&sis, casn1.SET) || !in.Empty() {
+		return nil, errStreamBER
+	}
+	var out []signerInfo
 	for !sis.Empty() {
 		var s cryptobyte.String
 		var si signerInfo
 		var v int
+		var ok bool
 		if !sis.ReadASN1(&s, casn1.SEQUENCE) || !s.ReadASN1Integer(&v) {
-			return nil, false
+			return nil, errStreamBER
 		}
 		if si.id, ok = readCertificateID(&s); !ok {
-			return nil, false
+			return nil, errStreamBER
 		}
 		if si.digestAlg, ok = readAlgorithmIdentifier(&s); !ok {
-			return nil, false
+			return nil, errStreamBER
 		}
 		if s.PeekASN1Tag(casn1.Tag(0).Constructed().ContextSpecific()) {
 			var attrs cryptobyte.String
 			if !s.ReadASN1Element(&attrs, casn1.Tag(0).Constructed().ContextSpecific()) {
-				return nil, false
+				return nil, errStreamBER
 			}
 			si.signedAttrs = append([]byte{byte(casn1.SET)}, attrs[1:]...)
 		}
 		if si.sigAlg, ok = readAlgorithmIdentifier(&s); !ok {
-			return nil, false
+			return nil, errStreamBER
 		}
 		var sig cryptobyte.String
 		if !s.ReadASN1(&sig, casn1.OCTET_STRING) ||
 			!s.SkipOptionalASN1(casn1.Tag(1).Constructed().ContextSpecific()) || !s.Empty() {
-			return nil, false
+			return nil, errStreamBER
 		}
 		si.signature = sig
-		sd.signers = append(sd.signers, si)
+		out = append(out, si)
 	}
-	return sd, true
+	return out, nil
 }

@@ -307,9 +307,9 @@ func TestVerifyPSSIsPSS(t *testing.T) {
 	needOpenSSL(t)
 	p := testPKI(t)
 	der := opensslSign(t, testContent, false, []string{"-keyopt", "rsa_padding_mode:pss"}, p.alice)
-	sd, ok := parseSignedData(der)
-	if !ok || len(sd.signers) != 1 {
-		t.Fatal("parse failed")
+	sd, err := readSignedData(bytes.NewReader(der), &presence{})
+	if err != nil || len(sd.signers) != 1 {
+		t.Fatalf("parse failed: %v", err)
 	}
 	if !sd.signers[0].sigAlg.oid.Equal(oidRSASSAPSS) {
 		t.Errorf("signature algorithm %v, want RSASSA-PSS", sd.signers[0].sigAlg.oid)
@@ -318,7 +318,7 @@ func TestVerifyPSSIsPSS(t *testing.T) {
 		t.Errorf("signer named by key identifier, want issuer and serial")
 	}
 	der = opensslSign(t, testContent, false, []string{"-keyid"}, p.alice)
-	if sd, ok = parseSignedData(der); !ok || sd.signers[0].id.ski == nil {
+	if sd, err = readSignedData(bytes.NewReader(der), &presence{}); err != nil || sd.signers[0].id.ski == nil {
 		t.Errorf("-keyid: signer not named by key identifier")
 	}
 }

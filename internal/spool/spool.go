@@ -81,13 +81,18 @@ func createUnlinked(dir string) (*os.File, error) {
 }
 
 // Buffer is a write-once, read-many byte store. Write it fully, then read it
-// with Reader as often as needed. Close releases it.
+// with Reader or ReadAt as often as needed, from any number of goroutines.
+// Close releases it.
 type Buffer struct {
-	dir  *Dir
-	mem  bytes.Buffer
-	file *os.File
-	size int64
+	dir    *Dir
+	mem    bytes.Buffer
+	file   *os.File
+	size   int64
+	closed bool
 }
+
+// errClosed is returned by reads after Close.
+var errClosed = errors.New("spool: buffer is closed")
 
 // Write implements io.Writer.
 func (b *Buffer) Write(p []byte) (int, error) {
@@ -130,6 +135,43 @@ func (b *Buffer) Reader() io.Reader {
 	return bytes.NewReader(b.mem.Bytes())
 }
 
+// ReadAt implements io.ReaderAt over what was written. A read that the
+// file cannot satisfy within Size (it was cut short on disk) is an error,
+// never a silent EOF.
+func (b *Buffer) ReadAt(p []byte, off int64) (int, error) {
+	switch {
+	case b.closed:
+		return 0, errClosed
+	case off < 0:
+		return 0, errors.New("spool: negative offset")
+	case off >= b.size:
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	want := len(p)
+	if rest := b.size - off; int64(want) > rest {
+		want = int(rest)
+	}
+	var n int
+	if b.file != nil {
+		var err error
+		if n, err = b.file.ReadAt(p[:want], off); n < want {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return n, fmt.Errorf("spool: %w", err)
+		}
+	} else {
+		n = copy(p[:want], b.mem.Bytes()[off:])
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
 // Bytes returns the content; for a spilled buffer it reads the file.
 func (b *Buffer) Bytes() ([]byte, error) {
 	if b.file == nil {
@@ -140,6 +182,7 @@ func (b *Buffer) Bytes() ([]byte, error) {
 
 // Close releases the buffer's memory or file.
 func (b *Buffer) Close() error {
+	b.closed = true
 	b.mem = bytes.Buffer{}
 	if b.file != nil {
 		err := b.file.Close()

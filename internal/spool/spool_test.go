@@ -67,3 +67,41 @@ func TestOpenCleansAndFixesMode(t *testing.T) {
 		t.Error("Open on a regular file succeeded")
 	}
 }
+
+// TestBufferReadAt: ReadAt reads what was written, in memory and on disk,
+// ends with io.EOF at the size, and fails after Close.
+func TestBufferReadAt(t *testing.T) {
+	sp, err := Open(filepath.Join(t.TempDir(), "spool"), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{50, 5000} { // in memory, on disk
+		b := sp.New()
+		want := bytes.Repeat([]byte("0123456789"), size/10)
+		b.Write(want)
+		if b.OnDisk() != (size > 100) {
+			t.Fatalf("%d bytes: OnDisk %v", size, b.OnDisk())
+		}
+		got := make([]byte, 7)
+		for off := 0; off < size; off += 7 {
+			n, err := b.ReadAt(got, int64(off))
+			end := min(off+7, size)
+			if n != end-off || !bytes.Equal(got[:n], want[off:end]) {
+				t.Fatalf("%d bytes: ReadAt(7, %d) = %q", size, off, got[:n])
+			}
+			if (end-off < 7) != (err == io.EOF) || err != nil && err != io.EOF {
+				t.Fatalf("%d bytes: ReadAt(7, %d) error %v", size, off, err)
+			}
+		}
+		if n, err := b.ReadAt(got, int64(size)); n != 0 || err != io.EOF {
+			t.Errorf("%d bytes: ReadAt at the end = %d, %v", size, n, err)
+		}
+		if r, err := io.ReadAll(io.NewSectionReader(b, 0, b.Size())); err != nil || !bytes.Equal(r, want) {
+			t.Errorf("%d bytes: section reader %v", size, err)
+		}
+		b.Close()
+		if _, err := b.ReadAt(got, 0); err == nil {
+			t.Errorf("%d bytes: ReadAt after Close succeeded", size)
+		}
+	}
+}

@@ -1,0 +1,267 @@
+// Command memdriver is the helper of test/bench/rss.sh: it sends one
+// message file through a running milter, several copies at once, as an MTA
+// would, and says what the milter did with each.
+//
+//	memdriver port
+//	memdriver send --connect inet:HOST:PORT --direction in|out --from ADDR --rcpt ADDR [--rcpt ADDR]...
+//	               [--concurrency N] FILE
+//
+// send prints one line: the number of copies, their actions, the
+// X-Cryptmilter-Encryption verdicts and the size of the replaced bodies. It
+// exits 1 when a session fails or the copies are not all treated alike.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fail("usage: memdriver port | send ...")
+	}
+	var err error
+	switch os.Args[1] {
+	case "port":
+		err = port()
+	case "send":
+		err = send(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown subcommand %q", os.Args[1])
+	}
+	if err != nil {
+		fail(err.Error())
+	}
+}
+
+func fail(msg string) {
+	fmt.Fprintln(os.Stderr, "memdriver: error:", msg)
+	os.Exit(1)
+}
+
+func port() error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	fmt.Println(l.Addr().(*net.TCPAddr).Port)
+	return nil
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// message is a message file split as the MTA hands it over.
+type message struct {
+	fields [][2]string
+	body   []byte // CRLF line ends
+}
+
+func send(args []string) error {
+	fs := flag.NewFlagSet("send", flag.ContinueOnError)
+	connect := fs.String("connect", "", "milter socket (inet:HOST:PORT)")
+	dir := fs.String("direction", "in", "in or out")
+	from := fs.String("from", "", "envelope sender")
+	conc := fs.Int("concurrency", 1, "copies sent at once")
+	var rcpts multiFlag
+	fs.Var(&rcpts, "rcpt", "envelope recipient")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	addr, ok := strings.CutPrefix(*connect, "inet:")
+	if !ok || fs.NArg() != 1 || *from == "" || len(rcpts) == 0 || *conc < 1 {
+		return fmt.Errorf("send --connect inet:HOST:PORT --direction in|out --from ADDR --rcpt ADDR [--concurrency N] FILE")
+	}
+	msg, err := readMessage(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	type outcome struct {
+		action, enc string
+		replaced    bool
+		body        int
+		err         error
+	}
+	out := make([]outcome, *conc)
+	var wg sync.WaitGroup
+	for i := range out {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o := &out[i]
+			var mods []gomilter.ModifyAction
+			o.action, mods, o.err = sendOne(addr, *dir, *from, rcpts, msg, i)
+			for _, m := range mods {
+				switch {
+				case m.Code == gomilter.ActReplBody:
+					o.replaced = true
+					o.body += len(m.Body)
+				case strings.EqualFold(m.HeaderName, "X-Cryptmilter-Encryption") && m.HeaderValue != "":
+					o.enc, _, _ = strings.Cut(strings.TrimSpace(m.HeaderValue), ";")
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	counts := map[string]int{}
+	for _, o := range out {
+		if o.err != nil {
+			return fmt.Errorf("copy failed: %w", o.err)
+		}
+		body := "unchanged"
+		if o.replaced {
+			body = fmt.Sprintf("%d bytes", o.body)
+		}
+		counts[fmt.Sprintf("%s, encryption %s, body %s", o.action, orNone(o.enc), body)]++
+	}
+	var lines []string
+	for k, n := range counts {
+		lines = append(lines, fmt.Sprintf("%d× %s", n, k))
+	}
+	slices.Sort(lines)
+	fmt.Println(strings.Join(lines, "; "))
+	if len(counts) != 1 {
+		return fmt.Errorf("the copies were not all treated alike")
+	}
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(no header)"
+	}
+	return s
+}
+
+// readMessage reads a message file: header fields (folded lines joined
+// with "\n", as milters receive them) and the body with CRLF line ends.
+func readMessage(name string) (*message, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 1<<20)
+	m := &message{}
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return nil, fmt.Errorf("%s: header: %w", name, err)
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if line == "" {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			if len(m.fields) == 0 {
+				return nil, fmt.Errorf("%s: continuation line first", name)
+			}
+			m.fields[len(m.fields)-1][1] += "\n" + line
+			continue
+		}
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			return nil, fmt.Errorf("%s: %q is not a header field", name, line)
+		}
+		m.fields = append(m.fields, [2]string{k, strings.TrimPrefix(v, " ")})
+	}
+	body, err := io.ReadAll(br)
+	if err != nil {
+		return nil, err
+	}
+	body = bytes.ReplaceAll(body, []byte("\r\n"), []byte("\n"))
+	m.body = bytes.ReplaceAll(body, []byte("\n"), []byte("\r\n"))
+	return m, nil
+}
+
+// sendOne sends msg in a session of its own and returns the action and
+// the modifications the milter asked for.
+func sendOne(addr, dir, from string, rcpts []string, msg *message, i int) (string, []gomilter.ModifyAction, error) {
+	c := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
+		Dialer:       &net.Dialer{Timeout: 10 * time.Second},
+		ReadTimeout:  10 * time.Minute,
+		WriteTimeout: 10 * time.Minute,
+		// The v2 actions (go-milter's client cannot negotiate more with
+		// go-milter's server).
+		ActionMask: gomilter.OptAddHeader | gomilter.OptChangeBody | gomilter.OptAddRcpt |
+			gomilter.OptRemoveRcpt | gomilter.OptChangeHeader | gomilter.OptQuarantine,
+	})
+	s, err := c.Session()
+	if err != nil {
+		return "", nil, err
+	}
+	defer s.Close()
+	host, client, daemon := "mx.example.net", "192.0.2.1", "smtpd"
+	if dir == "out" {
+		host, client, daemon = "localhost", "127.0.0.1", "ORIGINATING"
+	}
+	s.Macros(gomilter.CodeConn, "{daemon_name}", daemon, "{client_addr}", client, "j", "memdriver.invalid")
+	check := func(a *gomilter.Action, err error) error {
+		if err != nil {
+			return err
+		}
+		if a.Code != gomilter.ActContinue {
+			return fmt.Errorf("milter answered %c %d %s before the end of the message", a.Code, a.SMTPCode, a.SMTPText)
+		}
+		return nil
+	}
+	if err := check(s.Conn(host, gomilter.FamilyInet, 25, client)); err != nil {
+		return "", nil, err
+	}
+	if err := check(s.Helo(host)); err != nil {
+		return "", nil, err
+	}
+	s.Macros(gomilter.CodeMail, "i", fmt.Sprintf("MEM%06d", i))
+	if err := check(s.Mail(from, nil)); err != nil {
+		return "", nil, err
+	}
+	for _, r := range rcpts {
+		if err := check(s.Rcpt(r, nil)); err != nil {
+			return "", nil, err
+		}
+	}
+	for _, f := range msg.fields {
+		if err := check(s.HeaderField(f[0], f[1])); err != nil {
+			return "", nil, err
+		}
+	}
+	if err := check(s.HeaderEnd()); err != nil {
+		return "", nil, err
+	}
+	for b := msg.body; len(b) > 0; {
+		n := min(len(b), gomilter.MaxBodyChunk)
+		if err := check(s.BodyChunk(b[:n])); err != nil {
+			return "", nil, err
+		}
+		b = b[n:]
+	}
+	mods, act, err := s.End()
+	if err != nil {
+		return "", nil, err
+	}
+	switch act.Code {
+	case gomilter.ActAccept, gomilter.ActContinue:
+		return "accept", mods, nil
+	case gomilter.ActReject:
+		return "reject", mods, nil
+	case gomilter.ActTempFail:
+		return "tempfail", mods, nil
+	case gomilter.ActReplyCode:
+		return fmt.Sprintf("reply %d", act.SMTPCode), mods, nil
+	}
+	return string(rune(act.Code)), mods, nil
+}
