@@ -79,7 +79,7 @@ func (t *trackedConn) nextPacket() error {
 	if t.c.drainIdle() {
 		return io.EOF
 	}
-	h, err := t.r.Peek(5)
+	h, err := t.r.Peek(4)
 	if err != nil {
 		if len(h) == 0 && t.c.drainIdle() {
 			return io.EOF
@@ -93,6 +93,9 @@ func (t *trackedConn) nextPacket() error {
 	if n == 0 || n > t.maxPacket {
 		return fmt.Errorf("%w: length %d (at most %d)", ErrBadPacket, n, t.maxPacket)
 	}
+	if h, err = t.r.Peek(5); err != nil {
+		return noEOF(err)
+	}
 	switch h[4] {
 	case 'C', 'M', 'R':
 		if n+4 > readBufSize {
@@ -100,7 +103,7 @@ func (t *trackedConn) nextPacket() error {
 		}
 		b, err := t.r.Peek(4 + n)
 		if err != nil {
-			return err
+			return noEOF(err)
 		}
 		if err := checkPacket(h[4], b[5:]); err != nil {
 			return err
@@ -108,6 +111,14 @@ func (t *trackedConn) nextPacket() error {
 	}
 	t.left = 4 + n
 	return nil
+}
+
+// noEOF turns EOF inside a packet into ErrUnexpectedEOF.
+func noEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // checkPacket checks what the library takes for granted in a packet's

@@ -3,6 +3,7 @@ package milter
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -116,8 +117,9 @@ func sendCopy(ctx context.Context, sock config.Socket, hostname string, msg *mes
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
 	err = transact(ctx, nc, hostname, msg, c)
-	if err != nil && ctx.Err() != nil {
-		return fmt.Errorf("%w (limits.message_timeout): %w", ctx.Err(), err)
+	var ne net.Error
+	if err != nil && (ctx.Err() != nil || errors.As(err, &ne) && ne.Timeout()) {
+		return fmt.Errorf("no answer within the message's deadline (limits.message_timeout): %w", err)
 	}
 	return err
 }
