@@ -192,7 +192,9 @@ func TestReinjectOtherMessageSameMessageID(t *testing.T) {
 	send(t, s, splitMsg)
 	for _, change := range []func(*msgSpec){
 		func(m *msgSpec) { m.body = "Other text.\r\n" },
-		func(m *msgSpec) { m.header = append(slices.Clone(m.header), [2]string{"Reply-To", "mallory@example.net"}) },
+		func(m *msgSpec) {
+			m.header = append(slices.Clone(m.header), [2]string{"Reply-To", "mallory@example.net"})
+		},
 		func(m *msgSpec) { m.from = "mallory@example.org" },
 	} {
 		m := splitMsg

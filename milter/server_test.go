@@ -169,7 +169,9 @@ func TestMalformedPackets(t *testing.T) {
 	binary.BigEndian.PutUint32(optneg, 6)
 	binary.BigEndian.PutUint32(optneg[4:], uint32(clientActions))
 	binary.BigEndian.PutUint32(optneg[8:], uint32(wantProtocol))
-	conn := func(host string) []byte { return append([]byte(host+"\x00"+"4"), 0x9c, 0x40, '1', '2', '7', '.', '0', '.', '0', '.', '1', 0) }
+	conn := func(host string) []byte {
+		return append([]byte(host+"\x00"+"4"), 0x9c, 0x40, '1', '2', '7', '.', '0', '.', '0', '.', '1', 0)
+	}
 	for _, tc := range []struct {
 		name string
 		raw  []byte
