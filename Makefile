@@ -93,6 +93,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzScanOpenPGP$$' -fuzztime $(FUZZTIME) ./keystore/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseOpenPGP$$' -fuzztime $(FUZZTIME) ./keystore/
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePEMOrDER$$' -fuzztime $(FUZZTIME) ./keystore/
+	$(GO) test -run '^$$' -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME) ./milter/
 
 # Installs the binary, the systemd units (their /usr/local/ paths become
 # PREFIX's, /etc/ SYSCONFDIR's), tmpfiles.d/cryptmilter.conf, the man pages,
