@@ -105,8 +105,10 @@ type handler struct{ c *conn }
 
 var _ dj.Milter = (*handler)(nil)
 
-func (h *handler) NewConnection(dj.Modifier) error {
+func (h *handler) NewConnection(m dj.Modifier) error {
 	c := h.c
+	c.srv.logger().Debug("milter connection", "protocol_version", m.Version(),
+		"actions", m.Actions().String(), "protocol_options", m.Protocol().String())
 	c.reset()
 	c.macros = map[string]string{}
 	c.connHost, c.clientAddr, c.nonSMTP, c.helo = "", nil, false, ""
