@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 
-	gomilter "github.com/emersion/go-milter"
+	dj "github.com/d--j/go-milter"
 
 	"github.com/cryptmilter/cryptmilter/crypto"
 )
@@ -19,7 +20,7 @@ const maxBodyPacket = 65535
 // and changes (in the plan's order, which lists deletions last-first),
 // insertions and additions, body replacement, and the recipients of the
 // original's delivery (d) against the envelope's (rcpts).
-func apply(m *gomilter.Modifier, p *crypto.Plan, d crypto.Delivery, rcpts []string) error {
+func apply(m dj.Modifier, p *crypto.Plan, d crypto.Delivery, rcpts []string) error {
 	for _, op := range p.HeaderOps {
 		var err error
 		switch op.Kind {
@@ -39,13 +40,13 @@ func apply(m *gomilter.Modifier, p *crypto.Plan, d crypto.Delivery, rcpts []stri
 		}
 	}
 	if p.Body != nil {
-		if err := replaceBody(m.ReplaceBody, p.Body.Reader()); err != nil {
+		if err := replaceBody(m.ReplaceBodyRawChunk, p.Body.Reader()); err != nil {
 			return err
 		}
 	}
 	for _, r := range d.Recipients {
 		if !slices.Contains(rcpts, r) {
-			if err := m.AddRecipient(r); err != nil {
+			if err := m.AddRecipient(r, ""); err != nil {
 				return fmt.Errorf("milter: add recipient: %w", err)
 			}
 		}
@@ -65,11 +66,18 @@ func apply(m *gomilter.Modifier, p *crypto.Plan, d crypto.Delivery, rcpts []stri
 	return nil
 }
 
+// bodyBufs are the buffers of body replacements (one packet each).
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, maxBodyPacket); return &b }}
+
 // replaceBody streams r (CRLF line ends) to send in packets of at most
-// maxBodyPacket bytes with LF line ends, as Postfix expects. A CR at the end
-// of a read is held back so that a CRLF split across reads still becomes LF.
+// maxBodyPacket bytes with LF line ends, as Postfix expects, converting
+// in place in one reused buffer. A CR at the end of a read is held back
+// so that a CRLF split across reads still becomes LF. send must not keep
+// the slice.
 func replaceBody(send func([]byte) error, r io.Reader) error {
-	buf := make([]byte, maxBodyPacket)
+	bp := bodyBufs.Get().(*[]byte)
+	defer bodyBufs.Put(bp)
+	buf := *bp
 	var carry bool // a CR was held back
 	sent := false
 	for {
@@ -84,12 +92,11 @@ func replaceBody(send func([]byte) error, r io.Reader) error {
 		if err != nil && !end {
 			return fmt.Errorf("milter: read replacement body: %w", err)
 		}
-		chunk := buf[:n]
 		carry = false
-		if !end && n > 0 && chunk[n-1] == '\r' {
-			chunk, carry = chunk[:n-1], true
+		if !end && n > 0 && buf[n-1] == '\r' {
+			n, carry = n-1, true
 		}
-		out := bytes.ReplaceAll(chunk, []byte("\r\n"), []byte("\n"))
+		out := crlfToLF(buf[:n])
 		if len(out) > 0 || (!sent && end) {
 			if err := send(out); err != nil {
 				return fmt.Errorf("milter: replace body: %w", err)
@@ -101,3 +108,26 @@ func replaceBody(send func([]byte) error, r io.Reader) error {
 		}
 	}
 }
+
+// crlfToLF turns every CRLF of b into LF in place and returns the
+// shortened slice.
+func crlfToLF(b []byte) []byte {
+	i := bytes.Index(b, crlf)
+	if i < 0 {
+		return b
+	}
+	w := i
+	for {
+		i++ // drop the CR at i: b[i] is now the LF
+		j := bytes.Index(b[i+1:], crlf)
+		if j < 0 {
+			w += copy(b[w:], b[i:])
+			return b[:w]
+		}
+		end := i + 1 + j
+		w += copy(b[w:], b[i:end])
+		i = end
+	}
+}
+
+var crlf = []byte("\r\n")

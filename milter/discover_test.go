@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	gomilter "github.com/emersion/go-milter"
+	dj "github.com/d--j/go-milter"
 
 	"github.com/cryptmilter/cryptmilter/crypto"
 	"github.com/cryptmilter/cryptmilter/internal/config"
@@ -39,8 +39,8 @@ func TestDiscoverHook(t *testing.T) {
 	})
 	out := msgSpec{from: "rt@example.org", rcpts: []string{"<bob@example.net>"}, header: [][2]string{{"From", "rt@example.org"}}, body: "Hi.\r\n"}
 	o := send(t, session(t, ts, "{daemon_name}", "ORIGINATING"), out)
-	if o.act.Code != gomilter.ActAccept {
-		t.Fatalf("outbound: %c %d %s", o.act.Code, o.act.SMTPCode, o.act.SMTPText)
+	if o.act.Type != dj.ActionAccept {
+		t.Fatalf("outbound: %v", o.act)
 	}
 	select {
 	case c := <-calls:

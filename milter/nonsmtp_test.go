@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	gomilter "github.com/emersion/go-milter"
+	dj "github.com/d--j/go-milter"
 
 	"github.com/cryptmilter/cryptmilter/crypto"
 )
@@ -32,17 +32,12 @@ func TestNonSMTPInboundWarning(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ts := startServer(t, nil, eng)
-			c := gomilter.NewClientWithOptions("tcp", ts.addr, clientOpts)
-			s, err := c.Session()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			s.Macros(gomilter.CodeConn, "{daemon_name}", tt.daemon)
-			if a, err := s.Conn("localhost", gomilter.FamilyInet, tt.port, "127.0.0.1"); err != nil || a.Code != gomilter.ActContinue {
+			s := dial(t, ts.addr)
+			s.macros.Set("{daemon_name}", tt.daemon)
+			if a, err := s.Conn("localhost", dj.FamilyInet, tt.port, "127.0.0.1"); err != nil || a.Type != dj.ActionContinue {
 				t.Fatalf("conn: %v %v", a, err)
 			}
-			if a, err := s.Helo("localhost"); err != nil || a.Code != gomilter.ActContinue {
+			if a, err := s.Helo("localhost"); err != nil || a.Type != dj.ActionContinue {
 				t.Fatalf("helo: %v %v", a, err)
 			}
 			send(t, s, msgSpec{from: "rt@example.org", rcpts: []string{"bob@example.net"}, header: [][2]string{{"Subject", "x"}}, body: "x\r\n"})

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	gomilter "github.com/emersion/go-milter"
+	dj "github.com/d--j/go-milter"
 
 	"github.com/cryptmilter/cryptmilter/crypto"
 	"github.com/cryptmilter/cryptmilter/internal/config"
@@ -33,20 +33,21 @@ func TestNotBeforeHonoured(t *testing.T) {
 		{"none", func(time.Time) *crypto.Plan { return &crypto.Plan{Action: crypto.Accept} }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var notBefore time.Time
+			notBefores := make(chan time.Time, 1)
 			eng := processorFunc(func(_ context.Context, in *crypto.Input) (*crypto.Plan, error) {
 				p := tc.plan(in.Now)
-				notBefore = p.NotBefore
+				notBefores <- p.NotBefore
 				return p, nil
 			})
 			ts := startServer(t, nil, eng)
 			o := send(t, session(t, ts), plain)
 			answered := time.Now()
+			notBefore := <-notBefores
 			if tc.wait && answered.Before(notBefore) {
 				t.Errorf("answered %v before NotBefore", notBefore.Sub(answered))
 			}
-			if !tc.wait && o.act.Code != gomilter.ActAccept {
-				t.Errorf("action %c", o.act.Code)
+			if !tc.wait && o.act.Type != dj.ActionAccept {
+				t.Errorf("action %v", o.act)
 			}
 		})
 	}
@@ -77,8 +78,8 @@ func TestNotBeforeReleasesSlot(t *testing.T) {
 	<-slow
 	o := send(t, session(t, ts), plain)
 	done := time.Now()
-	if o.act.Code != gomilter.ActAccept {
-		t.Fatalf("second message: %c %d %q", o.act.Code, o.act.SMTPCode, o.act.SMTPText)
+	if o.act.Type != dj.ActionAccept {
+		t.Fatalf("second message: %v", o.act)
 	}
 	if d := done.Sub(start); d >= floor {
 		t.Errorf("second message answered after %v: the first one's wait held the slot", d)

@@ -1,5 +1,5 @@
 // Package milter implements cryptmilter's milter side: it speaks the milter
-// protocol with Postfix or Sendmail (through github.com/emersion/go-milter,
+// protocol with Postfix or Sendmail (through github.com/d--j/go-milter,
 // which no other package sees), keeps per-connection and per-message
 // state, spools the body, calls the engine at end of message and applies
 // the plan it returns.
@@ -8,14 +8,14 @@ package milter
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	gomilter "github.com/emersion/go-milter"
+	dj "github.com/d--j/go-milter"
 
 	"github.com/cryptmilter/cryptmilter/crypto"
 	"github.com/cryptmilter/cryptmilter/internal/config"
@@ -36,7 +36,7 @@ type Env struct {
 	// intake and the actions for refusals and internal errors from it.
 	Policy crypto.Policy
 	// Config holds the milter's own settings (direction, re-injection,
-	// timeouts).
+	// timeouts, connection limits).
 	Config *config.Config
 	Spool  *spool.Dir
 	// Keys gives the keyring snapshot a message starts with.
@@ -61,34 +61,118 @@ type Server struct {
 	Now func() time.Time
 	// Observe, when set, is told of every message decision.
 	Observe func(direction, decision, action string, d time.Duration)
+	// Metrics, when set, is told of messages in flight, waits for a
+	// processing slot and hand-overs of copies.
+	Metrics Observer
+	// ProgressInterval is how often the end of a message that takes
+	// long tells the MTA it is still being worked on, so that the MTA's
+	// milter timeouts do not expire (0: every 10 s; negative: never).
+	ProgressInterval time.Duration
 
 	mu        sync.Mutex
 	conns     map[*conn]struct{}
 	listeners map[net.Listener]struct{}
 	draining  bool
+	// drainFlag mirrors draining for the read path (no lock).
+	drainFlag atomic.Bool
 	wg        sync.WaitGroup
+	// jmu guards the hand-over journals, by spool directory.
+	jmu           sync.Mutex
+	journals      map[string]*journal
+	journalFailed time.Time
+	// refused counts connections closed over limits.max_connections
+	// since the last warning, at most one a minute.
+	refused     int
+	lastRefused time.Time
+	acceptErrs  int
+	lastAccept  time.Time
 }
 
-// actions are the modifications cryptmilter may make.
-const actions = gomilter.OptAddHeader | gomilter.OptChangeBody | gomilter.OptAddRcpt |
-	gomilter.OptRemoveRcpt | gomilter.OptChangeHeader | gomilter.OptQuarantine |
-	gomilter.OptSetSymList
+// defaultProgress is the default ProgressInterval: well below Postfix's
+// milter_content_timeout (300 s) and Sendmail's T=E (5 m).
+const defaultProgress = 10 * time.Second
 
-// symList asks the MTA for the macros needed at each stage. Each macro
-// packet replaces the previous one, so what matters is asked again later.
-var symList = map[gomilter.Stage][]string{
-	gomilter.StageConnect:  {"j", "{daemon_name}", "{client_addr}", "{client_name}", "_"},
-	gomilter.StageHelo:     {"{tls_version}", "{cipher}"},
-	gomilter.StageMailFrom: {"i", "{auth_type}", "{auth_authen}", "{mail_addr}", "{daemon_name}", "{client_addr}"},
-	gomilter.StageRcptTo:   {"i", "{rcpt_addr}"},
-	gomilter.StageEOH:      {"i"},
+// The modifications cryptmilter needs, and those it uses when the MTA
+// offers them.
+const (
+	needActions = dj.OptAddHeader | dj.OptChangeBody | dj.OptAddRcpt | dj.OptRemoveRcpt | dj.OptChangeHeader
+	wantActions = needActions | dj.OptQuarantine | dj.OptSetMacros
+	// wantProtocol: no replies to what never gets one but "continue"
+	// (and no DATA or unknown-command events); header fields and body
+	// chunks are decided on at end of message, so they need no reply
+	// either. MAIL and RCPT keep their replies (drain, defer_rcpt).
+	wantProtocol = dj.OptNoUnknown | dj.OptNoData | dj.OptSkip |
+		dj.OptNoConnReply | dj.OptNoHeloReply | dj.OptNoHeaderReply | dj.OptNoEOHReply |
+		dj.OptNoBodyReply | dj.OptNoDataReply | dj.OptNoUnknownReply
+)
+
+// symList asks the MTA for the macros needed at each stage.
+var symList = []struct {
+	stage dj.MacroStage
+	names []string
+}{
+	{dj.StageConnect, []string{"j", "{daemon_name}", "{client_addr}", "{client_name}", "_"}},
+	{dj.StageHelo, []string{"{tls_version}", "{cipher}"}},
+	{dj.StageMail, []string{"i", "{auth_type}", "{auth_authen}", "{mail_addr}", "{daemon_name}", "{client_addr}"}},
+	{dj.StageRcpt, []string{"i", "{rcpt_addr}"}},
+	{dj.StageEOH, []string{"i"}},
 	// Not {daemon_name} at EOM: Postfix sends it from cleanup there, with
 	// cleanup's value ($myhostname), not the smtpd's.
-	gomilter.StageEOM: {"i"},
+	{dj.StageEOM, []string{"i"}},
+}
+
+// macroNames is every macro name of symList: a session copies these (and
+// only these) from each packet of macros.
+var macroNames = func() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range symList {
+		for _, n := range s.names {
+			if !seen[n] {
+				seen[n] = true
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}()
+
+// negotiate answers the MTA's option negotiation: protocol version 6 (or
+// the MTA's, if older), the needed actions (negotiation fails without
+// them: the MTA then applies milter_default_action), and of the wanted
+// protocol options those the MTA offers.
+func negotiate(mtaVersion, _ uint32, mtaActions, _ dj.OptAction, mtaProtocol, _ dj.OptProtocol, _ dj.DataSize) (uint32, dj.OptAction, dj.OptProtocol, dj.DataSize, error) {
+	if mtaVersion < 2 {
+		return 0, 0, 0, 0, errors.New("milter: the MTA offers milter protocol version 1")
+	}
+	if mtaActions&needActions != needActions {
+		return 0, 0, 0, 0, errors.New("milter: the MTA does not offer header, body and recipient changes")
+	}
+	proto := wantProtocol & mtaProtocol
+	if proto&dj.OptNoBodyReply != 0 {
+		proto &^= dj.OptSkip // a skip would be a reply
+	}
+	return min(mtaVersion, dj.MaxServerProtocolVersion), wantActions & mtaActions, proto, dj.DataSize64K, nil
+}
+
+func newLibServer(h dj.Milter) *dj.Server {
+	opts := []dj.Option{
+		dj.WithMilter(func() dj.Milter { return h }),
+		dj.WithActions(wantActions),
+		dj.WithProtocols(wantProtocol),
+		dj.WithNegotiationCallback(negotiate),
+		dj.WithWriteTimeout(30 * time.Second),
+	}
+	for _, s := range symList {
+		opts = append(opts, dj.WithMacroRequest(s.stage, s.names))
+	}
+	return dj.NewServer(opts...)
 }
 
 // Serve accepts milter connections on ln until Shutdown. It returns nil
-// after Shutdown and the accept error otherwise.
+// after Shutdown and the listener's error when it is closed otherwise.
+// Other accept errors (EMFILE, ENFILE, ECONNABORTED…) are retried with a
+// growing delay, so that a burst of open files does not stop the milter.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.draining {
@@ -102,38 +186,87 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
 	var delay time.Duration
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
-			s.mu.Lock()
-			draining := s.draining
-			s.mu.Unlock()
-			if draining {
+			if s.isDraining() {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.acceptError(err, delay)
+			time.Sleep(delay)
+			continue
 		}
 		delay = 0
-		c := &conn{srv: s, macros: map[string]string{}}
-		c.nc = &trackedConn{Conn: nc, c: c, done: make(chan struct{})}
+		env := s.Env()
+		lim := env.Config.Limits
 		s.mu.Lock()
 		if s.draining {
 			s.mu.Unlock()
 			nc.Close()
 			return nil
 		}
+		if len(s.conns) >= lim.MaxConnections {
+			s.mu.Unlock()
+			nc.Close()
+			s.refuse(lim.MaxConnections)
+			continue
+		}
+		c := &conn{srv: s, macros: map[string]string{}}
+		c.nc = newTrackedConn(nc, c, lim.IdleTimeout.D(), maxPacket(lim))
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go c.serve()
 	}
+}
+
+// maxPacket is the largest milter packet read: a header field may be as
+// large as the header limit; body chunks are at most 64 KiB.
+func maxPacket(lim config.Limits) int {
+	return int(min(max(int64(lim.MaxHeaderSize), 1<<20), 64<<20)) + 64<<10
+}
+
+// acceptError logs accept errors, at most one line a second.
+func (s *Server) acceptError(err error, delay time.Duration) {
+	s.mu.Lock()
+	s.acceptErrs++
+	now := time.Now()
+	if now.Sub(s.lastAccept) < time.Second {
+		s.mu.Unlock()
+		return
+	}
+	n := s.acceptErrs
+	s.acceptErrs, s.lastAccept = 0, now
+	s.mu.Unlock()
+	s.logger().Error("accepting a milter connection failed; retrying", "error", err, "errors", n, "retry_in", delay.String(),
+		"hint", "EMFILE or ENFILE: raise LimitNOFILE or lower limits.max_connections")
+}
+
+// refuse logs connections closed over the limit, at most one line a minute.
+func (s *Server) refuse(limit int) {
+	s.mu.Lock()
+	s.refused++
+	now := time.Now()
+	if now.Sub(s.lastRefused) < time.Minute {
+		s.mu.Unlock()
+		return
+	}
+	n := s.refused
+	s.refused, s.lastRefused = 0, now
+	s.mu.Unlock()
+	s.logger().Warn("too many milter connections: closed new ones at once (the MTA applies milter_default_action)",
+		"max_connections", limit, "closed", n,
+		"hint", "raise limits.max_connections if the MTA runs more smtpd and cleanup processes than that")
 }
 
 // Shutdown stops accepting, lets messages in flight finish and closes idle
@@ -142,22 +275,21 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining = true
+	s.drainFlag.Store(true)
 	for ln := range s.listeners {
 		ln.Close()
 	}
 	for c := range s.conns {
-		c.mu.Lock()
-		if !c.busy {
-			c.nc.SetReadDeadline(time.Now())
+		if !c.busy.Load() {
+			c.nc.Conn.SetReadDeadline(time.Now())
 		}
-		c.mu.Unlock()
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		s.mu.Lock()
 		n := len(s.conns)
@@ -166,8 +298,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		s.mu.Unlock()
 		<-done
-		return &DrainError{Aborted: n}
+		err = &DrainError{Aborted: n}
 	}
+	s.jmu.Lock()
+	for _, j := range s.journals {
+		j.close()
+	}
+	s.journals = nil
+	s.jmu.Unlock()
+	return err
 }
 
 // DrainError reports sessions cut at the end of the drain timeout.
@@ -204,65 +343,44 @@ func (s *Server) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, nil))
 }
 
-// serve runs the milter protocol on one connection. go-milter creates a new
-// handler value per message, so connection data lives in c, and a server
-// per connection lets each handler find it.
+func (s *Server) metrics() Observer {
+	if s.Metrics != nil {
+		return s.Metrics
+	}
+	return NopObserver{}
+}
+
+func (s *Server) progressEvery() time.Duration {
+	if s.ProgressInterval == 0 {
+		return defaultProgress
+	}
+	return s.ProgressInterval
+}
+
+// serve runs the milter protocol on one connection: one library server
+// per connection, whose one Milter value is this connection's handler.
 func (c *conn) serve() {
-	defer func() {
-		c.nc.Close()
-		c.reset()
-		c.srv.mu.Lock()
-		delete(c.srv.conns, c)
-		c.srv.mu.Unlock()
-		c.srv.wg.Done()
-	}()
-	ms := &gomilter.Server{
-		NewMilter: func() gomilter.Milter { return &handler{c: c} },
-		Actions:   actions,
-		SymList:   symList,
+	h := &handler{c: c}
+	ls := newLibServer(h)
+	ls.Serve(&oneConnListener{conn: c.nc})
+	// Serve returns once the connection is closed (oneConnListener).
+}
+
+// closed is called once when the connection is closed: it ends the
+// message (if any) and forgets the connection.
+func (c *conn) closed() {
+	c.reset()
+	if c.nc.timer {
+		c.srv.logger().Info("closed an idle milter connection", "idle_timeout", c.nc.idle.String())
 	}
-	ms.Serve(&oneConnListener{conn: c.nc})
+	c.srv.mu.Lock()
+	delete(c.srv.conns, c)
+	c.srv.mu.Unlock()
+	c.srv.wg.Done()
 }
 
-// trackedConn ends the session (EOF) once the server drains and no message
-// is in flight, and signals when it is closed.
-type trackedConn struct {
-	net.Conn
-	c    *conn
-	once sync.Once
-	done chan struct{}
-}
-
-func (t *trackedConn) Read(p []byte) (int, error) {
-	if t.c.srv.isDraining() && !t.c.isBusy() {
-		return 0, io.EOF
-	}
-	n, err := t.Conn.Read(p)
-	if err != nil && t.c.srv.isDraining() {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return n, io.EOF
-		}
-	}
-	return n, err
-}
-
-// abort closes the connection under the session; the session goroutine
-// then ends and calls Close.
-func (t *trackedConn) abort() { t.Conn.Close() }
-
-// Close is called by go-milter when its session goroutine ends.
-func (t *trackedConn) Close() error {
-	err := net.ErrClosed
-	t.once.Do(func() {
-		err = t.Conn.Close()
-		close(t.done)
-	})
-	return err
-}
-
-// oneConnListener hands one connection to go-milter's Serve and then blocks
-// until that connection is closed.
+// oneConnListener hands one connection to the library's Serve and then
+// blocks until that connection is closed.
 type oneConnListener struct {
 	conn   *trackedConn
 	served bool

@@ -7,14 +7,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"net/textproto"
 	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	gomilter "github.com/emersion/go-milter"
+	dj "github.com/d--j/go-milter"
 
 	"github.com/cryptmilter/cryptmilter/crypto"
 	"github.com/cryptmilter/cryptmilter/internal/config"
@@ -22,13 +22,17 @@ import (
 )
 
 // conn is the state of one MTA connection (one SMTP session, or one
-// non-SMTP submission).
+// non-SMTP submission). Its handler is the library's one Milter value for
+// the connection, so the state lives across messages.
 type conn struct {
 	srv *Server
 	nc  *trackedConn
 
-	mu   sync.Mutex
-	busy bool // a message is between MAIL and its end
+	// busy is set between MAIL and the end of the message. It is set
+	// under the server's lock (see MailFrom) and read without it.
+	busy atomic.Bool
+	// mu guards msg against the engine-timeout path (decide).
+	mu sync.Mutex
 
 	macros     map[string]string
 	connHost   string
@@ -40,36 +44,55 @@ type conn struct {
 
 // message is the state of one message.
 type message struct {
-	env     *Env
-	keys    *keystore.Snapshot
-	from    string
-	rcpts   []string
-	intake  *crypto.Intake
-	macros  map[string]string
-	started time.Time
+	env  *Env
+	keys *keystore.Snapshot
+	from string
+	// mailArgs are the ESMTP arguments of MAIL, rcptArgs those of each
+	// RCPT (by index of rcpts): re-injected copies keep what applies.
+	mailArgs string
+	rcpts    []string
+	rcptArgs []string
+	intake   *crypto.Intake
+	macros   map[string]string
+	started  time.Time
 }
 
-func (c *conn) isBusy() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.busy
-}
+// drainIdle reports whether the session should end at the next packet
+// boundary: the server drains and no message is in flight.
+func (c *conn) drainIdle() bool { return c.srv.drainFlag.Load() && !c.busy.Load() }
 
 // reset ends the current message and releases its buffers.
 func (c *conn) reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.msg != nil && c.msg.intake != nil {
-		c.msg.intake.Close()
+	if c.msg != nil {
+		if c.msg.intake != nil {
+			c.msg.intake.Close()
+		}
+		c.srv.metrics().MessagesInFlight(-1)
 	}
 	c.msg = nil
-	c.busy = false
+	c.busy.Store(false)
 }
 
-// merge copies the macros of the latest packet: each one replaces the
-// previous packet's, so they are accumulated here.
-func (c *conn) merge(m *gomilter.Modifier) {
-	for k, v := range m.Macros {
+// sessionMacros are the direction macros the MTA also sends at end of
+// message, where they may come from another daemon (Postfix's cleanup):
+// there they never override the SMTP session's.
+var sessionMacros = []string{"{daemon_name}", "{client_addr}", "{auth_authen}"}
+
+// merge copies the macros the MTA has sent so far. At end of message
+// (eom), the session's direction macros are kept.
+func (c *conn) merge(m dj.Macros, eom bool) {
+	for _, k := range macroNames {
+		v, ok := m.GetEx(k)
+		if !ok {
+			continue
+		}
+		if eom && c.msg != nil && slices.Contains(sessionMacros, k) {
+			if _, had := c.msg.macros[k]; had {
+				continue
+			}
+		}
 		c.macros[k] = v
 		if c.msg != nil {
 			c.msg.macros[k] = v
@@ -77,35 +100,47 @@ func (c *conn) merge(m *gomilter.Modifier) {
 	}
 }
 
-// handler is go-milter's per-message callback value; state lives in conn.
+// handler is the library's Milter for one connection.
 type handler struct{ c *conn }
 
-var _ gomilter.Milter = (*handler)(nil)
+var _ dj.Milter = (*handler)(nil)
 
-func (h *handler) Connect(host, family string, port uint16, addr net.IP, m *gomilter.Modifier) (gomilter.Response, error) {
-	h.c.merge(m)
-	h.c.connHost, h.c.clientAddr = host, addr
-	h.c.nonSMTP = postfixNonSMTP(host, family, port, addr)
-	return gomilter.RespContinue, nil
+func (h *handler) NewConnection(m dj.Modifier) error {
+	c := h.c
+	c.srv.logger().Debug("milter connection", "protocol_version", m.Version(),
+		"actions", m.Actions().String(), "protocol_options", m.Protocol().String())
+	c.reset()
+	c.macros = map[string]string{}
+	c.connHost, c.clientAddr, c.nonSMTP, c.helo = "", nil, false, ""
+	return nil
 }
 
-func (h *handler) Helo(name string, m *gomilter.Modifier) (gomilter.Response, error) {
-	h.c.merge(m)
+func (h *handler) Connect(host, family string, port uint16, addr string, m dj.Modifier) (*dj.Response, error) {
+	c := h.c
+	c.merge(m, false)
+	c.connHost, c.clientAddr = host, net.ParseIP(addr)
+	c.nonSMTP = postfixNonSMTP(host, family, port, c.clientAddr)
+	return dj.RespContinue, nil
+}
+
+func (h *handler) Helo(name string, m dj.Modifier) (*dj.Response, error) {
+	h.c.merge(m, false)
 	h.c.helo = name
-	return gomilter.RespContinue, nil
+	return dj.RespContinue, nil
 }
 
-func (h *handler) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response, error) {
+func (h *handler) MailFrom(from, esmtpArgs string, m dj.Modifier) (*dj.Response, error) {
 	c := h.c
 	c.reset()
 	env := c.srv.Env()
 	msg := &message{
-		env:     env,
-		keys:    env.Keys.Current(),
-		from:    from,
-		intake:  crypto.NewIntake(env.Policy.Limits, env.Spool),
-		macros:  map[string]string{},
-		started: c.srv.now(),
+		env:      env,
+		keys:     env.Keys.Current(),
+		from:     from,
+		mailArgs: esmtpArgs,
+		intake:   crypto.NewIntake(env.Policy.Limits, env.Spool),
+		macros:   map[string]string{},
+		started:  c.srv.now(),
 	}
 	for k, v := range c.macros {
 		msg.macros[k] = v
@@ -113,34 +148,42 @@ func (h *handler) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 	// Draining is checked and the connection marked busy under the
 	// server's lock, so that Shutdown sees either an idle connection or
 	// a message in flight, never one just starting.
-	c.srv.mu.Lock()
-	draining := c.srv.draining
+	s := c.srv
+	s.mu.Lock()
+	draining := s.draining
 	if !draining {
 		c.mu.Lock()
-		c.msg, c.busy = msg, true
+		c.msg = msg
 		c.mu.Unlock()
+		c.busy.Store(true)
 	}
-	c.srv.mu.Unlock()
+	s.mu.Unlock()
 	if draining {
 		msg.intake.Close()
 		return reply(crypto.ShuttingDownReply), nil
 	}
-	c.merge(m)
-	return gomilter.RespContinue, nil
+	s.metrics().MessagesInFlight(1)
+	c.merge(m, false)
+	return dj.RespContinue, nil
 }
 
-func (h *handler) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, error) {
+func (h *handler) RcptTo(rcpt, esmtpArgs string, m dj.Modifier) (*dj.Response, error) {
 	c := h.c
 	if c.msg == nil {
 		return reply(crypto.TempfailReply), nil
 	}
-	c.merge(m)
+	c.merge(m, false)
 	if r := c.deferRcpt(rcpt); !r.IsZero() {
 		return reply(r), nil
 	}
 	c.msg.rcpts = append(c.msg.rcpts, rcpt)
-	return gomilter.RespContinue, nil
+	c.msg.rcptArgs = append(c.msg.rcptArgs, esmtpArgs)
+	return dj.RespContinue, nil
 }
+
+func (h *handler) Data(dj.Modifier) (*dj.Response, error) { return dj.RespContinue, nil }
+
+func (h *handler) Unknown(string, dj.Modifier) (*dj.Response, error) { return dj.RespContinue, nil }
 
 // rcptDeferrer is the engine's optional RCPT-time check ([outbound]
 // defer_rcpt): recipients of another class are deferred with 452 4.5.3 so
@@ -175,44 +218,55 @@ func (c *conn) maybeNonSMTP() bool {
 	return c.connHost == "localhost" || c.clientAddr == nil || c.clientAddr.IsLoopback()
 }
 
-func (h *handler) Header(name, value string, m *gomilter.Modifier) (gomilter.Response, error) {
+// Header collects a header field. With the no-reply options negotiated
+// (Postfix, Sendmail 8.14+) the MTA reads no answer: everything is
+// answered at end of message.
+func (h *handler) Header(name, value string, _ dj.Modifier) (*dj.Response, error) {
 	msg := h.c.msg
 	if msg == nil {
 		return reply(crypto.TempfailReply), nil
 	}
 	msg.intake.Field(name, value)
-	return gomilter.RespContinue, nil
+	return dj.RespContinue, nil
 }
 
-func (h *handler) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (gomilter.Response, error) {
-	h.c.merge(m)
-	return gomilter.RespContinue, nil
+func (h *handler) Headers(m dj.Modifier) (*dj.Response, error) {
+	h.c.merge(m, false)
+	return dj.RespContinue, nil
 }
 
-func (h *handler) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Response, error) {
+// BodyChunk spools a chunk of the body. Once the message is over a limit
+// (answered at end of message), the rest of the body is skipped when the
+// MTA can be told so.
+func (h *handler) BodyChunk(chunk []byte, m dj.Modifier) (*dj.Response, error) {
 	msg := h.c.msg
 	if msg == nil {
 		return reply(crypto.TempfailReply), nil
 	}
 	msg.intake.Write(chunk)
-	return gomilter.RespContinue, nil
+	if !msg.intake.Refused().IsZero() && m.Protocol()&dj.OptSkip != 0 {
+		return dj.RespSkip, nil
+	}
+	return dj.RespContinue, nil
 }
 
-func (h *handler) Abort(m *gomilter.Modifier) error {
+func (h *handler) Abort(dj.Modifier) error {
 	h.c.reset()
 	return nil
 }
 
-// Body is called at the end of the message: decide (the engine, in a
-// processing slot), carry the decision out (hand over copies, change the
-// message), wait for the plan's NotBefore (outside the slot), log, reply.
-// Every failure becomes the internal-error reply, never an error (which
-// would drop the connection) and never an accept of a half-changed
-// message.
-func (h *handler) Body(m *gomilter.Modifier) (resp gomilter.Response, err error) {
+func (h *handler) Cleanup(dj.Modifier) { h.c.reset() }
+
+// EndOfMessage is called at the end of the message: decide (the engine,
+// in a processing slot), carry the decision out (hand over copies, change
+// the message), wait for the plan's NotBefore (outside the slot), log,
+// reply. While it works it tells the MTA so (progress), so that long work
+// does not run into the MTA's milter timeouts. Every failure becomes the
+// internal-error reply, never an error (which would drop the connection)
+// and never an accept of a half-changed message.
+func (h *handler) EndOfMessage(m dj.Modifier) (resp *dj.Response, err error) {
 	c := h.c
-	c.keepSessionMacros(m)
-	c.merge(m)
+	c.merge(m, true)
 	msg := c.msg
 	log := c.srv.logger()
 	if msg == nil {
@@ -224,32 +278,76 @@ func (h *handler) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 	warnNonSMTPInbound(log, c.nonSMTP, o.dir, o.qid)
 	defer func() {
 		if v := recover(); v != nil {
-			log.Error("panic in message handling", "queue_id", o.qid, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			stack := debug.Stack()
+			if p, ok := v.(*panicked); ok {
+				v, stack = p.v, p.stack
+			}
+			log.Error("panic in message handling", "queue_id", o.qid, "panic", fmt.Sprint(v), "stack", string(stack))
 			resp, err = reply(msg.internalError()), nil
 		}
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), msg.env.Config.Limits.MessageTimeout.D())
 	defer cancel()
-	c.decide(ctx, msg, o)
+	pr := &progress{m: m, every: c.srv.progressEvery()}
+	pr.run(func() { c.decide(ctx, msg, o) })
 	defer o.close()
 	if o.plan != nil {
-		c.carryOut(ctx, m, msg, o)
+		c.carryOut(ctx, m, pr, msg, o)
 	}
-	o.wait(ctx)
+	if o.mustWait() {
+		pr.run(func() { o.wait(ctx) })
+	}
 	c.logOutcome(msg, o)
 	return o.response(), nil
 }
 
-// keepSessionMacros drops the direction macros the MTA sends at end of
-// message: they may come from another daemon (Postfix's cleanup) and must
-// not override the SMTP session's.
-func (c *conn) keepSessionMacros(m *gomilter.Modifier) {
-	if c.msg == nil {
+// progress runs the slow steps of the end of a message in a goroutine
+// while the session's goroutine tells the MTA every so often that work is
+// in progress (milter protocol 6). Only the session's goroutine writes to
+// the MTA.
+type progress struct {
+	m     dj.Modifier
+	every time.Duration
+	off   bool // not negotiated, or the connection failed
+}
+
+// panicked carries a panic of a step, with its stack, to the session's
+// goroutine.
+type panicked struct {
+	v     any
+	stack []byte
+}
+
+func (p *progress) run(f func()) {
+	if p.every <= 0 || p.off || p.m.Version() < 6 {
+		f()
 		return
 	}
-	for _, k := range []string{"{daemon_name}", "{client_addr}", "{auth_authen}"} {
-		if _, ok := c.msg.macros[k]; ok {
-			delete(m.Macros, k)
+	done := make(chan *panicked, 1)
+	go func() {
+		var pv *panicked
+		defer func() { done <- pv }()
+		defer func() {
+			if v := recover(); v != nil {
+				pv = &panicked{v, debug.Stack()}
+			}
+		}()
+		f()
+	}()
+	t := time.NewTicker(p.every)
+	defer t.Stop()
+	for {
+		select {
+		case pv := <-done:
+			if pv != nil {
+				panic(pv)
+			}
+			return
+		case <-t.C:
+			if err := p.m.Progress(); err != nil {
+				p.off = true
+				t.Stop()
+			}
 		}
 	}
 }
@@ -265,8 +363,9 @@ type disposition struct {
 	level slog.Level
 	why   string
 	err   error
-	// copies is the number of copies handed over.
-	copies int
+	// copies is the number of copies handed over; skipped those that an
+	// earlier attempt of the same message handed over already.
+	copies, skipped int
 }
 
 // fail records a failure that ends the message with reply.
@@ -280,16 +379,17 @@ func (o *disposition) close() {
 	}
 }
 
+// mustWait reports whether the reply waits for the plan's NotBefore.
+func (o *disposition) mustWait() bool {
+	return o.plan != nil && !o.plan.NotBefore.IsZero() && o.reply.IsZero() && time.Until(o.plan.NotBefore) > 0
+}
+
 // wait waits for the plan's NotBefore (or the message's deadline).
 func (o *disposition) wait(ctx context.Context) {
-	if o.plan == nil || o.plan.NotBefore.IsZero() || !o.reply.IsZero() {
+	if !o.mustWait() {
 		return
 	}
-	d := time.Until(o.plan.NotBefore)
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d)
+	t := time.NewTimer(time.Until(o.plan.NotBefore))
 	defer t.Stop()
 	select {
 	case <-t.C:
@@ -298,15 +398,15 @@ func (o *disposition) wait(ctx context.Context) {
 }
 
 // response is the milter's answer.
-func (o *disposition) response() gomilter.Response {
+func (o *disposition) response() *dj.Response {
 	if !o.reply.IsZero() {
 		return reply(o.reply)
 	}
 	switch o.plan.Action {
 	case crypto.Accept, crypto.Quarantine:
-		return gomilter.RespAccept
+		return dj.RespAccept
 	case crypto.Discard:
-		return gomilter.RespDiscard
+		return dj.RespDiscard
 	}
 	return reply(o.plan.Reply)
 }
@@ -349,10 +449,13 @@ func (c *conn) decide(ctx context.Context, msg *message, o *disposition) {
 	}
 	release := func() {}
 	if slots := msg.env.Slots; slots != nil {
+		t0 := time.Now()
 		select {
 		case slots <- struct{}{}:
+			c.srv.metrics().SlotWait(time.Since(t0))
 			release = func() { <-slots }
 		case <-ctx.Done():
+			c.srv.metrics().SlotWait(time.Since(t0))
 			o.fail(msg.internalError(), "no free processing slot within limits.message_timeout", ctx.Err())
 			return
 		}
@@ -379,7 +482,7 @@ func (c *conn) decide(ctx context.Context, msg *message, o *disposition) {
 }
 
 // carryOut hands the extra copies over, then changes the message in place.
-func (c *conn) carryOut(ctx context.Context, m *gomilter.Modifier, msg *message, o *disposition) {
+func (c *conn) carryOut(ctx context.Context, m dj.Modifier, pr *progress, msg *message, o *disposition) {
 	if o.plan.Action != crypto.Accept && o.plan.Action != crypto.Quarantine {
 		return
 	}
@@ -389,11 +492,15 @@ func (c *conn) carryOut(ctx context.Context, m *gomilter.Modifier, msg *message,
 		o.fail(msg.internalError(), "engine returned a bad plan", err)
 		return
 	}
-	if err := handOver(ctx, msg.env.Config, msg.from, c.helo, ds[1:]); err != nil {
-		o.fail(msg.internalError(), "re-injection failed", err)
-		return
+	if len(ds) > 1 {
+		var handed, skipped int
+		pr.run(func() { handed, skipped, err = c.srv.handOver(ctx, msg, orig, ds[1:]) })
+		o.copies, o.skipped = handed, skipped
+		if err != nil {
+			o.fail(msg.internalError(), "re-injection failed", err)
+			return
+		}
 	}
-	o.copies = len(ds) - 1
 	if err := apply(m, o.plan, ds[0], msg.rcpts); err != nil {
 		// Changes may have been sent in part: the failure reply makes the
 		// MTA discard them with the message. (If the connection is
@@ -420,6 +527,9 @@ func (c *conn) logOutcome(msg *message, o *disposition) {
 		slog.Int64("size", msg.intake.Size()), slog.Int64("ms", time.Since(msg.started).Milliseconds()))
 	if o.copies > 0 {
 		attrs = append(attrs, slog.Int("copies", o.copies))
+	}
+	if o.skipped > 0 {
+		attrs = append(attrs, slog.Int("copies_handed_over_before", o.skipped))
 	}
 	if o.plan != nil && o.reply.IsZero() {
 		attrs = append(attrs, o.plan.Attrs...)
@@ -485,9 +595,14 @@ func process(ctx context.Context, p Processor, in *crypto.Input, release func())
 // within limits.message_timeout.
 var errEngineTimeout = errors.New("milter: engine timed out")
 
-// reply builds a custom SMTP reply; % is escaped as the MTA expands it.
-func reply(r crypto.Reply) gomilter.Response {
-	return gomilter.NewResponseStr('y', strings.ReplaceAll(r.String(), "%", "%%"))
+// reply builds a custom SMTP reply. The library escapes % as %% (the MTA
+// expands it).
+func reply(r crypto.Reply) *dj.Response {
+	resp, err := dj.RejectWithCodeAndReason(uint16(r.Code), r.Enhanced+" "+r.Text)
+	if err != nil {
+		return dj.RespTempFail
+	}
+	return resp
 }
 
 // direction decides inbound or outbound as OpenDKIM does: the daemon name,

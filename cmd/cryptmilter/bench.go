@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	gomilter "github.com/emersion/go-milter"
+	dj "github.com/d--j/go-milter"
 
 	"github.com/cryptmilter/cryptmilter/internal/config"
 )
@@ -238,7 +238,7 @@ func bench(sock config.Socket, dir, daemon, from string, rcpts []string, msgs []
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var s *gomilter.ClientSession
+			var s *benchConn
 			for i := range work {
 				if s == nil {
 					var err error
@@ -336,11 +336,11 @@ func showProgress(w io.Writer, total int, start time.Time, done func() int) (sto
 // inboundVerdicts checks that the milter decrypted message i (its
 // X-Cryptmilter-Encryption says "decrypted") and returns the verdict
 // tokens of the result headers it set.
-func inboundVerdicts(i int, mods []gomilter.ModifyAction) ([]string, error) {
+func inboundVerdicts(i int, mods []dj.ModifyAction) ([]string, error) {
 	var enc, sig string
 	for _, m := range mods {
 		switch {
-		case m.Code != gomilter.ActAddHeader && m.Code != gomilter.ActInsertHeader && m.Code != gomilter.ActChangeHeader:
+		case m.Type != dj.ActionAddHeader && m.Type != dj.ActionInsertHeader && m.Type != dj.ActionChangeHeader:
 		case strings.EqualFold(m.HeaderName, "X-Cryptmilter-Encryption"):
 			enc = strings.TrimSpace(m.HeaderValue)
 		case strings.EqualFold(m.HeaderName, "X-Cryptmilter-Signature"):
@@ -361,27 +361,34 @@ func inboundVerdicts(i int, mods []gomilter.ModifyAction) ([]string, error) {
 	return out, nil
 }
 
-// benchSession opens a milter session and sends the connection data.
-func benchSession(sock config.Socket, dir, daemon string) (*gomilter.ClientSession, error) {
-	c := gomilter.NewClientWithOptions(sock.Network, sock.Address, gomilter.ClientOptions{
-		Dialer:       &net.Dialer{Timeout: 10 * time.Second},
-		ReadTimeout:  5 * time.Minute,
-		WriteTimeout: time.Minute,
-		// The v2 actions: go-milter's client then negotiates with servers
-		// that answer protocol version 2.
-		ActionMask: gomilter.OptAddHeader | gomilter.OptChangeBody | gomilter.OptAddRcpt |
-			gomilter.OptRemoveRcpt | gomilter.OptChangeHeader | gomilter.OptQuarantine,
-	})
-	s, err := c.Session()
-	if err != nil {
-		return nil, err
-	}
+// benchConn is a milter session and the macros it sends.
+type benchConn struct {
+	*dj.ClientSession
+	macros *dj.MacroBag
+}
+
+// benchSession opens a milter session as an MTA offering protocol version
+// 6 would (the milter chooses the no-reply options it wants), and sends the
+// connection data.
+func benchSession(sock config.Socket, dir, daemon string) (*benchConn, error) {
+	c := dj.NewClient(sock.Network, sock.Address,
+		dj.WithDialer(&net.Dialer{Timeout: 10 * time.Second}),
+		dj.WithActions(dj.OptAddHeader|dj.OptChangeBody|dj.OptAddRcpt|dj.OptRemoveRcpt|
+			dj.OptChangeHeader|dj.OptQuarantine|dj.OptSetMacros),
+		dj.WithReadTimeout(5*time.Minute), dj.WithWriteTimeout(time.Minute))
 	host, addr, name := "mx.example.net", "192.0.2.1", "smtpd"
 	if dir == "out" {
 		host, addr, name = "localhost", "127.0.0.1", daemon
 	}
-	s.Macros(gomilter.CodeConn, "{daemon_name}", name, "{client_addr}", addr, "j", "bench.invalid")
-	if _, err := s.Conn(host, gomilter.FamilyInet, 25, addr); err != nil {
+	bag := dj.NewMacroBag()
+	bag.Set("{daemon_name}", name)
+	bag.Set("{client_addr}", addr)
+	bag.Set("j", "bench.invalid")
+	s, err := c.Session(bag)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.Conn(host, dj.FamilyInet, 25, addr); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -389,29 +396,32 @@ func benchSession(sock config.Socket, dir, daemon string) (*gomilter.ClientSessi
 		s.Close()
 		return nil, err
 	}
-	return s, nil
+	return &benchConn{s, bag}, nil
 }
 
 // benchMessage sends one message and returns the final action and the
 // modifications asked for.
-func benchMessage(s *gomilter.ClientSession, i int, from string, rcpts []string, msg benchMsg) (string, []gomilter.ModifyAction, error) {
-	step := func(a *gomilter.Action, err error) error {
+func benchMessage(s *benchConn, i int, from string, rcpts []string, msg benchMsg) (string, []dj.ModifyAction, error) {
+	step := func(a *dj.Action, err error) error {
 		if err != nil {
 			return err
 		}
-		if a.Code != gomilter.ActContinue {
-			return fmt.Errorf("milter answered %c %d %s before the end of the message", a.Code, a.SMTPCode, a.SMTPText)
+		if a.Type != dj.ActionContinue {
+			return fmt.Errorf("milter answered %v before the end of the message", a)
 		}
 		return nil
 	}
-	s.Macros(gomilter.CodeMail, "i", fmt.Sprintf("BENCH%06d", i))
-	if err := step(s.Mail(from, nil)); err != nil {
+	s.macros.Set("i", fmt.Sprintf("BENCH%06d", i))
+	if err := step(s.Mail(from, "")); err != nil {
 		return "", nil, err
 	}
 	for _, r := range rcpts {
-		if err := step(s.Rcpt(r, nil)); err != nil {
+		if err := step(s.Rcpt(r, "")); err != nil {
 			return "", nil, err
 		}
+	}
+	if err := step(s.DataStart()); err != nil {
+		return "", nil, err
 	}
 	hdr := [][2]string{
 		{"From", from}, {"To", strings.Join(rcpts, ", ")}, {"Subject", fmt.Sprintf("bench %d", i)},
@@ -420,15 +430,21 @@ func benchMessage(s *gomilter.ClientSession, i int, from string, rcpts []string,
 	}
 	hdr = append(hdr, msg.fields...)
 	for _, h := range hdr {
-		if err := step(s.HeaderField(h[0], h[1])); err != nil {
+		if err := step(s.HeaderField(h[0], h[1], nil)); err != nil {
 			return "", nil, err
 		}
 	}
 	if err := step(s.HeaderEnd()); err != nil {
 		return "", nil, err
 	}
-	for b := msg.body; len(b) > 0; {
-		n := min(len(b), gomilter.MaxBodyChunk)
+	b := msg.body
+	if len(b) == 0 {
+		if err := step(s.BodyChunk(nil)); err != nil {
+			return "", nil, err
+		}
+	}
+	for len(b) > 0 {
+		n := min(len(b), int(dj.DataSize64K))
 		if err := step(s.BodyChunk(b[:n])); err != nil {
 			return "", nil, err
 		}
@@ -438,20 +454,20 @@ func benchMessage(s *gomilter.ClientSession, i int, from string, rcpts []string,
 	if err != nil {
 		return "", nil, err
 	}
-	switch act.Code {
-	case gomilter.ActAccept, gomilter.ActContinue:
+	switch act.Type {
+	case dj.ActionAccept, dj.ActionContinue:
 		return "accept", mods, nil
-	case gomilter.ActDiscard:
+	case dj.ActionDiscard:
 		return "discard", mods, nil
-	case gomilter.ActReject:
+	case dj.ActionReject:
 		return "reject", mods, nil
-	case gomilter.ActTempFail:
+	case dj.ActionTempFail:
 		return "tempfail", mods, nil
-	case gomilter.ActReplyCode:
+	case dj.ActionRejectWithCode:
 		if act.SMTPCode >= 500 {
 			return "reject", mods, nil
 		}
 		return "tempfail", mods, nil
 	}
-	return string(rune(act.Code)), mods, nil
+	return act.String(), mods, nil
 }

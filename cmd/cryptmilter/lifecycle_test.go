@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	gomilter "github.com/emersion/go-milter"
+	dj "github.com/d--j/go-milter"
 )
 
 // testDaemon is a `cryptmilter serve` process started from the test binary.
@@ -132,34 +132,38 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func milterSession(t *testing.T, network, addr string) *gomilter.ClientSession {
+func milterSession(t *testing.T, network, addr string) *dj.ClientSession {
 	t.Helper()
-	c := gomilter.NewClientWithOptions(network, addr, gomilter.ClientOptions{
-		Dialer:       &net.Dialer{Timeout: 5 * time.Second},
-		ReadTimeout:  10 * time.Second,
-		WriteTimeout: 10 * time.Second,
-		ActionMask:   gomilter.OptAddHeader | gomilter.OptChangeBody | gomilter.OptAddRcpt | gomilter.OptRemoveRcpt | gomilter.OptChangeHeader,
-	})
-	s, err := c.Session()
+	c := dj.NewClient(network, addr,
+		dj.WithDialer(&net.Dialer{Timeout: 5 * time.Second}),
+		dj.WithReadTimeout(10*time.Second), dj.WithWriteTimeout(10*time.Second),
+		dj.WithActions(dj.OptAddHeader|dj.OptChangeBody|dj.OptAddRcpt|dj.OptRemoveRcpt|dj.OptChangeHeader|dj.OptSetMacros))
+	s, err := c.Session(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Conn("mx.example.net", gomilter.FamilyInet, 4000, "192.0.2.1"); err != nil {
+	if _, err := s.Conn("mx.example.net", dj.FamilyInet, 4000, "192.0.2.1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Helo("mx.example.net"); err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
 // begin sends a message up to the end of its body, without the end.
-func begin(t *testing.T, s *gomilter.ClientSession) {
+func begin(t *testing.T, s *dj.ClientSession) {
 	t.Helper()
-	if _, err := s.Mail("alice@example.net", nil); err != nil {
+	if _, err := s.Mail("alice@example.net", ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Rcpt("rt@example.org", nil); err != nil {
+	if _, err := s.Rcpt("rt@example.org", ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.HeaderField("Subject", "x"); err != nil {
+	if _, err := s.DataStart(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.HeaderField("Subject", "x", nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.HeaderEnd(); err != nil {
@@ -171,18 +175,18 @@ func begin(t *testing.T, s *gomilter.ClientSession) {
 }
 
 // inserted returns the header names the milter inserted for one message.
-func inserted(t *testing.T, s *gomilter.ClientSession) []string {
+func inserted(t *testing.T, s *dj.ClientSession) []string {
 	t.Helper()
 	mods, act, err := s.End()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if act.Code != gomilter.ActAccept {
-		t.Fatalf("action %c %d %s", act.Code, act.SMTPCode, act.SMTPText)
+	if act.Type != dj.ActionAccept {
+		t.Fatalf("action %v", act)
 	}
 	var names []string
 	for _, m := range mods {
-		if m.Code == gomilter.ActInsertHeader {
+		if m.Type == dj.ActionInsertHeader {
 			names = append(names, m.HeaderName+": "+m.HeaderValue)
 		}
 	}

@@ -101,6 +101,10 @@ type Outbound struct {
 	ProtectHeaders bool                  `toml:"protect_headers"`
 	DeferRcpt      bool                  `toml:"defer_rcpt"`
 	Rules          []Rule                `toml:"rule"`
+	// ReinjectJournalTTL is how long the hand-over journal remembers a
+	// copy the re-injection listener accepted, so that a retry of the
+	// original does not hand it over again.
+	ReinjectJournalTTL Duration `toml:"reinject_journal_ttl"`
 
 	// HeaderConfidentiality: with header protection, also hide the
 	// Subject (and Keywords, Comments) of encrypted copies (RFC 9788's
@@ -149,6 +153,12 @@ type Limits struct {
 	// MaxConcurrent bounds the messages the engine works on at once
 	// (0: twice the number of CPUs); others wait, up to message_timeout.
 	MaxConcurrent int `toml:"max_concurrent"`
+	// IdleTimeout closes a milter connection on which the MTA sends
+	// nothing for this long.
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// MaxConnections bounds the open milter connections; more are
+	// closed at once (the MTA applies milter_default_action).
+	MaxConnections int `toml:"max_connections"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -185,6 +195,8 @@ func Default() *Config {
 			ProtectHeaders: true,
 			DeferRcpt:      false,
 			Rules:          []Rule{},
+			// Postfix's maximal_queue_lifetime: no retry comes later.
+			ReinjectJournalTTL: Duration(5 * 24 * time.Hour),
 
 			HeaderConfidentiality: true,
 		},
@@ -211,6 +223,10 @@ func Default() *Config {
 			MessageTimeout:      Duration(120 * time.Second),
 			MemorySpool:         1 << 20,
 			MaxConcurrent:       0,
+			// Above Postfix's smtpd_timeout (300s), the longest an SMTP
+			// client may be silent while the milter connection waits.
+			IdleTimeout:    Duration(330 * time.Second),
+			MaxConnections: 512,
 		},
 		Metrics:   Metrics{Listen: ""},
 		Discovery: defaultDiscovery(),
@@ -534,6 +550,12 @@ func (c *Config) checkLimits(v *validator) error {
 		return v.bad("limits.memory_spool", "must not be negative")
 	case l.MaxConcurrent < 0:
 		return v.bad("limits.max_concurrent", "must not be negative")
+	case l.IdleTimeout <= 0:
+		return v.bad("limits.idle_timeout", "must be positive (Postfix's smtpd_timeout is 300s)")
+	case l.MaxConnections <= 0:
+		return v.bad("limits.max_connections", "must be positive")
+	case c.Outbound.ReinjectJournalTTL <= 0:
+		return v.bad("outbound.reinject_journal_ttl", "must be positive (Postfix's maximal_queue_lifetime is 5d: \"120h\")")
 	}
 	return nil
 }

@@ -104,7 +104,7 @@ func TestContribExample(t *testing.T) {
 		"protect_headers", "header_confidentiality", "defer_rcpt", "originating_daemons", "internal_hosts", "authenticated",
 		"max_message_size", "max_mime_depth", "max_parts", "max_header_size", "max_decompressed_size",
 		"message_timeout", "memory_spool", "max_concurrent", "sources", "resolver", "ca_file", "timeout",
-		"cache_ttl", "negative_ttl", "min_trust"} {
+		"cache_ttl", "negative_ttl", "min_trust", "idle_timeout", "max_connections", "reinject_journal_ttl"} {
 		if !strings.Contains(doc, "\n"+key+" = ") {
 			t.Errorf("contrib/cryptmilter.toml lacks %q", key)
 		}

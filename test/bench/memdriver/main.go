@@ -24,7 +24,7 @@ import (
 	"sync"
 	"time"
 
-	gomilter "github.com/emersion/go-milter"
+	dj "github.com/d--j/go-milter"
 )
 
 func main() {
@@ -103,11 +103,11 @@ func send(args []string) error {
 		go func() {
 			defer wg.Done()
 			o := &out[i]
-			var mods []gomilter.ModifyAction
+			var mods []dj.ModifyAction
 			o.action, mods, o.err = sendOne(addr, *dir, *from, rcpts, msg, i)
 			for _, m := range mods {
 				switch {
-				case m.Code == gomilter.ActReplBody:
+				case m.Type == dj.ActionReplaceBody:
 					o.replaced = true
 					o.body += len(m.Body)
 				case strings.EqualFold(m.HeaderName, "X-Cryptmilter-Encryption") && m.HeaderValue != "":
@@ -188,54 +188,57 @@ func readMessage(name string) (*message, error) {
 	return m, nil
 }
 
-// sendOne sends msg in a session of its own and returns the action and
-// the modifications the milter asked for.
-func sendOne(addr, dir, from string, rcpts []string, msg *message, i int) (string, []gomilter.ModifyAction, error) {
-	c := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
-		Dialer:       &net.Dialer{Timeout: 10 * time.Second},
-		ReadTimeout:  10 * time.Minute,
-		WriteTimeout: 10 * time.Minute,
-		// The v2 actions (go-milter's client cannot negotiate more with
-		// go-milter's server).
-		ActionMask: gomilter.OptAddHeader | gomilter.OptChangeBody | gomilter.OptAddRcpt |
-			gomilter.OptRemoveRcpt | gomilter.OptChangeHeader | gomilter.OptQuarantine,
-	})
-	s, err := c.Session()
-	if err != nil {
-		return "", nil, err
-	}
-	defer s.Close()
+// sendOne sends msg in a session of its own, as an MTA offering protocol
+// version 6 would, and returns the action and the modifications the
+// milter asked for.
+func sendOne(addr, dir, from string, rcpts []string, msg *message, i int) (string, []dj.ModifyAction, error) {
+	c := dj.NewClient("tcp", addr,
+		dj.WithDialer(&net.Dialer{Timeout: 10 * time.Second}),
+		dj.WithActions(dj.OptAddHeader|dj.OptChangeBody|dj.OptAddRcpt|dj.OptRemoveRcpt|
+			dj.OptChangeHeader|dj.OptQuarantine|dj.OptSetMacros),
+		dj.WithReadTimeout(10*time.Minute), dj.WithWriteTimeout(10*time.Minute))
 	host, client, daemon := "mx.example.net", "192.0.2.1", "smtpd"
 	if dir == "out" {
 		host, client, daemon = "localhost", "127.0.0.1", "ORIGINATING"
 	}
-	s.Macros(gomilter.CodeConn, "{daemon_name}", daemon, "{client_addr}", client, "j", "memdriver.invalid")
-	check := func(a *gomilter.Action, err error) error {
+	bag := dj.NewMacroBag()
+	bag.Set("{daemon_name}", daemon)
+	bag.Set("{client_addr}", client)
+	bag.Set("j", "memdriver.invalid")
+	s, err := c.Session(bag)
+	if err != nil {
+		return "", nil, err
+	}
+	defer s.Close()
+	check := func(a *dj.Action, err error) error {
 		if err != nil {
 			return err
 		}
-		if a.Code != gomilter.ActContinue {
-			return fmt.Errorf("milter answered %c %d %s before the end of the message", a.Code, a.SMTPCode, a.SMTPText)
+		if a.Type != dj.ActionContinue {
+			return fmt.Errorf("milter answered %v before the end of the message", a)
 		}
 		return nil
 	}
-	if err := check(s.Conn(host, gomilter.FamilyInet, 25, client)); err != nil {
+	if err := check(s.Conn(host, dj.FamilyInet, 25, client)); err != nil {
 		return "", nil, err
 	}
 	if err := check(s.Helo(host)); err != nil {
 		return "", nil, err
 	}
-	s.Macros(gomilter.CodeMail, "i", fmt.Sprintf("MEM%06d", i))
-	if err := check(s.Mail(from, nil)); err != nil {
+	bag.Set("i", fmt.Sprintf("MEM%06d", i))
+	if err := check(s.Mail(from, "")); err != nil {
 		return "", nil, err
 	}
 	for _, r := range rcpts {
-		if err := check(s.Rcpt(r, nil)); err != nil {
+		if err := check(s.Rcpt(r, "")); err != nil {
 			return "", nil, err
 		}
 	}
+	if err := check(s.DataStart()); err != nil {
+		return "", nil, err
+	}
 	for _, f := range msg.fields {
-		if err := check(s.HeaderField(f[0], f[1])); err != nil {
+		if err := check(s.HeaderField(f[0], f[1], nil)); err != nil {
 			return "", nil, err
 		}
 	}
@@ -243,7 +246,7 @@ func sendOne(addr, dir, from string, rcpts []string, msg *message, i int) (strin
 		return "", nil, err
 	}
 	for b := msg.body; len(b) > 0; {
-		n := min(len(b), gomilter.MaxBodyChunk)
+		n := min(len(b), int(dj.DataSize64K))
 		if err := check(s.BodyChunk(b[:n])); err != nil {
 			return "", nil, err
 		}
@@ -253,15 +256,17 @@ func sendOne(addr, dir, from string, rcpts []string, msg *message, i int) (strin
 	if err != nil {
 		return "", nil, err
 	}
-	switch act.Code {
-	case gomilter.ActAccept, gomilter.ActContinue:
+	switch act.Type {
+	case dj.ActionAccept, dj.ActionContinue:
 		return "accept", mods, nil
-	case gomilter.ActReject:
+	case dj.ActionDiscard:
+		return "discard", mods, nil
+	case dj.ActionReject:
 		return "reject", mods, nil
-	case gomilter.ActTempFail:
+	case dj.ActionTempFail:
 		return "tempfail", mods, nil
-	case gomilter.ActReplyCode:
+	case dj.ActionRejectWithCode:
 		return fmt.Sprintf("reply %d", act.SMTPCode), mods, nil
 	}
-	return string(rune(act.Code)), mods, nil
+	return act.String(), mods, nil
 }
