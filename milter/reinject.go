@@ -15,28 +15,30 @@ import (
 
 	"github.com/cryptmilter/cryptmilter/crypto"
 	"github.com/cryptmilter/cryptmilter/internal/config"
+	"github.com/cryptmilter/cryptmilter/internal/msglog"
 )
 
 // handOver gives each extra copy to the re-injection listener, once
 // across retries of the message (see journal.go): copies an earlier
 // attempt handed over are skipped. Any failure fails the whole message
 // (the caller tempfails); the recipients of the copies are removed from
-// the original only after this returns. It returns the copies handed over
-// now and those skipped.
-func (s *Server) handOver(ctx context.Context, msg *message, orig crypto.Message, copies []crypto.Delivery) (handed, skipped int, err error) {
+// the original only after this returns. It returns the queue ids the
+// listener gave the copies handed over now ("" where its reply named
+// none) and the number skipped.
+func (s *Server) handOver(ctx context.Context, msg *message, orig crypto.Message, copies []crypto.Delivery) (handed []string, skipped int, err error) {
 	cfg := msg.env.Config
 	if cfg.Outbound.Reinject == "" {
-		return 0, 0, errNoReinject
+		return nil, 0, errNoReinject
 	}
 	sock, err := config.ParseSocket(cfg.Outbound.Reinject)
 	if err != nil {
-		return 0, 0, err
+		return nil, 0, err
 	}
 	j := s.journal(msg.env)
 	var base journalKey
 	if j != nil {
 		if base, err = contentKey(msg.from, orig); err != nil {
-			return 0, 0, err
+			return nil, 0, err
 		}
 	}
 	for i, c := range copies {
@@ -54,13 +56,13 @@ func (s *Server) handOver(ctx context.Context, msg *message, orig crypto.Message
 			}
 			release = rel
 		}
-		err := sendCopy(ctx, sock, cfg.Hostname, msg, c)
+		id, err := sendCopy(ctx, sock, cfg.Hostname, msg, c)
 		s.metrics().Reinject(err)
 		if err != nil {
 			release()
 			return handed, skipped, fmt.Errorf("milter: copy %d of %d to %s: %w", i+1, len(copies), sock.Spec, err)
 		}
-		handed++
+		handed = append(handed, id)
 		if j != nil {
 			if err := j.record(key); err != nil {
 				s.logger().Error("the hand-over journal could not record a copy: a retry of the message may hand it over again",
@@ -108,23 +110,25 @@ func (s *Server) journal(env *Env) *journal {
 // (the message's deadline): the client's own per-command timeouts are set
 // to what is left, and the connection is closed when ctx ends, so a
 // stalled listener gives a tempfail before the MTA gives up on the milter.
-func sendCopy(ctx context.Context, sock config.Socket, hostname string, msg *message, c crypto.Delivery) error {
+// It returns the queue id the listener's reply to DATA names ("" when it
+// names none).
+func sendCopy(ctx context.Context, sock config.Socket, hostname string, msg *message, c crypto.Delivery) (string, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, sock.Network, sock.Address)
 	if err != nil {
-		return err
+		return "", err
 	}
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
-	err = transact(ctx, nc, hostname, msg, c)
+	id, err := transact(ctx, nc, hostname, msg, c)
 	var ne net.Error
 	if err != nil && (ctx.Err() != nil || errors.As(err, &ne) && ne.Timeout()) {
-		return fmt.Errorf("no answer within the message's deadline (limits.message_timeout): %w", err)
+		return "", fmt.Errorf("no answer within the message's deadline (limits.message_timeout): %w", err)
 	}
-	return err
+	return id, err
 }
 
-func transact(ctx context.Context, nc net.Conn, hostname string, msg *message, c crypto.Delivery) error {
+func transact(ctx context.Context, nc net.Conn, hostname string, msg *message, c crypto.Delivery) (string, error) {
 	cl := smtp.NewClient(nc)
 	defer cl.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -133,42 +137,43 @@ func transact(ctx context.Context, nc net.Conn, hostname string, msg *message, c
 	}
 	var hdr bytes.Buffer
 	if _, err := c.Header.WriteTo(&hdr); err != nil {
-		return err
+		return "", err
 	}
 	size := int64(hdr.Len())
 	if c.Body != nil {
 		size += c.Body.Size()
 	}
 	if err := cl.Hello(hostname); err != nil {
-		return err
+		return "", err
 	}
 	if err := cl.Mail(msg.from, mailOptions(msg.mailArgs, size)); err != nil {
-		return err
+		return "", err
 	}
 	for _, r := range c.Recipients {
 		if err := cl.Rcpt(r, rcptOptions(msg.argsOf(r))); err != nil {
-			return err
+			return "", err
 		}
 	}
 	w, err := cl.Data()
 	if err != nil {
-		return err
+		return "", err
 	}
 	if _, err := w.Write(hdr.Bytes()); err != nil {
-		return err
+		return "", err
 	}
 	if c.Body != nil {
 		if _, err := io.Copy(w, c.Body.Reader()); err != nil {
-			return err
+			return "", err
 		}
 	}
-	if err := w.Close(); err != nil {
-		return err
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		return "", err
 	}
 	// The copy was accepted at the end of DATA: a failed QUIT must not
 	// fail the message.
 	cl.Quit()
-	return nil
+	return msglog.QueueID(resp.StatusText), nil
 }
 
 // argsOf returns the ESMTP arguments of the RCPT of r ("" for a

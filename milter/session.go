@@ -18,6 +18,7 @@ import (
 
 	"github.com/cryptmilter/cryptmilter/crypto"
 	"github.com/cryptmilter/cryptmilter/internal/config"
+	"github.com/cryptmilter/cryptmilter/internal/msglog"
 	"github.com/cryptmilter/cryptmilter/keystore"
 )
 
@@ -202,7 +203,7 @@ func (c *conn) deferRcpt(rcpt string) crypto.Reply {
 	if !cfg.Outbound.DeferRcpt || len(msg.rcpts) == 0 || c.maybeNonSMTP() {
 		return crypto.Reply{}
 	}
-	if direction(cfg, msg.macros, c.clientAddr) != crypto.Outbound {
+	if dir, _ := direction(cfg, msg.macros, c.clientAddr); dir != crypto.Outbound {
 		return crypto.Reply{}
 	}
 	d, ok := msg.env.Engine.(rcptDeferrer)
@@ -274,7 +275,8 @@ func (h *handler) EndOfMessage(m dj.Modifier) (resp *dj.Response, err error) {
 		return reply(crypto.TempfailReply), nil
 	}
 	defer c.reset()
-	o := &disposition{qid: msg.macros["i"], dir: direction(msg.env.Config, msg.macros, c.clientAddr)}
+	o := &disposition{qid: msg.macros["i"]}
+	o.dir, o.dirBy = direction(msg.env.Config, msg.macros, c.clientAddr)
 	warnNonSMTPInbound(log, c.nonSMTP, o.dir, o.qid)
 	defer func() {
 		if v := recover(); v != nil {
@@ -354,18 +356,21 @@ func (p *progress) run(f func()) {
 
 // disposition is what became of one message.
 type disposition struct {
-	qid  string
-	dir  crypto.Direction
-	plan *crypto.Plan // nil when refused before or by a failure
+	qid   string
+	dir   crypto.Direction
+	dirBy string       // why dir was chosen, for the log
+	plan  *crypto.Plan // nil when refused before or by a failure
 	// reply answers the message when there is no plan or the plan could
 	// not be carried out (set together with level and why).
 	reply crypto.Reply
 	level slog.Level
 	why   string
 	err   error
-	// copies is the number of copies handed over; skipped those that an
+	// reinjected are the queue ids of the copies handed over ("" where
+	// the listener named none); skipped is the number of copies an
 	// earlier attempt of the same message handed over already.
-	copies, skipped int
+	reinjected []string
+	skipped    int
 }
 
 // fail records a failure that ends the message with reply.
@@ -493,9 +498,10 @@ func (c *conn) carryOut(ctx context.Context, m dj.Modifier, pr *progress, msg *m
 		return
 	}
 	if len(ds) > 1 {
-		var handed, skipped int
+		var handed []string
+		var skipped int
 		pr.run(func() { handed, skipped, err = c.srv.handOver(ctx, msg, orig, ds[1:]) })
-		o.copies, o.skipped = handed, skipped
+		o.reinjected, o.skipped = handed, skipped
 		if err != nil {
 			o.fail(msg.internalError(), "re-injection failed", err)
 			return
@@ -509,46 +515,16 @@ func (c *conn) carryOut(ctx context.Context, m dj.Modifier, pr *progress, msg *m
 	}
 }
 
-// logOutcome writes the message's one log line.
+// logOutcome writes the message's one log line (internal/msglog) and
+// counts its outcome.
 func (c *conn) logOutcome(msg *message, o *disposition) {
-	attrs := []slog.Attr{slog.String("queue_id", o.qid), slog.String("direction", o.dir.String())}
-	decision, action := "failed", ""
-	if o.plan != nil {
-		decision, action = o.plan.Decision, o.plan.Action.String()
-	}
-	if !o.reply.IsZero() {
-		action = "tempfail"
-		if o.reply.Code/100 == 5 {
-			action = "reject"
-		}
-	}
-	attrs = append(attrs, slog.String("decision", decision), slog.String("action", action),
-		slog.String("from", msg.from), slog.Int("rcpts", len(msg.rcpts)),
-		slog.Int64("size", msg.intake.Size()), slog.Int64("ms", time.Since(msg.started).Milliseconds()))
-	if o.copies > 0 {
-		attrs = append(attrs, slog.Int("copies", o.copies))
-	}
-	if o.skipped > 0 {
-		attrs = append(attrs, slog.Int("copies_handed_over_before", o.skipped))
-	}
-	if o.plan != nil && o.reply.IsZero() {
-		attrs = append(attrs, o.plan.Attrs...)
-		if !o.plan.Reply.IsZero() {
-			attrs = append(attrs, slog.String("reply", o.plan.Reply.String()))
-		}
-	}
-	if o.why != "" {
-		attrs = append(attrs, slog.String("reason", o.why))
-	}
-	if o.err != nil {
-		attrs = append(attrs, slog.String("error", o.err.Error()))
-	}
-	if !o.reply.IsZero() {
-		attrs = append(attrs, slog.String("reply", o.reply.String()))
-	}
-	c.srv.logger().LogAttrs(context.Background(), o.level, "message", attrs...)
+	line := &msglog.Message{QueueID: o.qid, Direction: o.dir, DirectionBy: o.dirBy, From: msg.from, Rcpts: msg.rcpts,
+		Size: msg.intake.Size(), Elapsed: time.Since(msg.started), Plan: o.plan, Reply: o.reply,
+		Level: o.level, Why: o.why, Err: o.err, Reinjected: o.reinjected, Skipped: o.skipped, Macros: msg.macros}
+	msglog.Log(context.Background(), c.srv.logger(), line)
 	if c.srv.Observe != nil {
-		c.srv.Observe(o.dir.String(), decision, action, time.Since(msg.started))
+		decision, action := line.Outcome()
+		c.srv.Observe(o.dir.String(), decision, action, line.Elapsed)
 	}
 }
 
@@ -606,13 +582,14 @@ func reply(r crypto.Reply) *dj.Response {
 }
 
 // direction decides inbound or outbound as OpenDKIM does: the daemon name,
-// the client address, and SASL authentication.
-func direction(cfg *config.Config, macros map[string]string, addr net.IP) crypto.Direction {
-	if slices.Contains(cfg.Direction.OriginatingDaemons, macros["{daemon_name}"]) {
-		return crypto.Outbound
+// the client address, and SASL authentication. It also says why, for the
+// log.
+func direction(cfg *config.Config, macros map[string]string, addr net.IP) (crypto.Direction, string) {
+	if d := macros["{daemon_name}"]; slices.Contains(cfg.Direction.OriginatingDaemons, d) {
+		return crypto.Outbound, "daemon_name=" + d
 	}
 	if macros["{auth_authen}"] != "" && cfg.Direction.Authenticated == config.AuthOutbound {
-		return crypto.Outbound
+		return crypto.Outbound, "sasl"
 	}
 	ip, ok := netip.AddrFromSlice(addr)
 	if a := macros["{client_addr}"]; a != "" {
@@ -624,11 +601,11 @@ func direction(cfg *config.Config, macros map[string]string, addr net.IP) crypto
 		ip = ip.Unmap()
 		for _, n := range cfg.InternalNets {
 			if n.Contains(ip) {
-				return crypto.Outbound
+				return crypto.Outbound, "internal_hosts=" + ip.String()
 			}
 		}
 	}
-	return crypto.Inbound
+	return crypto.Inbound, "default inbound"
 }
 
 var errNoReinject = errors.New("milter: the plan has extra copies but [outbound] reinject is not set")

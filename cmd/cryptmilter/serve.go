@@ -163,7 +163,7 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	for _, l := range lns {
 		hl.addListener(l)
 	}
-	srv := &milter.Server{Env: func() *milter.Env { return st.env.Load() }, Logger: log, Observe: m.Observe}
+	srv := &milter.Server{Env: func() *milter.Env { return st.env.Load() }, Logger: log, Observe: m.Observe, Metrics: m}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

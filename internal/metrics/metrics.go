@@ -167,11 +167,11 @@ func (m *Metrics) DecryptionFailure(protocol, reason string) {
 	m.decryptFail.WithLabelValues(protocol, reason).Inc()
 }
 
-// Reinject records one copy handed to the re-injection listener, and
-// whether it was accepted.
-func (m *Metrics) Reinject(ok bool) {
+// Reinject records one copy handed to the re-injection listener: err is
+// nil when the listener accepted it.
+func (m *Metrics) Reinject(err error) {
 	m.reinject.Inc()
-	if !ok {
+	if err != nil {
 		m.reinjectErr.Inc()
 	}
 }
@@ -182,10 +182,10 @@ func (m *Metrics) SlotWait(d time.Duration) {
 	m.slotWait.Observe(d.Seconds())
 }
 
-// InFlight adds delta (+1 at MAIL FROM, -1 when the message ends: its
+// MessagesInFlight adds delta (+1 at MAIL FROM, -1 when the message ends: its
 // end-of-message reply, an abort or a lost connection) to the messages in
 // flight.
-func (m *Metrics) InFlight(delta int) {
+func (m *Metrics) MessagesInFlight(delta int) {
 	m.inFlight.Add(float64(delta))
 }
 

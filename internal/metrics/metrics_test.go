@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"errors"
 	"io"
 	"net/http/httptest"
 	"strings"
@@ -66,14 +67,14 @@ func TestDiscoveryMetrics(t *testing.T) {
 // wait, messages in flight) and build_info.
 func TestMilterHooks(t *testing.T) {
 	m := New("1.2.3")
-	m.Reinject(true)
-	m.Reinject(true)
-	m.Reinject(false)
+	m.Reinject(nil)
+	m.Reinject(nil)
+	m.Reinject(errors.New("refused"))
 	m.SlotWait(2 * time.Millisecond)
 	m.SlotWait(0)
-	m.InFlight(1)
-	m.InFlight(1)
-	m.InFlight(-1)
+	m.MessagesInFlight(1)
+	m.MessagesInFlight(1)
+	m.MessagesInFlight(-1)
 	body := scrape(t, m)
 	for _, want := range []string{
 		"cryptmilter_reinject_attempts_total 3",

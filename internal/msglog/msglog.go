@@ -45,6 +45,10 @@ type Message struct {
 	// extra copies (QueueID of its DATA reply), one per copy handed over,
 	// "" where its reply named none.
 	Reinjected []string
+	// Skipped is the number of copies not handed over because an earlier
+	// attempt of the same message handed them over (the hand-over
+	// journal).
+	Skipped int
 	// Macros are the MTA's macros, logged at debug level only.
 	Macros map[string]string
 }
@@ -118,6 +122,9 @@ func (m *Message) Attrs(debug bool) []slog.Attr {
 		if ids := queueIDs(m.Reinjected); ids != "" {
 			add(slog.String("reinjected_ids", ids))
 		}
+	}
+	if m.Skipped > 0 {
+		add(slog.Int("copies_handed_over_before", m.Skipped))
 	}
 	if carried && !m.Plan.Reply.IsZero() {
 		add(slog.String("reply", m.Plan.Reply.String()))

@@ -96,8 +96,7 @@ func certFor(t testing.TB, dir, addr string) string {
 //
 // The subtest "milter hooks" checks what only the milter can count
 // (processing-slot wait, re-injection, messages in flight, and the queue
-// ids of re-injected copies in the message's log line): it fails until
-// milter/session.go calls the metrics hooks (see README, "Metrics").
+// ids of re-injected copies in the message's log line).
 func TestMetricsAndHealthz(t *testing.T) {
 	requirePeers(t, false, "openssl")
 	ks := filepath.Join(tempDir(t, "cm-mks-"), "keystore")
