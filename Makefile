@@ -19,7 +19,7 @@ STATICCHECK_VERSION := v0.8.2
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 BENCHTIME ?= 3x
 
-.PHONY: all build run deps test unit e2e lint bench bench-sidebyside install uninstall man clean fuzz
+.PHONY: all build run deps test unit e2e lint bench bench-sidebyside timing install uninstall man clean fuzz
 
 all: build
 
@@ -72,6 +72,17 @@ bench:
 # message side by side; writes test/bench/out/ (see docs/performance.md).
 bench-sidebyside:
 	bash test/bench/sidebyside.sh test/bench/out
+
+# Decryption-oracle timing through a real Postfix (test/e2e/timing_test.go):
+# end of DATA to the SMTP reply for every outcome class, TIMING_N messages
+# each (median, p95, min, max, the spread between the medians), then
+# plain-mail latency while 32 sessions send undecryptable mail.
+# CRYPTMILTER_TIMING_SIZE (body bytes), CRYPTMILTER_TIMING_TAP=1 (split
+# each span at the milter) and CRYPTMILTER_FLOOD_SESSIONS change the run.
+TIMING_N ?= 200
+timing: deps
+	CRYPTMILTER_REQUIRE_PEERS=1 CRYPTMILTER_TIMING_N=$(TIMING_N) $(GO) test -count=1 -run '^$$' \
+		-bench '^BenchmarkOracle(Timing|Flood)$$' -benchtime 1x -timeout 60m ./test/e2e/
 
 # Each fuzzer of untrusted input for FUZZTIME (seeds in testdata/fuzz).
 FUZZTIME ?= 60s

@@ -34,7 +34,7 @@ import (
 // Postfix with the milter over SMTP, timing each from the final "." of
 // DATA to the reply.
 //
-//	fix := newOracleFixture(t)                 // keystore + one message per class
+//	fix := newOracleFixture(t, 8192)           // keystore + one message per class, 8 KiB bodies
 //	pf, m := startStack(t, stackOptions{Milter: milterOptions{Keystore: fix.Keystore, Settings: fix.Settings}})
 //	s := dialOracleSMTP(t, pf.InboundAddr)     // one persistent session
 //	r := s.Send(fix.From, fix.Rcpt, msg)       // r.Reply, r.Elapsed (end of DATA → reply)
@@ -61,7 +61,8 @@ func oracleFloor(size int) time.Duration {
 	return oracleFloorBase + time.Duration(size)*oracleFloorPerByte
 }
 
-// oracleBodySize is the size every class's body is padded to.
+// oracleBodySize is the size every class's body is padded to, unless
+// the fixture is made for another.
 const oracleBodySize = 8192
 
 // outcomeKind says what the gateway does with a class's messages.
@@ -115,6 +116,10 @@ func (c *oracleClass) Message(n int) []byte {
 
 // oracleFixture is a gateway keystore and one message per class.
 type oracleFixture struct {
+	// Size is the size of every message's body (the encrypted content
+	// is about 70% of it, the rest padding, or all padding for the
+	// classes whose ciphertext is short).
+	Size int
 	// Keystore holds the shared gateway identity for rt@example.org
 	// (X25519 OpenPGP key, RSA-3072 S/MIME certificate) and a second
 	// OpenPGP secret key, RSA-3072 (rt-rsa@example.org), so that RSA
@@ -138,12 +143,14 @@ func (f *oracleFixture) Class(name string) *oracleClass {
 	panic("no timing class " + name)
 }
 
-// newOracleFixture makes the keystore and the messages (gpg and openssl as
-// the sending clients; a few seconds, most of it gpg's RSA key).
-func newOracleFixture(t testing.TB) *oracleFixture {
+// newOracleFixture makes the keystore and the messages with bodies of size
+// bytes (gpg and openssl as the sending clients; a few seconds, most of it
+// gpg's RSA key).
+func newOracleFixture(t testing.TB, size int) *oracleFixture {
 	t.Helper()
 	requirePeers(t, false, "gpg", "gpgconf", "openssl")
 	f := &oracleFixture{
+		Size:     size,
 		Keystore: filepath.Join(tempDir(t, "cm-tks-"), "keystore"),
 		Settings: []string{`limits.max_decompressed_size = "64KiB"`},
 		From:     "alice@example.net",
@@ -187,7 +194,7 @@ func newOracleFixture(t testing.TB) *oracleFixture {
 	f.pgpClasses(t, gpg)
 	f.smimeClasses(t)
 	f.Classes = append(f.Classes, &oracleClass{Name: "plain", Kind: outcomePlain,
-		Msg: oracleMessage(t, "Content-Type: text/plain; charset=us-ascii\r\n", []byte("Hello, this is not encrypted.\r\n"))})
+		Msg: f.message(t, "Content-Type: text/plain; charset=us-ascii\r\n", []byte("Hello, this is not encrypted.\r\n"))})
 	return f
 }
 
@@ -195,18 +202,17 @@ func newOracleFixture(t testing.TB) *oracleFixture {
 const oracleHeader = "From: Alice <alice@example.net>\r\nTo: rt@example.org\r\nSubject: timing\r\n" +
 	"Date: Thu, 26 Nov 2026 21:00:00 +0000\r\nMessage-ID: <timing-" + oracleMsgIDZeros + "@example.net>\r\nMIME-Version: 1.0\r\n"
 
-// oracleMessage puts the shared header, the Content-* fields ct (CRLF
-// lines) and body together, padding the body with blank-space lines to
-// oracleBodySize bytes (whitespace that base64 decoding skips, or a
-// multipart's epilogue).
-func oracleMessage(t testing.TB, ct string, body []byte) []byte {
+// message puts the shared header, the Content-* fields ct (CRLF lines) and
+// body together, padding the body with blank-space lines to f.Size bytes
+// (whitespace that base64 decoding skips, or a multipart's epilogue).
+func (f *oracleFixture) message(t testing.TB, ct string, body []byte) []byte {
 	t.Helper()
 	if !bytes.HasSuffix(body, []byte("\r\n")) {
 		body = append(body, "\r\n"...)
 	}
-	pad := oracleBodySize - len(body)
+	pad := f.Size - len(body)
 	if pad < 2 {
-		t.Fatalf("timing message body of %d bytes does not fit in %d", len(body), oracleBodySize)
+		t.Fatalf("timing message body of %d bytes does not fit in %d", len(body), f.Size)
 	}
 	var b bytes.Buffer
 	b.WriteString(oracleHeader + ct + "\r\n")
@@ -222,13 +228,13 @@ func oracleMessage(t testing.TB, ct string, body []byte) []byte {
 	return b.Bytes()
 }
 
-// oraclePGPMIME is an RFC 3156 multipart/encrypted message around armored.
-func oraclePGPMIME(t testing.TB, armored []byte) []byte {
+// pgpMIME is an RFC 3156 multipart/encrypted message around armored.
+func (f *oracleFixture) pgpMIME(t testing.TB, armored []byte) []byte {
 	body := "This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)\r\n" +
 		"--enc-b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n" +
 		"--enc-b\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\r\n" +
 		string(crlf(bytes.TrimRight(armored, "\r\n"))) + "\r\n--enc-b--\r\n"
-	return oracleMessage(t, "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"enc-b\"\r\n", []byte(body))
+	return f.message(t, "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"enc-b\"\r\n", []byte(body))
 }
 
 // oracleArmor armors binary OpenPGP data as a PGP MESSAGE.
@@ -271,19 +277,27 @@ func oracleFirstPacketLen(b []byte) int {
 	return -1
 }
 
-// oracleText is the MIME entity the encrypted messages carry.
-const oracleText = "Content-Type: text/plain; charset=us-ascii\r\n\r\n" +
-	"Ticket 4711: please reset the password of the printer account.\r\n"
+// text is the MIME entity the encrypted messages carry: numbered lines of
+// text, as long as the ciphertext can be in f.Size bytes (base64 or armor
+// make 4 bytes of 3, the RSA-3072 key and the MIME structure about 900
+// more).
+func (f *oracleFixture) text() []byte {
+	b := []byte("Content-Type: text/plain; charset=us-ascii\r\n\r\nTicket 4711: please reset the password of the printer account.\r\n")
+	for i := 0; len(b) < f.Size*10/14-900; i++ {
+		b = fmt.Appendf(b, "%08d %s\r\n", i, strings.Repeat("abcdefghij", 7))
+	}
+	return b
+}
 
 // pgpClasses makes the OpenPGP classes (gpg as the sender).
 func (f *oracleFixture) pgpClasses(t testing.TB, gpg func([]byte, ...string) []byte) {
 	t.Helper()
-	text := []byte(oracleText)
+	text := f.text()
 	enc := func(pt []byte, to string, extra ...string) []byte {
-		return gpg(pt, append([]string{"--encrypt", "--recipient", to}, extra...)...)
+		return gpg(pt, append([]string{"--encrypt", "--compress-algo", "none", "--recipient", to}, extra...)...)
 	}
 	add := func(name string, kind outcomeKind, bin []byte) {
-		f.Classes = append(f.Classes, &oracleClass{Name: "openpgp/" + name, Group: "openpgp", Kind: kind, Msg: oraclePGPMIME(t, oracleArmor(t, bin))})
+		f.Classes = append(f.Classes, &oracleClass{Name: "openpgp/" + name, Group: "openpgp", Kind: kind, Msg: f.pgpMIME(t, oracleArmor(t, bin))})
 	}
 	binA := enc(text, "rt@example.org")
 	binB := enc([]byte("Content-Type: text/plain\r\n\r\nanother text\r\n"), "rt@example.org")
@@ -315,6 +329,13 @@ func (f *oracleFixture) pgpClasses(t testing.TB, gpg func([]byte, ...string) []b
 	bomb := append([]byte("Content-Type: text/plain\r\n\r\n"), bytes.Repeat([]byte("0"), 1<<20)...)
 	add("bomb", outcomeFailed, enc(bomb, "rt@example.org", "--compress-algo", "zlib", "-z", "9"))
 	add("not-for-gateway", outcomeNotForGateway, enc(text, "dave@example.net"))
+	// Inline PGP: the armor as a text/plain body.
+	inline := func(name string, kind outcomeKind, bin []byte) {
+		f.Classes = append(f.Classes, &oracleClass{Name: "openpgp/" + name, Group: "openpgp", Kind: kind,
+			Msg: f.message(t, "Content-Type: text/plain; charset=us-ascii\r\n", crlf(oracleArmor(t, bin)))})
+	}
+	inline("inline-ok", outcomeDecrypted, binA)
+	inline("inline-tampered", outcomeFailed, tamp)
 }
 
 // smimeClasses makes the S/MIME classes (openssl cms as the sender), all
@@ -343,11 +364,11 @@ func (f *oracleFixture) smimeClasses(t testing.TB) {
 	add := func(name, group string, kind outcomeKind, smimeType string, der []byte) {
 		ct := "Content-Type: application/pkcs7-mime; smime-type=" + smimeType + "; name=\"smime.p7m\"\r\n" +
 			"Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7m\"\r\n"
-		f.Classes = append(f.Classes, &oracleClass{Name: "smime/" + name, Group: group, Kind: kind, Msg: oracleMessage(t, ct, []byte(b64Lines(der)))})
+		f.Classes = append(f.Classes, &oracleClass{Name: "smime/" + name, Group: group, Kind: kind, Msg: f.message(t, ct, []byte(b64Lines(der)))})
 	}
 	// The plaintext: its length leaves 6 bytes of CBC padding, so that
 	// the first byte of the last block is content.
-	plain := []byte(oracleText)
+	plain := f.text()
 	for len(plain)%16 != 10 {
 		plain = append(plain[:len(plain)-2], 'x', '\r', '\n')
 	}
@@ -405,7 +426,7 @@ func (f *oracleFixture) smimeClasses(t testing.TB) {
 	add("truncated", "smime-cbc", outcomeFailed, "enveloped-data", cbc[:len(cbc)-40])
 	add("garbage", "smime-cbc", outcomeFailed, "enveloped-data", append(bytes.Clone(cbc[:60]), bytes.Repeat([]byte{0x5a}, 200)...))
 	add("not-for-gateway", "smime-cbc", outcomeNotForGateway, "enveloped-data", enc(plain, "dave.pem", "aes-256-cbc"))
-	gcm := enc([]byte(oracleText), "gw.pem", "aes-256-gcm")
+	gcm := enc(f.text(), "gw.pem", "aes-256-gcm")
 	add("ok-gcm", "smime-gcm", outcomeDecrypted, "authEnveloped-data", gcm)
 	tag := bytes.Clone(gcm)
 	tag[len(tag)-1] ^= 0x01 // the GCM tag is the last field
@@ -579,6 +600,7 @@ func (s *oracleSMTP) readReply() (string, error) {
 
 // oracleRun is what one run measured: per class, every result in order.
 type oracleRun struct {
+	Size    int // of the bodies
 	Classes []*oracleClass
 	Results map[string][]oracleResult
 	// Order is the class of each message in the order the answers came.
@@ -591,7 +613,7 @@ type oracleRun struct {
 // round in turn.
 func runOracleClasses(t testing.TB, addr string, fix *oracleFixture, classes []*oracleClass, n, sessions int) *oracleRun {
 	t.Helper()
-	run := &oracleRun{Classes: classes, Results: map[string][]oracleResult{}}
+	run := &oracleRun{Size: fix.Size, Classes: classes, Results: map[string][]oracleResult{}}
 	ss := make([]*oracleSMTP, sessions)
 	for i := range ss {
 		ss[i] = dialOracleSMTP(t, addr)

@@ -25,22 +25,22 @@ import (
 // same lines. Timing spreads are measured by BenchmarkOracleTiming (`make
 // timing`), not asserted here.
 func TestOracleUniform(t *testing.T) {
-	fix := newOracleFixture(t)
+	fix := newOracleFixture(t, oracleBodySize)
 	pf, m := startStack(t, stackOptions{Milter: milterOptions{Keystore: fix.Keystore, Settings: fix.Settings}})
 	n := 20
 	if testing.Short() {
 		n = 5
 	}
 	for _, c := range fix.Classes {
-		if got := c.BodySize(); got != oracleBodySize {
-			t.Fatalf("%s: body of %d bytes, want %d (the deadline depends on the size)", c.Name, got, oracleBodySize)
+		if got := c.BodySize(); got != fix.Size {
+			t.Fatalf("%s: body of %d bytes, want %d (the deadline depends on the size)", c.Name, got, fix.Size)
 		}
 	}
 	run := runOracleClasses(t, pf.InboundAddr, fix, fix.Classes, n, 1)
 	t.Logf("load average %s; %d messages per class:\n%s", oracleLoadAverage(), n, oracleTable(run, nil))
 
 	// The reply: one for every attempt, and no reply before the deadline.
-	floor := oracleFloor(oracleBodySize)
+	floor := oracleFloor(fix.Size)
 	var attemptReply, attemptFrom string
 	qidClass := map[string]*oracleClass{}
 	for _, c := range fix.Classes {
@@ -178,7 +178,7 @@ func logField(line, key string) string {
 func oracleTable(run *oracleRun, spread *time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-26s %-16s %5s %9s %9s %9s %9s %6s\n", "class", "outcome", "n", "median", "p95", "min", "max", "<floor")
-	floor := oracleFloor(oracleBodySize)
+	floor := oracleFloor(run.Size)
 	var lo, hi time.Duration
 	var loName, hiName string
 	for _, c := range run.Classes {
@@ -204,7 +204,7 @@ func oracleTable(run *oracleRun, spread *time.Duration) string {
 			hi, hiName = st.Median, c.Name
 		}
 	}
-	fmt.Fprintf(&b, "(ms from the final \".\" of DATA to the reply; floor %s ms for the %d-byte bodies)\n", ms(floor), oracleBodySize)
+	fmt.Fprintf(&b, "(ms from the final \".\" of DATA to the reply; floor %s ms for the %d-byte bodies)\n", ms(floor), run.Size)
 	fmt.Fprintf(&b, "max difference between the medians of the decryption classes: %s ms (%s %s, %s %s)\n", ms(hi-lo), hiName, ms(hi), loName, ms(lo))
 	if spread != nil {
 		*spread = hi - lo
@@ -246,7 +246,7 @@ func BenchmarkOracleTiming(b *testing.B) {
 	if useTap && sessions != 1 {
 		b.Fatal("CRYPTMILTER_TIMING_TAP=1 needs CRYPTMILTER_TIMING_SESSIONS=1 (milter events are matched to messages by order)")
 	}
-	fix := newOracleFixture(b)
+	fix := newOracleFixture(b, envInt(b, "CRYPTMILTER_TIMING_SIZE", oracleBodySize))
 	var pf *Postfix
 	var tap *milterTap
 	if useTap {
@@ -338,7 +338,7 @@ func oracleBreakdown(b *testing.B, run *oracleRun, events []tapEvent) string {
 func BenchmarkOracleFlood(b *testing.B) {
 	n := envInt(b, "CRYPTMILTER_TIMING_N", 200)
 	sessions := envInt(b, "CRYPTMILTER_FLOOD_SESSIONS", 32)
-	fix := newOracleFixture(b)
+	fix := newOracleFixture(b, oracleBodySize)
 	var rows []string
 	for _, slots := range []int{0, 1, 1024} {
 		name := "max_concurrent=" + strconv.Itoa(slots)
