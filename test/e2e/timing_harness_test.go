@@ -126,7 +126,8 @@ type oracleFixture struct {
 	// PKCS#1 padding can fail.
 	Keystore string
 	// Settings are the milter settings the classes assume: a
-	// decompression cap under the bomb's size.
+	// decompression cap (limits.max_decompressed_size) over the
+	// plaintexts and under the bomb's size.
 	Settings []string
 	From     string
 	Rcpt     string
@@ -152,7 +153,7 @@ func newOracleFixture(t testing.TB, size int) *oracleFixture {
 	f := &oracleFixture{
 		Size:     size,
 		Keystore: filepath.Join(tempDir(t, "cm-tks-"), "keystore"),
-		Settings: []string{`limits.max_decompressed_size = "64KiB"`},
+		Settings: []string{fmt.Sprintf(`limits.max_decompressed_size = "%d"`, max(64<<10, 2*size))},
 		From:     "alice@example.net",
 		Rcpt:     "rt@example.org",
 	}
@@ -324,9 +325,9 @@ func (f *oracleFixture) pgpClasses(t testing.TB, gpg func([]byte, ...string) []b
 	padR[40] ^= 0x01
 	add("rsa-padding", outcomeFailed, padR)
 	add("no-mdc", outcomeFailed, enc(text, "rt@example.org", "--rfc2440", "--cipher-algo", "AES256"))
-	// 1 MiB of zeros compressed to about a kilobyte: over the fixture's
-	// 64 KiB max_decompressed_size.
-	bomb := append([]byte("Content-Type: text/plain\r\n\r\n"), bytes.Repeat([]byte("0"), 1<<20)...)
+	// Zeros (1 MiB or 8 times the body size) compressed to a thousandth:
+	// over the fixture's max_decompressed_size.
+	bomb := append([]byte("Content-Type: text/plain\r\n\r\n"), bytes.Repeat([]byte("0"), max(1<<20, 8*f.Size))...)
 	add("bomb", outcomeFailed, enc(bomb, "rt@example.org", "--compress-algo", "zlib", "-z", "9"))
 	add("not-for-gateway", outcomeNotForGateway, enc(text, "dave@example.net"))
 	// Inline PGP: the armor as a text/plain body.
