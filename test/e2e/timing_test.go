@@ -175,12 +175,19 @@ func logField(line, key string) string {
 // oracleTable formats the per-class figures and the spread between the
 // medians of the decryption classes. A non-nil spread receives that
 // spread.
+//
+// The "paired" column is the median, over the rounds, of how much later
+// than the round's median (over the decryption classes) the class was
+// answered: each round sends every class once, so a change in the
+// machine's load during the run cancels out of it, and what stays is the
+// class's own offset.
 func oracleTable(run *oracleRun, spread *time.Duration) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-26s %-16s %5s %9s %9s %9s %9s %6s\n", "class", "outcome", "n", "median", "p95", "min", "max", "<floor")
+	fmt.Fprintf(&b, "%-26s %-16s %5s %9s %9s %9s %9s %9s %6s\n", "class", "outcome", "n", "median", "p95", "min", "max", "paired", "<floor")
 	floor := oracleFloor(run.Size)
-	var lo, hi time.Duration
-	var loName, hiName string
+	paired := oraclePaired(run)
+	var lo, hi, plo, phi time.Duration
+	var loName, hiName, ploName, phiName string
 	for _, c := range run.Classes {
 		st := oracleStatsOf(run.Results[c.Name])
 		below := 0
@@ -189,11 +196,13 @@ func oracleTable(run *oracleRun, spread *time.Duration) string {
 				below++
 			}
 		}
-		belowCol := strconv.Itoa(below)
+		belowCol, pairedCol := strconv.Itoa(below), "-"
 		if !c.Attempt() {
 			belowCol = "-"
+		} else {
+			pairedCol = fmt.Sprintf("%+.2f", float64(paired[c.Name])/float64(time.Millisecond))
 		}
-		fmt.Fprintf(&b, "%-26s %-16s %5d %9s %9s %9s %9s %6s\n", c.Name, c.Kind, st.N, ms(st.Median), ms(st.P95), ms(st.Min), ms(st.Max), belowCol)
+		fmt.Fprintf(&b, "%-26s %-16s %5d %9s %9s %9s %9s %9s %6s\n", c.Name, c.Kind, st.N, ms(st.Median), ms(st.P95), ms(st.Min), ms(st.Max), pairedCol, belowCol)
 		if !c.Attempt() {
 			continue
 		}
@@ -203,13 +212,65 @@ func oracleTable(run *oracleRun, spread *time.Duration) string {
 		if hiName == "" || st.Median > hi {
 			hi, hiName = st.Median, c.Name
 		}
+		if p := paired[c.Name]; ploName == "" || p < plo {
+			plo, ploName = p, c.Name
+		}
+		if p := paired[c.Name]; phiName == "" || p > phi {
+			phi, phiName = p, c.Name
+		}
 	}
-	fmt.Fprintf(&b, "(ms from the final \".\" of DATA to the reply; floor %s ms for the %d-byte bodies)\n", ms(floor), run.Size)
+	fmt.Fprintf(&b, "(ms from the final \".\" of DATA to the reply; floor %s ms for the %d-byte bodies; <floor: replies sooner than the floor)\n", ms(floor), run.Size)
 	fmt.Fprintf(&b, "max difference between the medians of the decryption classes: %s ms (%s %s, %s %s)\n", ms(hi-lo), hiName, ms(hi), loName, ms(lo))
+	fmt.Fprintf(&b, "max difference between their paired offsets: %s ms (%s, %s)\n", ms(phi-plo), phiName, ploName)
 	if spread != nil {
 		*spread = hi - lo
 	}
 	return b.String()
+}
+
+// oraclePaired is, per decryption class, the median over the rounds of its
+// answer's time minus the median of the round's decryption classes.
+func oraclePaired(run *oracleRun) map[string]time.Duration {
+	values := map[string][]time.Duration{}
+	for _, c := range run.Classes {
+		for _, r := range run.Results[c.Name] {
+			values[c.Name] = append(values[c.Name], r.Elapsed)
+		}
+	}
+	return pairedOffsets(run.Classes, values)
+}
+
+// pairedOffsets is, per decryption class, the median over the rounds of
+// values[class][round] minus the median of the round's values.
+func pairedOffsets(classes []*oracleClass, values map[string][]time.Duration) map[string]time.Duration {
+	rounds := -1
+	for _, c := range classes {
+		if n := len(values[c.Name]); c.Attempt() && (rounds < 0 || n < rounds) {
+			rounds = n
+		}
+	}
+	offsets := map[string][]time.Duration{}
+	for r := range rounds {
+		var ds []time.Duration
+		for _, c := range classes {
+			if c.Attempt() {
+				ds = append(ds, values[c.Name][r])
+			}
+		}
+		slices.Sort(ds)
+		m := quantile(ds, 0.5)
+		for _, c := range classes {
+			if c.Attempt() {
+				offsets[c.Name] = append(offsets[c.Name], values[c.Name][r]-m)
+			}
+		}
+	}
+	out := map[string]time.Duration{}
+	for name, ds := range offsets {
+		slices.Sort(ds)
+		out[name] = quantile(ds, 0.5)
+	}
+	return out
 }
 
 // envInt is the integer in the environment variable name, or def.
@@ -310,13 +371,30 @@ func oracleBreakdown(b *testing.B, run *oracleRun, events []tapEvent) string {
 		p.mods = append(p.mods, e.FirstMod.Sub(e.EOM))
 		modBytes[c.Name] = e.ModBytes
 	}
+	pick := func(f func(*parts) []time.Duration) map[string][]time.Duration {
+		m := map[string][]time.Duration{}
+		for name, p := range per {
+			m[name] = f(p)
+		}
+		return m
+	}
+	pairedPre := pairedOffsets(run.Classes, pick(func(p *parts) []time.Duration { return p.pre }))
+	pairedMilter := pairedOffsets(run.Classes, pick(func(p *parts) []time.Duration { return p.milter }))
+	pairedPost := pairedOffsets(run.Classes, pick(func(p *parts) []time.Duration { return p.post }))
+	off := func(m map[string]time.Duration, name string) string {
+		if d, ok := m[name]; ok {
+			return fmt.Sprintf("%+.2f", float64(d)/float64(time.Millisecond))
+		}
+		return "-"
+	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\nWhere the time goes (medians, ms): Postfix before the milter (\".\" to end of body at the milter), the milter (end of body to its final response), Postfix after it (to the SMTP reply)\n")
-	fmt.Fprintf(&sb, "%-26s %9s %9s %9s %9s %11s %9s\n", "class", "postfix1", "milter", "postfix2", "p95 pf2", "first mod", "mod bytes")
+	fmt.Fprintf(&sb, "\nWhere the time goes (ms; median and paired offset of each part): postfix1 = Postfix before the milter (\".\" to the end of the body at the milter), milter = end of body to its final response (the wait included), postfix2 = Postfix after it (to the SMTP reply); first mod = the milter's first packet after the end of body (its engine time), mod bytes = what it sent before the final response\n")
+	fmt.Fprintf(&sb, "%-26s %9s %7s %9s %7s %9s %7s %9s %11s %9s\n", "class", "postfix1", "paired", "milter", "paired", "postfix2", "paired", "p95 pf2", "first mod", "mod bytes")
 	for _, c := range run.Classes {
 		p := per[c.Name]
 		pre, mil, post, mods := durationStats(p.pre), durationStats(p.milter), durationStats(p.post), durationStats(p.mods)
-		fmt.Fprintf(&sb, "%-26s %9s %9s %9s %9s %11s %9d\n", c.Name, ms(pre.Median), ms(mil.Median), ms(post.Median), ms(post.P95), ms(mods.Median), modBytes[c.Name])
+		fmt.Fprintf(&sb, "%-26s %9s %7s %9s %7s %9s %7s %9s %11s %9d\n", c.Name, ms(pre.Median), off(pairedPre, c.Name), ms(mil.Median), off(pairedMilter, c.Name),
+			ms(post.Median), off(pairedPost, c.Name), ms(post.P95), ms(mods.Median), modBytes[c.Name])
 	}
 	return sb.String()
 }
