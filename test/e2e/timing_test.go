@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -86,13 +87,7 @@ func TestOracleUniform(t *testing.T) {
 	groupFailure := map[string]string{} // group → the failures' result headers
 	groupFrom := map[string]string{}
 	for _, c := range fix.Classes {
-		hs := slices.Sorted(func(yield func(string) bool) {
-			for h := range headers[c.Name] {
-				if !yield(h) {
-					return
-				}
-			}
-		})
+		hs := slices.Sorted(maps.Keys(headers[c.Name]))
 		if len(hs) != 1 {
 			t.Errorf("%s: %d different sets of result headers, want 1:\n%s", c.Name, len(hs), strings.Join(hs, "\n--\n"))
 			continue
@@ -475,13 +470,14 @@ func oracleFlood(b *testing.B, fix *oracleFixture, slots, n, sessions int) strin
 	var mu sync.Mutex
 	var floodLat []time.Duration
 	var floodErr error
-	started := make(chan struct{}, sessions)
-	for i := range sessions {
+	flooders := make([]*oracleSMTP, sessions)
+	for i := range flooders {
+		flooders[i] = dialOracleSMTP(b, pf.InboundAddr)
+	}
+	for i, fs := range flooders {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fs := dialOracleSMTP(b, pf.InboundAddr)
-			started <- struct{}{}
 			for j := 0; !stop.Load(); j++ {
 				c := failures[(i+j)%len(failures)]
 				r, err := fs.Send(fix.From, "bob@example.org", c.Message(1e6+i*1e5+j))
@@ -499,9 +495,6 @@ func oracleFlood(b *testing.B, fix *oracleFixture, slots, n, sessions int) strin
 				}
 			}
 		}()
-	}
-	for range sessions {
-		<-started
 	}
 	time.Sleep(2 * time.Second) // the flood at full speed
 	mu.Lock()
