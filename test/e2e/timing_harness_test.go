@@ -95,6 +95,16 @@ type oracleClass struct {
 	// Msg is the message with a Message-ID of oracleMsgIDDigits zeros,
 	// which Message fills in.
 	Msg []byte
+	// TwinOf names the class this one copies (an A/A control: the
+	// difference between the two is what noise alone makes).
+	TwinOf string
+}
+
+// twin returns a copy of c for an A/A control.
+func (c *oracleClass) twin() *oracleClass {
+	t := *c
+	t.Name, t.TwinOf = c.Name+" (copy)", c.Name
+	return &t
 }
 
 // Attempt reports whether the class's messages are answered no sooner

@@ -198,7 +198,7 @@ func oracleTable(run *oracleRun, spread *time.Duration) string {
 			pairedCol = fmt.Sprintf("%+.2f", float64(paired[c.Name])/float64(time.Millisecond))
 		}
 		fmt.Fprintf(&b, "%-26s %-16s %5d %9s %9s %9s %9s %9s %6s\n", c.Name, c.Kind, st.N, ms(st.Median), ms(st.P95), ms(st.Min), ms(st.Max), pairedCol, belowCol)
-		if !c.Attempt() {
+		if !c.Attempt() || c.TwinOf != "" {
 			continue
 		}
 		if loName == "" || st.Median < lo {
@@ -217,6 +217,14 @@ func oracleTable(run *oracleRun, spread *time.Duration) string {
 	fmt.Fprintf(&b, "(ms from the final \".\" of DATA to the reply; floor %s ms for the %d-byte bodies; <floor: replies sooner than the floor)\n", ms(floor), run.Size)
 	fmt.Fprintf(&b, "max difference between the medians of the decryption classes: %s ms (%s %s, %s %s)\n", ms(hi-lo), hiName, ms(hi), loName, ms(lo))
 	fmt.Fprintf(&b, "max difference between their paired offsets: %s ms (%s, %s)\n", ms(phi-plo), phiName, ploName)
+	for _, c := range run.Classes {
+		if c.TwinOf == "" {
+			continue
+		}
+		d := oracleStatsOf(run.Results[c.Name]).Median - oracleStatsOf(run.Results[c.TwinOf]).Median
+		fmt.Fprintf(&b, "A/A control, %s against its copy (the same message): medians differ by %s ms, paired offsets by %s ms\n",
+			c.TwinOf, ms(d.Abs()), ms((paired[c.Name] - paired[c.TwinOf]).Abs()))
+	}
 	if spread != nil {
 		*spread = hi - lo
 	}
@@ -314,8 +322,11 @@ func BenchmarkOracleTiming(b *testing.B) {
 	} else {
 		pf, _ = startStack(b, stackOptions{Milter: milterOptions{Keystore: fix.Keystore, Settings: fix.Settings}})
 	}
+	// A/A controls: copies of a failure and a success, to show how far
+	// noise alone moves a median.
+	classes := append(slices.Clone(fix.Classes), fix.Class("smime/cbc-padding").twin(), fix.Class("smime/ok-cbc").twin())
 	// A short warm-up (process start, caches), not counted.
-	runOracleClasses(b, pf.InboundAddr, fix, fix.Classes, 2, sessions)
+	runOracleClasses(b, pf.InboundAddr, fix, classes, 2, sessions)
 	load := oracleLoadAverage()
 	b.ResetTimer()
 	start := time.Now()
@@ -325,7 +336,7 @@ func BenchmarkOracleTiming(b *testing.B) {
 		if tap != nil {
 			tap.Take()
 		}
-		run = runOracleClasses(b, pf.InboundAddr, fix, fix.Classes, n, sessions)
+		run = runOracleClasses(b, pf.InboundAddr, fix, classes, n, sessions)
 		if tap != nil {
 			events = tap.Take()
 		}
