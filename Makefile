@@ -19,7 +19,7 @@ STATICCHECK_VERSION := v0.8.2
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 BENCHTIME ?= 3x
 
-.PHONY: all build run deps test unit e2e lint bench bench-sidebyside bench-rss install uninstall man clean fuzz
+.PHONY: all build run deps test unit e2e lint bench bench-sidebyside bench-rss timing install uninstall man clean fuzz
 
 all: build
 
@@ -78,6 +78,17 @@ bench-sidebyside:
 # test/bench/out/rss.txt (see docs/performance.md, "Memory").
 bench-rss:
 	bash test/bench/rss.sh test/bench/out
+
+# Decryption-oracle timing through a real Postfix (test/e2e/timing_test.go):
+# end of DATA to the SMTP reply for every outcome class, TIMING_N messages
+# each (median, p95, min, max, the spread between the medians), then
+# plain-mail latency while 32 sessions send undecryptable mail.
+# CRYPTMILTER_TIMING_SIZE (body bytes), CRYPTMILTER_TIMING_TAP=1 (split
+# each span at the milter) and CRYPTMILTER_FLOOD_SESSIONS change the run.
+TIMING_N ?= 200
+timing: deps
+	CRYPTMILTER_REQUIRE_PEERS=1 CRYPTMILTER_TIMING_N=$(TIMING_N) $(GO) test -count=1 -run '^$$' \
+		-bench '^BenchmarkOracle(Timing|Flood)$$' -benchtime 1x -timeout 60m ./test/e2e/
 
 # Every fuzzer in the tree (each func Fuzz* of a _test.go file), one after
 # another, each for FUZZTIME; a new fuzzer is run without being listed
