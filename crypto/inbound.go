@@ -40,7 +40,8 @@ func (e *Engine) inbound(ctx context.Context, in *Input) (*Plan, error) {
 		return nil, err
 	}
 	var p *Plan
-	if env.failure && env.authenticated && e.pol.Actions.OnDecryptError != Accept {
+	onFailure := e.pol.Actions.OnDecryptError
+	if env.failure && env.authenticated && (onFailure == Reject || onFailure == Tempfail) {
 		p = e.decryptFailed(env.failed.Protocol)
 	} else {
 		res, err := a.result(env, root)
@@ -49,6 +50,11 @@ func (e *Engine) inbound(ctx context.Context, in *Input) (*Plan, error) {
 		}
 		if p, err = e.inboundPlan(in, res, body); err != nil {
 			return nil, err
+		}
+		if env.failure && env.authenticated && onFailure == Quarantine {
+			// Tagged as an accepted failure is (result headers, forged
+			// ones removed), then held by the MTA.
+			p.Action, p.Quarantine, p.Decision = Quarantine, quarantineReason, "undecryptable"
 		}
 	}
 	if err := a.readErr(); err != nil {
@@ -61,15 +67,17 @@ func (e *Engine) inbound(ctx context.Context, in *Input) (*Plan, error) {
 	return p, nil
 }
 
+// quarantineReason is what the MTA is told when on_decrypt_error =
+// "quarantine" holds a message (Postfix logs it with the hold).
+const quarantineReason = "cryptmilter: message could not be decrypted"
+
 // decryptFailed is the plan for a failed decryption of authenticated
-// ciphertext when [actions] on_decrypt_error does not tag it.
+// ciphertext when [actions] on_decrypt_error refuses it (reject or
+// tempfail; accept and quarantine tag it).
 func (e *Engine) decryptFailed(p Protocol) *Plan {
 	attrs := []slog.Attr{slog.String("encryption", verdict.EncFailed.String()), slog.String("protocol", p.String())}
-	switch e.pol.Actions.OnDecryptError {
-	case Tempfail:
+	if e.pol.Actions.OnDecryptError == Tempfail {
 		return &Plan{Action: Tempfail, Reply: DecryptTempfailReply, Decision: "undecryptable", Attrs: attrs}
-	case Quarantine:
-		return &Plan{Action: Quarantine, Quarantine: "cryptmilter: message could not be decrypted", Decision: "undecryptable", Attrs: attrs}
 	}
 	return &Plan{Action: Reject, Reply: DecryptRejectReply, Decision: "undecryptable", Attrs: attrs}
 }
