@@ -52,7 +52,7 @@ postconf -h mydestination`)
 	}
 	c.waitFor(t, "the README's test message in /var/mail/root with the result headers",
 		`grep -q '^Subject: cryptmilter test' /var/mail/root && grep -q '^X-Cryptmilter-Encryption: none' /var/mail/root && grep -q '^X-Cryptmilter-Signature: none' /var/mail/root`)
-	c.waitFor(t, "the journal's line for the README's test message", `journalctl -u cryptmilter --no-pager | grep -q 'direction=in decision=passed'`)
+	c.waitFor(t, "the journal's line for the README's test message", `journalctl -u cryptmilter --no-pager | grep -q 'direction=in .*decision=passed'`)
 
 	// Mail encrypted to the key the README published arrives decrypted.
 	c.sh(t, time.Minute, `export GNUPGHOME=$(mktemp -d)
