@@ -49,61 +49,24 @@ type clearBlock struct {
 // CRLF line ends, no final line break. A block clearsign.Decode would not
 // read is errClearFormat; other errors are r's or text's.
 func readCleartext(r io.Reader, text io.Writer) (*clearBlock, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
-	var pos int64
-	var buf []byte
-	next := func(max int) ([]byte, bool, error) {
-		var err error
-		buf, err = readBoundedLine(br, buf[:0], max)
-		pos += int64(len(buf))
-		if err == io.EOF {
-			return buf, true, nil
-		}
-		return buf, false, err
-	}
+	lr := &clearLines{br: bufio.NewReaderSize(r, 64<<10)}
 	// The BEGIN line, alone on its line.
-	l, _, err := next(maxClearLine)
+	l, _, err := lr.next(maxClearLine)
 	if err != nil {
 		return nil, err
 	}
 	if string(getLine(l)) != armorBeginSigned {
 		return nil, errClearFormat
 	}
-	// Armor headers up to a blank line: only Hash, with known values.
-	for headers := 0; ; {
-		l, eof, err := next(maxClearLine)
-		if err != nil {
-			return nil, err
-		}
-		if len(l) == 0 && eof {
-			return nil, errClearFormat
-		}
-		if headers += len(l); headers > maxClearHeader {
-			return nil, errClearFormat
-		}
-		line := getLine(l)
-		if len(strings.TrimSpace(string(line))) == 0 {
-			break
-		}
-		if bytes.IndexFunc(line, func(r rune) bool { return r < 0x20 || r > 0x7e }) >= 0 {
-			return nil, errClearFormat
-		}
-		key, val, ok := strings.Cut(string(line), ":")
-		if !ok || strings.TrimSpace(key) != "Hash" {
-			return nil, errClearFormat
-		}
-		for _, v := range strings.Split(val, ",") {
-			if !slices.Contains(clearHashValues, strings.ToUpper(strings.TrimSpace(v))) {
-				return nil, errClearFormat
-			}
-		}
+	if err := lr.armorHeaders(); err != nil {
+		return nil, err
 	}
 	// The text, up to the signature's BEGIN line.
 	bw := bufio.NewWriterSize(text, 32<<10)
 	first := true
 	for {
-		start := pos
-		l, eof, err := next(maxClearLine)
+		start := lr.pos
+		l, eof, err := lr.next(maxClearLine)
 		if err != nil {
 			return nil, err
 		}
@@ -117,7 +80,7 @@ func readCleartext(r io.Reader, text io.Writer) (*clearBlock, error) {
 			}
 			// The signature block: the rest of the block, without the
 			// white space after it.
-			sig, err := io.ReadAll(io.LimitReader(br, maxClearSig))
+			sig, err := io.ReadAll(io.LimitReader(lr.br, maxClearSig))
 			if err != nil {
 				return nil, err
 			}
@@ -135,6 +98,59 @@ func readCleartext(r io.Reader, text io.Writer) (*clearBlock, error) {
 		bw.Write(bytes.TrimRight(line, " \t"))
 		if eof {
 			return nil, errClearFormat
+		}
+	}
+}
+
+// clearLines reads a cleartext-signed block a bounded line at a time,
+// counting the bytes read.
+type clearLines struct {
+	br  *bufio.Reader
+	pos int64
+	buf []byte
+}
+
+// next returns the next line (its line end kept; valid until the next
+// call) and whether the input ended with it.
+func (lr *clearLines) next(max int) ([]byte, bool, error) {
+	var err error
+	lr.buf, err = readBoundedLine(lr.br, lr.buf[:0], max)
+	lr.pos += int64(len(lr.buf))
+	if err == io.EOF {
+		return lr.buf, true, nil
+	}
+	return lr.buf, false, err
+}
+
+// armorHeaders reads the armor headers up to a blank line: only Hash,
+// with known values.
+func (lr *clearLines) armorHeaders() error {
+	for headers := 0; ; {
+		l, eof, err := lr.next(maxClearLine)
+		if err != nil {
+			return err
+		}
+		if len(l) == 0 && eof {
+			return errClearFormat
+		}
+		if headers += len(l); headers > maxClearHeader {
+			return errClearFormat
+		}
+		line := getLine(l)
+		if len(strings.TrimSpace(string(line))) == 0 {
+			return nil
+		}
+		if bytes.IndexFunc(line, func(r rune) bool { return r < 0x20 || r > 0x7e }) >= 0 {
+			return errClearFormat
+		}
+		key, val, ok := strings.Cut(string(line), ":")
+		if !ok || strings.TrimSpace(key) != "Hash" {
+			return errClearFormat
+		}
+		for _, v := range strings.Split(val, ",") {
+			if !slices.Contains(clearHashValues, strings.ToUpper(strings.TrimSpace(v))) {
+				return errClearFormat
+			}
 		}
 	}
 }
