@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -795,7 +796,7 @@ func (tap *milterTap) relay(mta net.Conn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tapPackets(mta, milter, func(cmd byte, n int) {
+		tapPackets(quickAckReader{mta.(*net.TCPConn)}, milter, func(cmd byte, n int) {
 			if cmd != 'E' {
 				return
 			}
@@ -830,6 +831,21 @@ func (tap *milterTap) relay(mta net.Conn) {
 	})
 	mta.Close()
 	<-done
+}
+
+// quickAckReader acknowledges every read from the MTA at once, as the
+// milter does (milter/quickack_linux.go): the tap stands where the milter
+// would, and Postfix's Nagle would otherwise wait for its delayed ACKs.
+type quickAckReader struct{ c *net.TCPConn }
+
+func (q quickAckReader) Read(p []byte) (int, error) {
+	n, err := q.c.Read(p)
+	if rc, e := q.c.SyscallConn(); n > 0 && e == nil {
+		rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 1)
+		})
+	}
+	return n, err
 }
 
 // tapPackets copies milter packets (4-byte length, command, data) from
