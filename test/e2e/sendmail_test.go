@@ -329,8 +329,9 @@ func TestSendmailMTAOutboundMSP(t *testing.T) {
 }
 
 // TestSendmailMTAOutboundMSPToMTAPort: with the stock submit.mc (Sendmail's
-// and Debian's) the MSP relays to the MTA port (25) instead of the MSA; the
-// default internal_hosts (loopback) then makes that mail outbound.
+// and Debian's) the MSP relays to the MTA port (25) instead of the MSA;
+// that mail is outbound only with loopback in internal_hosts (which the
+// test sets: the default, empty, makes it inbound, as README says).
 func TestSendmailMTAOutboundMSPToMTAPort(t *testing.T) {
 	requireSendmail(t)
 	peers := newOutPeers(t)
