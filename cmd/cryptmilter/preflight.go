@@ -155,7 +155,21 @@ func preflightChecks(cfg *config.Config, env preflightEnv) []finding {
 	out = append(out, checkSocketGroup(cfg, env)...)
 	out = append(out, checkReinject(cfg)...)
 	out = append(out, checkInternalHosts(cfg)...)
+	out = append(out, checkDecryptErrorCBC(cfg)...)
 	return out
+}
+
+// checkDecryptErrorCBC: on_decrypt_error = reject or tempfail applies to
+// authenticated ciphertext only; say so rather than let an admin believe
+// every failed decryption is refused.
+func checkDecryptErrorCBC(cfg *config.Config) []finding {
+	a := cfg.Actions.OnDecryptError
+	if a != crypto.Reject && a != crypto.Tempfail {
+		return nil
+	}
+	return []finding{{
+		msg: fmt.Sprintf("[actions] on_decrypt_error = %q applies to OpenPGP and S/MIME AuthEnvelopedData only: a failed S/MIME EnvelopedData (CBC) decryption is always delivered tagged (failed in the result header), since any other reply would tell the sender whether the padding was valid (a padding oracle)", a),
+		fix: "nothing to change; to hold such mail for review use a header check on X-Cryptmilter-Encryption: failed in the MTA or the mail store"}}
 }
 
 // checkRelativePaths: a relative keystore or spool is relative to the

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cryptmilter/cryptmilter/crypto"
 	"github.com/cryptmilter/cryptmilter/internal/config"
 )
 
@@ -209,4 +210,18 @@ func dialable(addr string) bool {
 	}
 	c.Close()
 	return true
+}
+
+// TestDecryptErrorCBCNote: on_decrypt_error = reject or tempfail gets a
+// warning that CBC EnvelopedData failures are tagged all the same (a
+// padding oracle otherwise); tag and quarantine get none.
+func TestDecryptErrorCBCNote(t *testing.T) {
+	for a, want := range map[crypto.Action]bool{crypto.Accept: false, crypto.Quarantine: false, crypto.Reject: true, crypto.Tempfail: true} {
+		cfg := config.Default()
+		cfg.Actions.OnDecryptError = a
+		got := checkDecryptErrorCBC(cfg)
+		if (len(got) == 1) != want || len(got) == 1 && (got[0].fatal || got[0].stops(true) || !strings.Contains(got[0].msg, "padding oracle")) {
+			t.Errorf("on_decrypt_error = %v: %+v", a, got)
+		}
+	}
 }
