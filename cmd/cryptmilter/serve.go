@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -127,6 +128,9 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	log.Info("starting", "version", versionString(), "config", nameOf(cfg))
 	logEffective(log, cfg)
 	tuneGC(log)
+	if stop := cpuProfile(log); stop != nil {
+		defer stop()
+	}
 	holder, err := openKeystore(cfg, log)
 	if err != nil {
 		return err
@@ -425,4 +429,27 @@ func keepRestartOnly(n, old *config.Config) []string {
 		r.keep(n, old)
 	}
 	return fixed
+}
+
+// cpuProfile starts a CPU profile into $CRYPTMILTER_CPUPROFILE when it is
+// set (for measuring the daemon under `cryptmilter bench`, see
+// docs/performance.md) and returns what stops it at shutdown.
+func cpuProfile(log *slog.Logger) func() {
+	name := os.Getenv("CRYPTMILTER_CPUPROFILE")
+	if name == "" {
+		return nil
+	}
+	f, err := os.Create(name)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		log.Error("CPU profile not written", "file", name, "error", err)
+		return nil
+	}
+	log.Info("writing a CPU profile until shutdown", "file", name)
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }

@@ -15,6 +15,7 @@
 # installed, OUTDIR/throughput.png (throughput against concurrency).
 #
 # Environment: SIZE (message body bytes, 10000), CONC ("1 8 32 128"),
+# ONLY (the runs to make, e.g. "out/openpgp in/smime"; default all),
 # N_OUT and N_IN (messages per cryptmilter run; default 20 per session, at
 # least 400), N_PEER (messages per peer run, 200), WORKERS (2), CRYPTMILTER
 # (a built binary; default: go build), CRYPTMILTER_SERVE (the binary that
@@ -131,6 +132,7 @@ printf "tool\tdirection\tprotocol\tconcurrency\tmessages\tseconds\tmsgs_per_s\tc
 bench_run() {
 	local dir=$1 proto=$2 conc=$3 n=$4; shift 4
 	local c0 c1 js
+	case " ${ONLY:-$dir/$proto} " in *" $dir/$proto "*) ;; *) return 0 ;; esac
 	c0=$(cpu_of "$serve_pid")
 	js=$("$bin" bench --json --connect "inet:127.0.0.1:$port" --direction "$dir" --size "$SIZE" \
 		--messages "$n" --concurrency "$conc" "$@" 2>>bench.err) || { echo "sidebyside: bench failed: $(tail -3 bench.err)" >&2; exit 1; }
