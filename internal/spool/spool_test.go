@@ -2,9 +2,11 @@ package spool
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -103,5 +105,54 @@ func TestBufferReadAt(t *testing.T) {
 		if _, err := b.ReadAt(got, 0); err == nil {
 			t.Errorf("%d bytes: ReadAt after Close succeeded", size)
 		}
+	}
+}
+
+// TestSmallWritesSpilled: a spilled buffer written a few bytes at a time
+// (gathered before they reach the file) reads back exactly, through
+// Reader, ReadAt from several goroutines at once, and Bytes.
+func TestSmallWritesSpilled(t *testing.T) {
+	d, err := Open(t.TempDir(), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := d.New()
+	defer b.Close()
+	var want []byte
+	for i := 0; len(want) < 3*writeChunk+123; i++ {
+		p := []byte(fmt.Sprintf("line %d of a message\r\n", i))
+		if i%997 == 0 {
+			p = bytes.Repeat([]byte{byte(i)}, writeChunk+7) // a large write among small ones
+		}
+		if n, err := b.Write(p); n != len(p) || err != nil {
+			t.Fatalf("Write: %d, %v", n, err)
+		}
+		want = append(want, p...)
+	}
+	if !b.OnDisk() || b.Size() != int64(len(want)) {
+		t.Fatalf("OnDisk %v, Size %d, want a file of %d bytes", b.OnDisk(), b.Size(), len(want))
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got := make([]byte, 5000)
+			for off := int64(g * 100); off < int64(len(want)); off += 4999 {
+				n, err := b.ReadAt(got, off)
+				if err != nil && err != io.EOF || !bytes.Equal(got[:n], want[off:off+int64(n)]) {
+					t.Errorf("ReadAt at %d: %d bytes, %v", off, n, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	all, err := io.ReadAll(b.Reader())
+	if err != nil || !bytes.Equal(all, want) {
+		t.Errorf("Reader: %d bytes, %v; want %d", len(all), err, len(want))
+	}
+	if all, err := b.Bytes(); err != nil || !bytes.Equal(all, want) {
+		t.Errorf("Bytes: %d bytes, %v", len(all), err)
 	}
 }
