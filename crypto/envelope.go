@@ -125,7 +125,14 @@ func (a *analyzer) walk(ctx context.Context, root *mime.Entity) (*envelope, erro
 		if st.enc != nil {
 			if st.failure || st.notForUs && depth == 0 {
 				// Nothing decrypted is shown: the message passes as it came.
-				env.failed, env.failure, env.authenticated = st.enc, st.failure, st.authenticated
+				// The failure counts as one of authenticated ciphertext
+				// (which on_decrypt_error may refuse) only when every layer
+				// above it was authenticated too: under an unauthenticated
+				// (CBC) layer, what reached this layer is whatever an
+				// attacker's edits of that ciphertext made of it, and a
+				// different reply would be a format oracle on it.
+				env.failed, env.failure = st.enc, st.failure
+				env.authenticated = st.authenticated && !env.unauthenticated
 				env.display, env.payload = nil, root
 				return env, nil
 			}
