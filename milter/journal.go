@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cryptmilter/cryptmilter/crypto"
+	"github.com/cryptmilter/cryptmilter/crypto/mime"
 )
 
 // The hand-over journal makes the hand-over of extra copies idempotent
@@ -272,7 +273,12 @@ func (j *journal) close() {
 // buggy client or an attacker reusing one cannot make the copies of
 // another message count as handed over). Nothing of the copies goes in:
 // their bytes differ on every attempt (MIME boundaries, session keys).
-func contentKey(from string, m crypto.Message) (journalKey, error) {
+//
+// The journal is used only for messages that identify themselves
+// (identifiable): a device that sends the same alert without Message-ID
+// and Date twice within the journal's lifetime sends two messages, not a
+// retry, and both must be delivered.
+func contentKey(from string, rcpts []string, m crypto.Message) (journalKey, error) {
 	h := sha256.New()
 	field := func(s string) {
 		var n [8]byte
@@ -280,8 +286,14 @@ func contentKey(from string, m crypto.Message) (journalKey, error) {
 		h.Write(n[:])
 		io.WriteString(h, s)
 	}
-	field("cryptmilter reinject v1")
+	field("cryptmilter reinject v2")
 	field(from)
+	rs := slices.Clone(rcpts)
+	slices.Sort(rs)
+	for _, r := range rs {
+		field(r)
+	}
+	field("header")
 	for _, f := range m.Header {
 		if strings.EqualFold(f.Name, "Received") {
 			continue
@@ -298,6 +310,13 @@ func contentKey(from string, m crypto.Message) (journalKey, error) {
 	var k journalKey
 	h.Sum(k[:0])
 	return k, nil
+}
+
+// identifiable reports whether a message carries exactly one Message-ID
+// and one Date: with both, the same bytes again are a retry of the same
+// message (RFC 5322 makes them unique per message).
+func identifiable(h mime.Header) bool {
+	return len(h.Values("Message-ID")) == 1 && len(h.Values("Date")) == 1
 }
 
 // copyKey is the key of the copy for rcpts of the message whose

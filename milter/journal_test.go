@@ -191,11 +191,20 @@ func TestJournalPrunes(t *testing.T) {
 }
 
 // TestContentKey: the key of a message is the same for a retry (another
-// Received field) and differs for any change of sender, header or body,
-// and for another set of copy recipients (not their order).
+// Received field, the envelope recipients in another order) and differs
+// for any change of sender, envelope recipients, header or body, and for
+// another set of copy recipients (not their order).
 func TestContentKey(t *testing.T) {
+	rcpts := []string{"b@y", "a@y"}
+	msgTo := func(from string, rcpts []string, h mime.Header, body string) journalKey {
+		k, err := contentKey(from, rcpts, crypto.Message{Header: h, Body: spool.FromBytes([]byte(body))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
 	msg := func(from string, h mime.Header, body string) journalKey {
-		k, err := contentKey(from, crypto.Message{Header: h, Body: spool.FromBytes([]byte(body))})
+		k, err := contentKey(from, rcpts, crypto.Message{Header: h, Body: spool.FromBytes([]byte(body))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -206,6 +215,12 @@ func TestContentKey(t *testing.T) {
 	retry := mime.Header{{Name: "Received", Value: "from a by b id 2"}, {Name: "Received", Value: "from c by a"}, h[1], h[2]}
 	if msg("a@x", retry, "body\r\n") != base {
 		t.Error("a retry with other Received fields has another key")
+	}
+	if msgTo("a@x", []string{"a@y", "b@y"}, h, "body\r\n") != base {
+		t.Error("the envelope recipients in another order give another key")
+	}
+	if msgTo("a@x", []string{"a@y"}, h, "body\r\n") == base {
+		t.Error("a message to other envelope recipients has the same key")
 	}
 	for name, k := range map[string]journalKey{
 		"sender":  msg("b@x", h, "body\r\n"),

@@ -35,9 +35,14 @@ func (s *Server) handOver(ctx context.Context, msg *message, orig crypto.Message
 		return nil, 0, err
 	}
 	j := s.journal(msg.env)
+	if j != nil && !identifiable(orig.Header) {
+		// Two submissions of the same bytes could not be told from a
+		// retry: a duplicate is better than a copy lost.
+		j = nil
+	}
 	var base journalKey
 	if j != nil {
-		if base, err = contentKey(msg.from, orig); err != nil {
+		if base, err = contentKey(msg.from, msg.rcpts, orig); err != nil {
 			return nil, 0, err
 		}
 	}

@@ -137,6 +137,7 @@ var splitMsg = msgSpec{
 	header: [][2]string{
 		{"Received", "from client by mx (Postfix) with ESMTP id ATTEMPT"},
 		{"From", "rt@example.org"}, {"Subject", "split"}, {"Message-ID", "<split-1@example.org>"},
+		{"Date", "Wed, 02 Dec 2026 01:00:00 +0000"},
 	},
 	body: "Hello.\r\n",
 }
