@@ -753,3 +753,40 @@ func TestMaxConcurrent(t *testing.T) {
 		t.Errorf("log does not say why:\n%s", ts.logs)
 	}
 }
+
+// panicDeferEngine panics in its RCPT-time check.
+type panicDeferEngine struct{ processorFunc }
+
+func (panicDeferEngine) RcptDefer(*keystore.Snapshot, time.Time, string, string, string) crypto.Reply {
+	panic("engine bug at RCPT")
+}
+
+// TestHandlerPanicEndsOnlyItsConnection (found by review): a panic in a
+// handler before the end of the message (here the engine's RCPT check)
+// ends that connection, so that the MTA applies milter_default_action, and
+// the daemon serves the next connection; the panic is logged. d--j's
+// session goroutine recovers nothing, so it stopped the daemon.
+func TestHandlerPanicEndsOnlyItsConnection(t *testing.T) {
+	eng := panicDeferEngine{func(context.Context, *crypto.Input) (*crypto.Plan, error) {
+		return &crypto.Plan{Action: crypto.Accept}, nil
+	}}
+	ts := startServer(t, func(c *config.Config) { c.Outbound.DeferRcpt = true }, eng)
+	s := dial(t, ts.addr)
+	s.macros.Set("{daemon_name}", "ORIGINATING")
+	s.Conn("mx.example.net", dj.FamilyInet, 4000, "192.0.2.7")
+	s.Helo("mx.example.net")
+	s.Mail("rt@example.org", "")
+	s.Rcpt("a@example.net", "")
+	if a, err := s.Rcpt("b@example.net", ""); err == nil && a.Type == dj.ActionContinue {
+		t.Errorf("RCPT after a panic: %v, want the connection to end", a)
+	}
+	s.Close()
+	s2 := session(t, ts)
+	o := send(t, s2, msgSpec{from: "x@example.net", rcpts: []string{"rt@example.org"}, header: [][2]string{{"Subject", "after"}}, body: "hi\r\n"})
+	if o.act.Type != dj.ActionAccept && o.act.Type != dj.ActionContinue {
+		t.Errorf("the next connection after a panic: %v", o.act)
+	}
+	if !strings.Contains(ts.logs.String(), "panic in milter handler") {
+		t.Errorf("the panic is not logged:\n%s", ts.logs.String())
+	}
+}

@@ -106,7 +106,8 @@ type handler struct{ c *conn }
 
 var _ dj.Milter = (*handler)(nil)
 
-func (h *handler) NewConnection(m dj.Modifier) error {
+func (h *handler) NewConnection(m dj.Modifier) (err error) {
+	defer h.c.survive("negotiation", &err)
 	c := h.c
 	c.srv.logger().Debug("milter connection", "protocol_version", m.Version(),
 		"actions", m.Actions().String(), "protocol_options", m.Protocol().String())
@@ -116,7 +117,8 @@ func (h *handler) NewConnection(m dj.Modifier) error {
 	return nil
 }
 
-func (h *handler) Connect(host, family string, port uint16, addr string, m dj.Modifier) (*dj.Response, error) {
+func (h *handler) Connect(host, family string, port uint16, addr string, m dj.Modifier) (resp *dj.Response, err error) {
+	defer h.c.survive("connect", &err)
 	c := h.c
 	c.merge(m, false)
 	c.connHost, c.clientAddr = host, net.ParseIP(addr)
@@ -124,13 +126,15 @@ func (h *handler) Connect(host, family string, port uint16, addr string, m dj.Mo
 	return dj.RespContinue, nil
 }
 
-func (h *handler) Helo(name string, m dj.Modifier) (*dj.Response, error) {
+func (h *handler) Helo(name string, m dj.Modifier) (resp *dj.Response, err error) {
+	defer h.c.survive("helo", &err)
 	h.c.merge(m, false)
 	h.c.helo = name
 	return dj.RespContinue, nil
 }
 
-func (h *handler) MailFrom(from, esmtpArgs string, m dj.Modifier) (*dj.Response, error) {
+func (h *handler) MailFrom(from, esmtpArgs string, m dj.Modifier) (resp *dj.Response, err error) {
+	defer h.c.survive("mail", &err)
 	c := h.c
 	c.reset()
 	env := c.srv.Env()
@@ -168,7 +172,8 @@ func (h *handler) MailFrom(from, esmtpArgs string, m dj.Modifier) (*dj.Response,
 	return dj.RespContinue, nil
 }
 
-func (h *handler) RcptTo(rcpt, esmtpArgs string, m dj.Modifier) (*dj.Response, error) {
+func (h *handler) RcptTo(rcpt, esmtpArgs string, m dj.Modifier) (resp *dj.Response, err error) {
+	defer h.c.survive("rcpt", &err)
 	c := h.c
 	if c.msg == nil {
 		return reply(crypto.TempfailReply), nil
@@ -222,7 +227,8 @@ func (c *conn) maybeNonSMTP() bool {
 // Header collects a header field. With the no-reply options negotiated
 // (Postfix, Sendmail 8.14+) the MTA reads no answer: everything is
 // answered at end of message.
-func (h *handler) Header(name, value string, _ dj.Modifier) (*dj.Response, error) {
+func (h *handler) Header(name, value string, _ dj.Modifier) (resp *dj.Response, err error) {
+	defer h.c.survive("header", &err)
 	msg := h.c.msg
 	if msg == nil {
 		return reply(crypto.TempfailReply), nil
@@ -231,7 +237,8 @@ func (h *handler) Header(name, value string, _ dj.Modifier) (*dj.Response, error
 	return dj.RespContinue, nil
 }
 
-func (h *handler) Headers(m dj.Modifier) (*dj.Response, error) {
+func (h *handler) Headers(m dj.Modifier) (resp *dj.Response, err error) {
+	defer h.c.survive("end of header", &err)
 	h.c.merge(m, false)
 	return dj.RespContinue, nil
 }
@@ -239,7 +246,8 @@ func (h *handler) Headers(m dj.Modifier) (*dj.Response, error) {
 // BodyChunk spools a chunk of the body. Once the message is over a limit
 // (answered at end of message), the rest of the body is skipped when the
 // MTA can be told so.
-func (h *handler) BodyChunk(chunk []byte, m dj.Modifier) (*dj.Response, error) {
+func (h *handler) BodyChunk(chunk []byte, m dj.Modifier) (resp *dj.Response, err error) {
+	defer h.c.survive("body", &err)
 	msg := h.c.msg
 	if msg == nil {
 		return reply(crypto.TempfailReply), nil
@@ -251,12 +259,29 @@ func (h *handler) BodyChunk(chunk []byte, m dj.Modifier) (*dj.Response, error) {
 	return dj.RespContinue, nil
 }
 
-func (h *handler) Abort(dj.Modifier) error {
+func (h *handler) Abort(dj.Modifier) (err error) {
+	defer h.c.survive("abort", &err)
 	h.c.reset()
 	return nil
 }
 
-func (h *handler) Cleanup(dj.Modifier) { h.c.reset() }
+func (h *handler) Cleanup(dj.Modifier) {
+	var err error
+	defer h.c.survive("cleanup", &err)
+	h.c.reset()
+}
+
+// survive turns a panic in a handler into an error, which ends this
+// connection (the MTA then applies milter_default_action: tempfail)
+// rather than the daemon: d--j/go-milter recovers none, and a panic in a
+// session's goroutine would stop every session. EndOfMessage has its own
+// recovery, which answers the message.
+func (c *conn) survive(stage string, err *error) {
+	if v := recover(); v != nil {
+		c.srv.logger().Error("panic in milter handler", "stage", stage, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		*err = fmt.Errorf("milter: panic in %s: %v", stage, v)
+	}
+}
 
 // EndOfMessage is called at the end of the message: decide (the engine,
 // in a processing slot), carry the decision out (hand over copies, change
