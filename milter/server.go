@@ -49,6 +49,12 @@ type Env struct {
 	// before the engine runs (key discovery; it is bounded by its own
 	// timeout and runs before a processing slot is taken).
 	Discover func(ctx context.Context, in *crypto.Input)
+	// AllowUID, when set, decides which local users may connect over
+	// TCP (listen_users): a connection from a process of this host whose
+	// user it refuses is closed at once (any local user could otherwise
+	// have mail decrypted or text signed with the gateway's keys through
+	// a loopback port). Connections from other hosts are not checked.
+	AllowUID func(uid uint32) bool
 }
 
 // Server is a milter server. Set Env and Logger, then call Serve for each
@@ -215,6 +221,11 @@ func (s *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			return nil
 		}
+		if env.AllowUID != nil && !s.peerAllowed(nc, env.AllowUID) {
+			s.mu.Unlock()
+			nc.Close()
+			continue
+		}
 		if len(s.conns) >= lim.MaxConnections {
 			s.mu.Unlock()
 			nc.Close()
@@ -267,6 +278,23 @@ func (s *Server) refuse(limit int) {
 	s.logger().Warn("too many milter connections: closed new ones at once (the MTA applies milter_default_action)",
 		"max_connections", limit, "closed", n,
 		"hint", "raise limits.max_connections if the MTA runs more smtpd and cleanup processes than that")
+}
+
+// peerAllowed reports whether the process at the other end of nc may use
+// the milter (Env.AllowUID), and logs a refusal. A table that cannot be read
+// refuses: the check fails closed.
+func (s *Server) peerAllowed(nc net.Conn, allow func(uint32) bool) bool {
+	uid, found, err := peerUID(nc)
+	switch {
+	case err != nil:
+		s.logger().Error("milter connection closed: its user could not be found", "remote", nc.RemoteAddr().String(), "error", err)
+		return false
+	case found && !allow(uid):
+		s.logger().Warn("milter connection closed: a local process of a user not in listen_users", "remote", nc.RemoteAddr().String(), "uid", uid,
+			"hint", "the MTA's user (postfix, smmsp, root) belongs in listen_users; any other local user could have mail decrypted or text signed with the gateway's keys")
+		return false
+	}
+	return true
 }
 
 // Shutdown stops accepting, lets messages in flight finish and closes idle

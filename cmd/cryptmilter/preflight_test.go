@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -223,5 +225,20 @@ func TestDecryptErrorCBCNote(t *testing.T) {
 		if (len(got) == 1) != want || len(got) == 1 && (got[0].fatal || got[0].stops(true) || !strings.Contains(got[0].msg, "padding oracle")) {
 			t.Errorf("on_decrypt_error = %v: %+v", a, got)
 		}
+	}
+}
+
+// TestAllowedUIDs: listen_users names (unknown ones skipped) and uids,
+// and always the daemon's own user; "*" turns the check off.
+func TestAllowedUIDs(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	allow := allowedUIDs([]string{"root", "no-such-user-here", "4242"}, log)
+	for uid, want := range map[uint32]bool{0: true, 4242: true, uint32(os.Getuid()): true, 65534: false, 4243: false} {
+		if allow(uid) != want {
+			t.Errorf("uid %d allowed = %v, want %v", uid, !want, want)
+		}
+	}
+	if allowedUIDs([]string{"postfix", "*"}, log) != nil {
+		t.Error(`"*" still checks users`)
 	}
 }

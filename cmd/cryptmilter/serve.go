@@ -10,9 +10,11 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"os/user"
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -336,7 +338,7 @@ func (st *daemonState) newEnv(cfg *config.Config) *milter.Env {
 	pol := cfg.EnginePolicy()
 	eng := crypto.New(pol, st.sp)
 	return &milter.Env{Engine: observedEngine{eng, st.m}, Policy: pol, Config: cfg, Spool: st.sp, Keys: st.keys, Slots: st.slots,
-		Discover: st.disc.hook(cfg, eng)}
+		Discover: st.disc.hook(cfg, eng), AllowUID: allowedUIDs(cfg.ListenUsers, st.log)}
 }
 
 // observedEngine counts the engine's cryptographic operations, read from
@@ -452,4 +454,29 @@ func cpuProfile(log *slog.Logger) func() {
 		pprof.StopCPUProfile()
 		f.Close()
 	}
+}
+
+// allowedUIDs resolves [listen_users] to the check milter.Server.AllowUID
+// makes: those users and the daemon's own; nil (no check) with "*". A name
+// this host does not know (smmsp without Sendmail) is skipped.
+func allowedUIDs(names []string, log *slog.Logger) func(uint32) bool {
+	allow := map[uint32]bool{uint32(os.Getuid()): true}
+	for _, n := range names {
+		if n == "*" {
+			return nil
+		}
+		if id, err := strconv.ParseUint(n, 10, 32); err == nil {
+			allow[uint32(id)] = true
+			continue
+		}
+		u, err := user.Lookup(n)
+		if err != nil {
+			log.Debug("listen_users: no such user here", "user", n)
+			continue
+		}
+		if id, err := strconv.ParseUint(u.Uid, 10, 32); err == nil {
+			allow[uint32(id)] = true
+		}
+	}
+	return func(uid uint32) bool { return allow[uid] }
 }

@@ -31,6 +31,9 @@ type Config struct {
 	Hostname    string   `toml:"hostname"`
 	SocketMode  string   `toml:"socket_mode"`
 	SocketGroup string   `toml:"socket_group"`
+	// ListenUsers are the users whose local processes may connect to an
+	// inet listener (names or numeric uids; "*" is anyone).
+	ListenUsers []string `toml:"listen_users"`
 	Spool       string   `toml:"spool"`
 	// DrainTimeout bounds how long SIGTERM waits for sessions in flight.
 	DrainTimeout Duration `toml:"drain_timeout"`
@@ -175,6 +178,7 @@ func Default() *Config {
 		Hostname:     "",
 		SocketMode:   "0660",
 		SocketGroup:  "",
+		ListenUsers:  []string{"root", "postfix", "smmsp"},
 		Spool:        "",
 		DrainTimeout: Duration(30 * time.Second),
 		Log:          Log{Format: LogText, Level: LogInfo},
