@@ -2,6 +2,7 @@ package smime
 
 import (
 	"bytes"
+	"encoding/asn1"
 
 	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 
@@ -18,6 +19,10 @@ const (
 	maxAlgParams    = 64
 	maxKeyParams    = 128 // RSA-OAEP parameters
 	maxAuthAttrs    = 1 << 10
+	maxRecipients   = 64  // key transport and key agreement together
+	maxKeyAgreeRIs  = 8   // key agreement recipient infos
+	maxIdentifier   = 512 // an issuer name and serial, or a key identifier
+	maxOID          = 32  // an OID's DER content
 )
 
 // IsEnvelope reports whether der is exactly one complete CMS EnvelopedData
@@ -28,19 +33,21 @@ const (
 // is not enough, and nothing may travel in clear beside the ciphertext.
 // Elements decryption passes over are refused (originatorInfo,
 // unprotected and unauthenticated attributes, KEK, password and other
-// recipient infos) except key agreement recipient infos of at most 1 KiB;
-// encrypted keys must be at most 2 KiB and look random; algorithm and key
-// transport parameters and authenticated attributes are bounded. What is
+// recipient infos) except key agreement recipient infos of at most 1 KiB
+// (8 at most); encrypted keys must be at most 2 KiB and look random;
+// recipients (64 at most), identifiers, OIDs, algorithm and key transport
+// parameters, authenticated attributes and the GCM tag are bounded. What is
 // left in clear is the recipients' identifiers (issuer names, serial
-// numbers). The content is read as a stream, as decryption reads it.
+// numbers), a few hundred bytes each. The content is read as a stream, as decryption reads it.
 func IsEnvelope(der []byte) bool {
 	s, err := readEnvelopeHead(bytes.NewReader(der))
 	if err != nil || s.content == nil || len(s.env.recipients) == 0 ||
-		len(s.env.contentAlg.params) > maxAlgParams {
+		len(s.env.contentAlg.params) > maxAlgParams || oidLen(s.env.contentType) > maxOID || oidLen(s.env.contentAlg.oid) > maxOID {
 		return false
 	}
 	for _, r := range s.env.recipients {
-		if len(r.encryptedKey) > maxEncryptedKey || len(r.alg.params) > maxKeyParams || !entropy.LooksRandom(r.encryptedKey) {
+		if len(r.encryptedKey) > maxEncryptedKey || len(r.alg.params) > maxKeyParams || !entropy.LooksRandom(r.encryptedKey) ||
+			oidLen(r.alg.oid) > maxOID || idLen(r.id) > maxIdentifier {
 			return false
 		}
 	}
@@ -49,12 +56,36 @@ func IsEnvelope(der []byte) bool {
 	if err != nil || !random || c.n == 0 || s.finish() != nil || len(s.authAttrs) > maxAuthAttrs {
 		return false
 	}
+	if s.env.auth && (len(s.mac) < 12 || len(s.mac) > 16) { // a GCM tag
+		return false
+	}
 	for _, u := range s.unread {
 		if u.field != "recipientInfo" || u.tag != casn1.Tag(1).Constructed().ContextSpecific() || u.size > maxKeyAgreement {
 			return false
 		}
 	}
-	return true
+	kari := len(s.unread)
+	return kari <= maxKeyAgreeRIs && len(s.env.recipients)+kari <= maxRecipients
+}
+
+// idLen is the size of a recipient identifier.
+func idLen(id certificateID) int {
+	n := len(id.issuer) + len(id.ski)
+	if id.serial != nil {
+		n += len(id.serial.Bytes())
+	}
+	return n
+}
+
+// oidLen is the length of an OID's DER content, about.
+func oidLen(oid asn1.ObjectIdentifier) int {
+	n := 0
+	for _, arc := range oid {
+		for n++; arc >= 0x80; arc >>= 7 {
+			n++
+		}
+	}
+	return n
 }
 
 // countingReader counts the bytes read through it.

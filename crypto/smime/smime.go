@@ -232,6 +232,9 @@ func readAlgorithmIdentifier(s *cryptobyte.String) (algorithmIdentifier, bool) {
 			return a, false
 		}
 		if tag == casn1.NULL {
+			if len(a.params) != 2 { // a NULL has no content
+				return a, false
+			}
 			a.params = nil
 		}
 	}
