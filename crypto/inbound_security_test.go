@@ -403,7 +403,7 @@ func TestInboundProtectedHeaderInjection(t *testing.T) {
 
 // TestInboundFromRule proves the From rule on one good signature: valid
 // only for the single From address (domain case-insensitive, local part
-// exact unless keyring.fold_local_part), else mismatch.
+// too unless [inbound] exact_local_part), else mismatch.
 func TestInboundFromRule(t *testing.T) {
 	f := inPGPFixture(t)
 	_, body := inSplit(t, f.msgs["signed"])
@@ -430,6 +430,19 @@ func TestInboundFromRule(t *testing.T) {
 		r := inProcess(t, e, f.keys, []byte(msg), time.Time{})
 		if got := inHeadersParam.ReplaceAllString(r.sig(), ""); got != tc.sig {
 			t.Errorf("From %q (exact %v): %s\n got %q\nwant %q", tc.from, tc.exact, HeaderSignature, got, tc.sig)
+		}
+	}
+}
+
+// TestInboundFromRuleCertificateCase: a certificate whose address has a
+// capital in its local part (Ivy@example.com) signs for From
+// ivy@example.com by default, and is a mismatch with exact_local_part.
+func TestInboundFromRuleCertificateCase(t *testing.T) {
+	f := inSMIMEFixture(t)
+	for exact, want := range map[bool]string{false: "valid; protocol=smime", true: "mismatch; protocol=smime"} {
+		r := inProcess(t, inEngine(t, func(c *Policy) { c.Inbound.ExactLocalPart = exact }), f.keys, f.msgs["sig-capital-cert"], time.Time{})
+		if got := r.sig(); !strings.HasPrefix(got, want) {
+			t.Errorf("exact_local_part %v: %s %q, want %s…", exact, HeaderSignature, got, want)
 		}
 	}
 }

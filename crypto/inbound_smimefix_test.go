@@ -97,6 +97,9 @@ func (f *inSMIMEFix) build() error {
 		{"frank", "frank@example.com", "rsa:2048", "ca", "365", false},
 		{"gina", "gina@example.com", "ec", "rogue", "365", true},
 		{"hank", "hank@example.com", "ec", "ca", "1", true},
+		// A capital in the certificate's local part (the issue's
+		// Alice@ in a certificate against alice@ in From).
+		{"ivy", "Ivy@example.com", "ec", "ca", "365", true},
 	}
 	f.serial = map[string]string{}
 	for _, s := range specs {
@@ -225,6 +228,7 @@ func (f *inSMIMEFix) makeMessages(p func(string) string, ossl func([]byte, ...st
 	f.msgs["sig-pss-opaque"] = inPKCS7(from("erin@example.com"), "signed-data", sign(content, "erin", "-nodetach", "-keyopt", "rsa_padding_mode:pss"))
 	f.msgs["sig-subject-only"] = inDetached(from("Frank <frank@example.com>"), inSMIMEContent, sign(content, "frank"))
 	f.msgs["sig-untrusted"] = inDetached(from("gina@example.com"), inSMIMEContent, sign(content, "gina"))
+	f.msgs["sig-capital-cert"] = inDetached(from("Ivy <ivy@example.com>"), inSMIMEContent, sign(content, "ivy"))
 	f.msgs["sig-expiring"] = inDetached(from("hank@example.com"), inSMIMEContent, sign(content, "hank"))
 	f.msgs["sig-wrong-from"] = inDetached(from("erin@example.com"), inSMIMEContent, sign(content, "dave"))
 	f.msgs["sig-tampered-content"] = inDetached(dave, strings.Replace(inSMIMEContent, "Köln", "Bonn", 1), sign(content, "dave"))
