@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/cryptmilter/cryptmilter/crypto"
 )
@@ -157,7 +159,13 @@ func (m *Message) Attrs(debug bool) []slog.Attr {
 func recipients(rcpts []string, debug bool) string {
 	clean := make([]string, 0, len(rcpts))
 	for _, r := range rcpts {
-		clean = append(clean, strings.Trim(r, "<>"))
+		r = strings.Trim(r, "<>")
+		if strings.ContainsAny(r, ",\" \t") || !utf8.ValidString(r) || strings.IndexFunc(r, unicode.IsControl) >= 0 || strings.ContainsRune(r, '\u202e') {
+			// A quoted local part may hold a comma: quoted, so that the
+			// list splits only between recipients.
+			r = strconv.QuoteToASCII(r)
+		}
+		clean = append(clean, r)
 	}
 	if debug || len(clean) <= MaxRecipients {
 		return strings.Join(clean, ",")

@@ -110,3 +110,15 @@ func TestQueueID(t *testing.T) {
 		}
 	}
 }
+
+// TestRecipientsQuoted (found by review): a recipient whose quoted local
+// part holds a comma (or a quote, white space, control or bidi
+// characters) is written quoted, so that the list splits only between
+// recipients.
+func TestRecipientsQuoted(t *testing.T) {
+	got := recipients([]string{`<"alice@example.org,bob"@evil.example>`, "<carol@example.net>", "d\u202eave@example.net"}, false)
+	want := `"\"alice@example.org,bob\"@evil.example",carol@example.net,"d\u202eave@example.net"`
+	if got != want {
+		t.Errorf("recipients = %s\nwant %s", got, want)
+	}
+}
