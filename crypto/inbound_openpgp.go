@@ -196,7 +196,7 @@ func (a *analyzer) verifyCleartext(e *mime.Entity, l layer) (step, error) {
 	}
 	s := pgpSig(r)
 	var k textKind
-	if err := scanBytes(text.Reader(), func(b []byte) bool { k.write(b); return true }); err != nil {
+	if err := mime.Scan(text.Reader(), func(b []byte) bool { k.write(b); return true }); err != nil {
 		return step{}, fmt.Errorf("crypto: cleartext-signed text: %w", err)
 	}
 	k.finish()

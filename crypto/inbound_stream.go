@@ -174,7 +174,7 @@ func (l *lfReader) Read(p []byte) (int, error) {
 // hasBareLF reports whether r holds an LF without a CR before it.
 func hasBareLF(r io.Reader) (bool, error) {
 	found, cr := false, false
-	err := scanBytes(r, func(b []byte) bool {
+	err := mime.Scan(r, func(b []byte) bool {
 		for i := 0; ; {
 			j := bytes.IndexByte(b[i:], '\n')
 			if j < 0 {
@@ -195,25 +195,6 @@ func hasBareLF(r io.Reader) (bool, error) {
 
 var scanBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// scanBytes calls fn with the bytes of r in order, a buffer at a time,
-// until fn returns false or r ends, and returns the first error of r.
-func scanBytes(r io.Reader, fn func(b []byte) bool) error {
-	bp := scanBufs.Get().(*[]byte)
-	defer scanBufs.Put(bp)
-	for {
-		n, err := io.ReadFull(r, *bp)
-		if n > 0 && !fn((*bp)[:n]) {
-			return nil
-		}
-		switch err {
-		case nil:
-		case io.EOF, io.ErrUnexpectedEOF:
-			return nil
-		default:
-			return err
-		}
-	}
-}
 
 // counter counts the non-overlapping occurrences of patterns in a stream
 // (bytes.Count, a window at a time).
@@ -329,7 +310,7 @@ func skipSpace(r io.Reader) *bufio.Reader {
 // not be read as text).
 func containsAny(e *mime.Entity, markers ...string) []bool {
 	c := newCounter(markers...)
-	err := scanBytes(e.Decoded(), func(b []byte) bool { c.write(b); return true })
+	err := mime.Scan(e.Decoded(), func(b []byte) bool { c.write(b); return true })
 	found := make([]bool, len(markers))
 	for i := range markers {
 		found[i] = err == nil && c.n[i] > 0
@@ -356,7 +337,7 @@ func decodedUpTo(e *mime.Entity, max int) ([]byte, error) {
 func (a *analyzer) textEntity(src io.ReaderAt, size int64, charset string) (*mime.Entity, error) {
 	text := func() io.Reader { return newCRLFReader(io.NewSectionReader(src, 0, size)) }
 	var k textKind
-	if err := scanBytes(text(), func(b []byte) bool { k.write(b); return true }); err != nil {
+	if err := mime.Scan(text(), func(b []byte) bool { k.write(b); return true }); err != nil {
 		return nil, fmt.Errorf("crypto: inbound text: %w", err)
 	}
 	k.finish()

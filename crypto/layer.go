@@ -143,7 +143,7 @@ func armorKind(r io.Reader) int {
 	}
 	c := newCounter(begin, "-----BEGIN PGP", "-----END PGP")
 	var t textEnd
-	if err := scanBytes(br, func(b []byte) bool { c.write(b); t.write(b); return true }); err != nil {
+	if err := mime.Scan(br, func(b []byte) bool { c.write(b); t.write(b); return true }); err != nil {
 		return armorNone
 	}
 	t.flush()

@@ -86,12 +86,9 @@ type Server struct {
 	jmu           sync.Mutex
 	journals      map[string]*journal
 	journalFailed time.Time
-	// refused counts connections closed over limits.max_connections
-	// since the last warning, at most one a minute.
-	refused     int
-	lastRefused time.Time
-	acceptErrs  int
-	lastAccept  time.Time
+	// refused counts connections closed over limits.max_connections,
+	// acceptErrs failed accepts, for their rate-limited log lines.
+	refused, acceptErrs throttle
 }
 
 // defaultProgress is the default ProgressInterval: well below Postfix's
@@ -249,35 +246,41 @@ func maxPacket(lim config.Limits) int {
 
 // acceptError logs accept errors, at most one line a second.
 func (s *Server) acceptError(err error, delay time.Duration) {
-	s.mu.Lock()
-	s.acceptErrs++
-	now := time.Now()
-	if now.Sub(s.lastAccept) < time.Second {
-		s.mu.Unlock()
-		return
+	if n, ok := s.acceptErrs.tick(time.Second); ok {
+		s.logger().Error("accepting a milter connection failed; retrying", "error", err, "errors", n, "retry_in", delay.String(),
+			"hint", "EMFILE or ENFILE: raise LimitNOFILE or lower limits.max_connections")
 	}
-	n := s.acceptErrs
-	s.acceptErrs, s.lastAccept = 0, now
-	s.mu.Unlock()
-	s.logger().Error("accepting a milter connection failed; retrying", "error", err, "errors", n, "retry_in", delay.String(),
-		"hint", "EMFILE or ENFILE: raise LimitNOFILE or lower limits.max_connections")
 }
 
 // refuse logs connections closed over the limit, at most one line a minute.
 func (s *Server) refuse(limit int) {
-	s.mu.Lock()
-	s.refused++
-	now := time.Now()
-	if now.Sub(s.lastRefused) < time.Minute {
-		s.mu.Unlock()
-		return
+	if n, ok := s.refused.tick(time.Minute); ok {
+		s.logger().Warn("too many milter connections: closed new ones at once (the MTA applies milter_default_action)",
+			"max_connections", limit, "closed", n,
+			"hint", "raise limits.max_connections if the MTA runs more smtpd and cleanup processes than that")
 	}
-	n := s.refused
-	s.refused, s.lastRefused = 0, now
-	s.mu.Unlock()
-	s.logger().Warn("too many milter connections: closed new ones at once (the MTA applies milter_default_action)",
-		"max_connections", limit, "closed", n,
-		"hint", "raise limits.max_connections if the MTA runs more smtpd and cleanup processes than that")
+}
+
+// throttle counts events and lets a log line about them through at most
+// once an interval.
+type throttle struct {
+	mu   sync.Mutex
+	n    int
+	last time.Time
+}
+
+// tick counts one event; ok says whether to log now, n how many events
+// the line speaks for.
+func (t *throttle) tick(every time.Duration) (n int, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n++
+	now := time.Now()
+	if now.Sub(t.last) < every {
+		return 0, false
+	}
+	n, t.n, t.last = t.n, 0, now
+	return n, true
 }
 
 // peerAllowed reports whether the process at the other end of nc may use

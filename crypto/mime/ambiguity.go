@@ -68,7 +68,7 @@ func Ambiguity(e *Entity) error {
 func bareCR(r io.Reader) (int64, error) {
 	found, pos := int64(-1), int64(0)
 	cr := false // the last byte seen was a CR
-	err := scan(r, func(b []byte) bool {
+	err := Scan(r, func(b []byte) bool {
 		if cr && b[0] != '\n' {
 			found = pos - 1
 			return false
@@ -333,7 +333,7 @@ func printableName(n string) bool {
 func badBase64(r io.Reader) (int64, error) {
 	var n, pad, pos int64
 	bad := int64(-1)
-	err := scan(r, func(b []byte) bool {
+	err := Scan(r, func(b []byte) bool {
 		for i, c := range b {
 			switch {
 			case c == '\r' || c == '\n' || c == ' ' || c == '\t':
@@ -378,7 +378,7 @@ func badQP(r io.Reader) (int64, error) {
 	state := text
 	var pos, at int64 // at: the offset of the last "="
 	bad := int64(-1)
-	err := scan(r, func(b []byte) bool {
+	err := Scan(r, func(b []byte) bool {
 		for i := 0; i < len(b); i++ {
 			c := b[i]
 			switch state {
@@ -449,7 +449,7 @@ func uuencodeStart(r io.Reader) (int64, error) {
 	var pos, lineStart int64
 	found := int64(-1)
 	match := func() bool { return uuencodeLine(head[:n]) }
-	err := scan(r, func(b []byte) bool {
+	err := Scan(r, func(b []byte) bool {
 		for i := 0; i < len(b); {
 			if n == len(head) {
 				// The start is all that counts: skip to the next line.

@@ -86,9 +86,10 @@ func (w *window) index(from, end int64, pat []byte) int64 {
 
 var scanBufs = sync.Pool{New: func() any { b := make([]byte, windowSize); return &b }}
 
-// scan calls fn with the bytes of r in order, a buffer at a time, until
-// fn returns false or r ends, and returns the first error reading r.
-func scan(r io.Reader, fn func(b []byte) bool) error {
+// Scan calls fn with the bytes of r in order, a pooled 32 KiB buffer at a
+// time (valid until fn returns), until fn returns false or r ends, and
+// returns the first error reading r.
+func Scan(r io.Reader, fn func(b []byte) bool) error {
 	bp := scanBufs.Get().(*[]byte)
 	defer scanBufs.Put(bp)
 	for {
