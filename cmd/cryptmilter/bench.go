@@ -14,6 +14,7 @@ import (
 	dj "github.com/d--j/go-milter"
 
 	"github.com/cryptmilter/cryptmilter/internal/config"
+	"github.com/cryptmilter/cryptmilter/internal/milterclient"
 )
 
 const benchUsage = `Usage: cryptmilter bench --connect SOCKET --direction in|out --from ADDR --rcpt ADDR [--rcpt ADDR]...
@@ -402,72 +403,11 @@ func benchSession(sock config.Socket, dir, daemon string) (*benchConn, error) {
 // benchMessage sends one message and returns the final action and the
 // modifications asked for.
 func benchMessage(s *benchConn, i int, from string, rcpts []string, msg benchMsg) (string, []dj.ModifyAction, error) {
-	step := func(a *dj.Action, err error) error {
-		if err != nil {
-			return err
-		}
-		if a.Type != dj.ActionContinue {
-			return fmt.Errorf("milter answered %v before the end of the message", a)
-		}
-		return nil
-	}
 	s.macros.Set("i", fmt.Sprintf("BENCH%06d", i))
-	if err := step(s.Mail(from, "")); err != nil {
-		return "", nil, err
-	}
-	for _, r := range rcpts {
-		if err := step(s.Rcpt(r, "")); err != nil {
-			return "", nil, err
-		}
-	}
-	if err := step(s.DataStart()); err != nil {
-		return "", nil, err
-	}
 	hdr := [][2]string{
 		{"From", from}, {"To", strings.Join(rcpts, ", ")}, {"Subject", fmt.Sprintf("bench %d", i)},
 		{"Message-ID", fmt.Sprintf("<bench-%d-%d@bench.invalid>", i, time.Now().UnixNano())},
 		{"MIME-Version", "1.0"},
 	}
-	hdr = append(hdr, msg.fields...)
-	for _, h := range hdr {
-		if err := step(s.HeaderField(h[0], h[1], nil)); err != nil {
-			return "", nil, err
-		}
-	}
-	if err := step(s.HeaderEnd()); err != nil {
-		return "", nil, err
-	}
-	b := msg.body
-	if len(b) == 0 {
-		if err := step(s.BodyChunk(nil)); err != nil {
-			return "", nil, err
-		}
-	}
-	for len(b) > 0 {
-		n := min(len(b), int(dj.DataSize64K))
-		if err := step(s.BodyChunk(b[:n])); err != nil {
-			return "", nil, err
-		}
-		b = b[n:]
-	}
-	mods, act, err := s.End()
-	if err != nil {
-		return "", nil, err
-	}
-	switch act.Type {
-	case dj.ActionAccept, dj.ActionContinue:
-		return "accept", mods, nil
-	case dj.ActionDiscard:
-		return "discard", mods, nil
-	case dj.ActionReject:
-		return "reject", mods, nil
-	case dj.ActionTempFail:
-		return "tempfail", mods, nil
-	case dj.ActionRejectWithCode:
-		if act.SMTPCode >= 500 {
-			return "reject", mods, nil
-		}
-		return "tempfail", mods, nil
-	}
-	return act.String(), mods, nil
+	return milterclient.Transaction(s.ClientSession, from, rcpts, append(hdr, msg.fields...), msg.body)
 }

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	dj "github.com/d--j/go-milter"
+
+	"github.com/cryptmilter/cryptmilter/internal/milterclient"
 )
 
 func main() {
@@ -226,47 +228,5 @@ func sendOne(addr, dir, from string, rcpts []string, msg *message, i int) (strin
 		return "", nil, err
 	}
 	bag.Set("i", fmt.Sprintf("MEM%06d", i))
-	if err := check(s.Mail(from, "")); err != nil {
-		return "", nil, err
-	}
-	for _, r := range rcpts {
-		if err := check(s.Rcpt(r, "")); err != nil {
-			return "", nil, err
-		}
-	}
-	if err := check(s.DataStart()); err != nil {
-		return "", nil, err
-	}
-	for _, f := range msg.fields {
-		if err := check(s.HeaderField(f[0], f[1], nil)); err != nil {
-			return "", nil, err
-		}
-	}
-	if err := check(s.HeaderEnd()); err != nil {
-		return "", nil, err
-	}
-	for b := msg.body; len(b) > 0; {
-		n := min(len(b), int(dj.DataSize64K))
-		if err := check(s.BodyChunk(b[:n])); err != nil {
-			return "", nil, err
-		}
-		b = b[n:]
-	}
-	mods, act, err := s.End()
-	if err != nil {
-		return "", nil, err
-	}
-	switch act.Type {
-	case dj.ActionAccept, dj.ActionContinue:
-		return "accept", mods, nil
-	case dj.ActionDiscard:
-		return "discard", mods, nil
-	case dj.ActionReject:
-		return "reject", mods, nil
-	case dj.ActionTempFail:
-		return "tempfail", mods, nil
-	case dj.ActionRejectWithCode:
-		return fmt.Sprintf("reply %d", act.SMTPCode), mods, nil
-	}
-	return act.String(), mods, nil
+	return milterclient.Transaction(s, from, rcpts, msg.fields, msg.body)
 }
