@@ -121,6 +121,9 @@ func TestInboundCleartextShown(t *testing.T) {
 		{"clearsign-latin1", "partial; protocol=openpgp; signer=alice@example.net; key=" + f.fpr["alice"] + "; reason=charset-not-signed", "", ""},
 		{"clearsign-plain", valid, "", ""},
 	} {
+		if tc.msg == "clearsign-plain" && !strings.Contains(string(f.msgs["clearsign-top-comment"]), "Comment: Also pay") {
+			t.Fatal("fixture clearsign-top-comment has no top armor header")
+		}
 		t.Run(tc.msg, func(t *testing.T) {
 			r := inProcess(t, inEngine(t, nil), f.keys, f.msgs[tc.msg], time.Time{})
 			inWant(t, r, "none", tc.sig)
@@ -139,6 +142,19 @@ func TestInboundCleartextShown(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestInboundCleartextTopArmorHeader: a cleartext-signed block whose
+// armor headers hold anything but Hash (a Comment: above the text, which
+// the signature does not cover) is never vouched for, and its text is
+// delivered as it came.
+func TestInboundCleartextTopArmorHeader(t *testing.T) {
+	f := inPGPFixture(t)
+	r := inProcess(t, inEngine(t, nil), f.keys, f.msgs["clearsign-top-comment"], time.Time{})
+	if sig := r.sig(); strings.HasPrefix(sig, "valid") || strings.HasPrefix(sig, "partial") {
+		t.Errorf("%s %q for a block with a Comment: armor header", HeaderSignature, sig)
+	}
+	inUnchanged(t, r)
 }
 
 // TestInboundHeaderCoverage: what a valid signature covers of the header.
@@ -256,6 +272,12 @@ func TestInboundForgedAuthResultsCFWS(t *testing.T) {
 		inHost + " 1; smime=pass",
 		strings.ToUpper(inHost) + ".; smime=pass",
 		"(c (nested; x)) " + inHost + " (y; z); smime=pass",
+		// Forms only the lenient readings of ClaimsAuthservID take (not
+		// RFC 8601 syntax, but what some parsers read as our id).
+		inHost + " x; smime=pass",
+		inHost + "/x; smime=pass",
+		"(unterminated " + inHost + "; smime=pass",
+		"other.example x " + inHost + "; smime=pass",
 	}
 	var h strings.Builder
 	for _, v := range forged {

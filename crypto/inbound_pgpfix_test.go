@@ -346,6 +346,11 @@ func (f *inPGPFix) makeMessages(gpg func([]byte, ...string) ([]byte, error)) err
 		string(toCRLF(do(latin1Of(inLatin1Text+"\n"), "--clearsign", "--digest-algo", "SHA256", "--local-user", f.fpr["alice"]))))
 	f.msgs["clearsign-plain"] = []byte(inHeader("Alice <alice@example.net>", "Clear") +
 		"Content-Type: text/plain; charset=us-ascii\r\n\r\n" + string(toCRLF(plainClear)))
+	// An armor header other than Hash at the top of the block (not
+	// signed; some readers show it above the text).
+	f.msgs["clearsign-top-comment"] = []byte(inHeader("Alice <alice@example.net>", "Clear") +
+		"Content-Type: text/plain; charset=us-ascii\r\n\r\n" +
+		strings.Replace(string(toCRLF(plainClear)), "Hash: SHA256\r\n", "Hash: SHA256\r\nComment: Also pay invoice 666\r\n", 1))
 
 	// Signed only, with protected headers (RFC 9788 hp="clear"): equal to
 	// the outer ones, and an outer Subject replaced after signing.

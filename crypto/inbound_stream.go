@@ -195,7 +195,6 @@ func hasBareLF(r io.Reader) (bool, error) {
 
 var scanBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-
 // counter counts the non-overlapping occurrences of patterns in a stream
 // (bytes.Count, a window at a time).
 type counter struct {
