@@ -64,6 +64,8 @@ func TestIsCiphertext(t *testing.T) {
 	random := make([]byte, 64<<10)
 	rand.Read(random)
 	lateText := append(bytes.Clone(bin[:keyLen]), newPacket(tagSEIPD, append(append([]byte{1}, random...), strings.Repeat(secretText+"\r\n", 40)...))...)
+	// Text in the first window: a SEIPD packet whose content is text.
+	earlyText := append(bytes.Clone(bin[:keyLen]), newPacket(tagSEIPD, append([]byte{1}, strings.Repeat(secretText+"\r\n", 40)...))...)
 	allRandom := append(bytes.Clone(bin[:keyLen]), newPacket(tagSEIPD, append(append([]byte{1}, random...), random[:4096]...))...)
 	unknown := newPacket(61, []byte(secretText))
 	// A PKESK packet (v3, a key ID, RSA) whose "encrypted key" is text.
@@ -113,6 +115,7 @@ func TestIsCiphertext(t *testing.T) {
 		{"session key packet over 4 KiB", append(newPacket(tagPKESK, random[:5000]), bin...), false},
 		{"marker packet", append(bytes.Clone(marker), bin...), false},
 		{"SEIPD with text after 64 KiB", lateText, false},
+		{"SEIPD of text", earlyText, false},
 		{"base64 line over 76 characters", longLine, false},
 		{"session keys only", bin[:keyLen], false},
 		{"truncated", bin[:len(bin)-1], false},
