@@ -327,6 +327,25 @@ func printableName(n string) bool {
 	return n != ""
 }
 
+// b64Class classes the bytes of a base64 body for badBase64.
+const (
+	_ = iota // 0: not base64
+	b64Data
+	b64Space
+	b64Pad
+)
+
+var b64Class = func() (t [256]byte) {
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") {
+		t[c] = b64Data
+	}
+	for _, c := range []byte("\r\n \t") {
+		t[c] = b64Space
+	}
+	t['='] = b64Pad
+	return t
+}()
+
 // badBase64 returns the offset of the first byte that makes r other than
 // strict base64 (alphabet, line breaks and blanks, padding only at the
 // end, a whole number of quanta), or -1.
@@ -335,20 +354,20 @@ func badBase64(r io.Reader) (int64, error) {
 	bad := int64(-1)
 	err := Scan(r, func(b []byte) bool {
 		for i, c := range b {
-			switch {
-			case c == '\r' || c == '\n' || c == ' ' || c == '\t':
-			case c == '=':
+			k := b64Class[c]
+			if k == b64Data && pad == 0 {
+				n++
+				continue
+			}
+			switch k {
+			case b64Space:
+			case b64Pad:
 				pad++
 				if pad > 2 {
 					bad = pos + int64(i)
 					return false
 				}
-			case pad > 0:
-				bad = pos + int64(i) // data after padding
-				return false
-			case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '+', c == '/':
-				n++
-			default:
+			default: // data after padding, or no base64 at all
 				bad = pos + int64(i)
 				return false
 			}
