@@ -23,7 +23,8 @@ import (
 //   - ends the session (EOF) at a packet boundary once the server drains
 //     and no message is in flight;
 //   - buffers reads, and writes a packet's 5-byte head together with its
-//     data (the library writes them with two calls);
+//     data (the library writes them with two calls), and a message's
+//     changes together with its final response;
 //   - acknowledges each TCP read at once (quickack_linux.go);
 //   - tells the server when it is closed.
 type trackedConn struct {
@@ -39,12 +40,14 @@ type trackedConn struct {
 	// userDeadline is the read deadline the library set (zero: none).
 	userDeadline time.Time
 	// head is a packet head held back until its data is written.
-	head  [5]byte
-	held  bool
-	once  sync.Once
-	done  chan struct{}
-	timer bool // the last read error was the idle timeout
-	ack   *quickAcker
+	head [5]byte
+	// pending are whole change packets not written yet (isModification).
+	pending []byte
+	held    bool
+	once    sync.Once
+	done    chan struct{}
+	timer   bool // the last read error was the idle timeout
+	ack     *quickAcker
 }
 
 // readBufSize is the read buffer of a connection. Connect, MAIL and RCPT
@@ -165,6 +168,19 @@ func (t *trackedConn) SetDeadline(d time.Time) error {
 func (t *trackedConn) Write(p []byte) (int, error) {
 	if t.held {
 		t.held = false
+		if isModification(t.head[4]) {
+			// Gathered with the next reply: one write for all of a
+			// message's changes and its final response.
+			t.pending = append(append(t.pending, t.head[:]...), p...)
+			if len(t.pending) < maxPending {
+				return len(p), nil
+			}
+			return len(p), t.flush()
+		}
+		if len(t.pending) > 0 {
+			t.pending = append(append(t.pending, t.head[:]...), p...)
+			return len(p), t.flush()
+		}
 		bufs := net.Buffers{t.head[:], p}
 		n, err := bufs.WriteTo(t.Conn)
 		n -= int64(len(t.head))
@@ -178,7 +194,39 @@ func (t *trackedConn) Write(p []byte) (int, error) {
 		t.held = true
 		return 5, nil
 	}
+	if len(t.pending) > 0 {
+		t.pending = append(t.pending, p...)
+		return len(p), t.flush()
+	}
 	return t.Conn.Write(p)
+}
+
+// maxPending bounds the changes gathered before they are written (a body
+// replacement comes in 64 KiB packets).
+const maxPending = 256 << 10
+
+// flush writes the gathered changes (and the reply appended to them). A
+// large buffer (a body replacement) is let go, so that an idle connection
+// holds none.
+func (t *trackedConn) flush() error {
+	_, err := t.Conn.Write(t.pending)
+	t.pending = t.pending[:0]
+	if cap(t.pending) > 16<<10 {
+		t.pending = nil
+	}
+	return err
+}
+
+// isModification reports whether a packet from the milter is a change of
+// the message (SMFIR_ADDRCPT, DELRCPT, ADDRCPT_PAR, REPLBODY, ADDHEADER,
+// INSHEADER, CHGHEADER, CHGFROM, QUARANTINE), which the MTA reads only
+// with the final response that follows it.
+func isModification(cmd byte) bool {
+	switch cmd {
+	case '+', '-', '2', 'b', 'h', 'i', 'm', 'e', 'q':
+		return true
+	}
+	return false
 }
 
 // abort closes the connection under the session; the session then ends
