@@ -193,6 +193,15 @@ func readDirNames(dir string) ([]string, error) {
 
 // safeName turns an address or name into a file name component.
 func safeName(s string) string {
+	if out := SafeName(s, 80); out != "" {
+		return out
+	}
+	return "key"
+}
+
+// SafeName turns s into a file name component of at most max bytes:
+// letters, digits and "@._+-" kept, anything else "_", no leading dot.
+func SafeName(s string, max int) string {
 	var b strings.Builder
 	for _, r := range s {
 		switch {
@@ -203,11 +212,8 @@ func safeName(s string) string {
 		}
 	}
 	out := strings.TrimLeft(b.String(), ".")
-	if len(out) > 80 {
-		out = out[:80]
-	}
-	if out == "" {
-		out = "key"
+	if len(out) > max {
+		out = out[:max]
 	}
 	return out
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,7 +34,7 @@ func keysDiscover(cfg *config.Config, args []string, stdout, stderr io.Writer) i
 	fs := newFlagSet("cryptmilter keys discover", keysDiscoverUsage, stderr)
 	fs.Usage = func() {}
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, code, ok := parseInterspersedUsage(fs, args, stdout, stderr, keysDiscoverUsage)
+	pos, code, ok := parseInterspersed(fs, args, stdout, stderr, keysDiscoverUsage)
 	if !ok {
 		return code
 	}
@@ -152,23 +151,4 @@ func removeDiscovered(opts keystore.Options, query string, stdout io.Writer) (bo
 func isLoopback(resolver string) bool {
 	ap, err := netip.ParseAddrPort(resolver)
 	return err == nil && ap.Addr().Unmap().IsLoopback()
-}
-
-// parseInterspersedUsage is parseInterspersed with its own usage text.
-func parseInterspersedUsage(fs *flag.FlagSet, args []string, stdout, stderr io.Writer, usageText string) ([]string, int, bool) {
-	var pos []string
-	for {
-		if code, ok := parseFlags(fs, args, stdout, stderr, usageText); !ok {
-			return nil, code, false
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, 0, true
-		}
-		if args[0] == "--" {
-			return append(pos, args[1:]...), 0, true
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
 }

@@ -115,29 +115,12 @@ func newCache(dir string) *cache { return &cache{dir: dir, mem: map[string]*memo
 
 // fileName is the cache file of addr (normalised) and source.
 func fileName(norm, src string) string {
-	safe := safeName(norm)
+	safe := keystore.SafeName(norm, 120)
 	if safe != norm {
 		h := sha256.Sum256([]byte(norm))
 		safe += "-" + hex.EncodeToString(h[:4])
 	}
 	return safe + "." + src + ".json"
-}
-
-func safeName(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '@', r == '.', r == '_', r == '+', r == '-':
-			b.WriteRune(r)
-		default:
-			b.WriteByte('_')
-		}
-	}
-	out := strings.TrimLeft(b.String(), ".")
-	if len(out) > 120 {
-		out = out[:120]
-	}
-	return out
 }
 
 func splitKey(key string) (src, norm string) {
