@@ -2,6 +2,8 @@ package milter
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -93,5 +95,47 @@ func TestListenUsersRefused(t *testing.T) {
 	o := send(t, s, msgSpec{from: "x@example.net", rcpts: []string{"rt@example.org"}, header: [][2]string{{"Subject", "ok"}}, body: "hi\r\n"})
 	if o.act == nil {
 		t.Error("an allowed user's message got no answer")
+	}
+}
+
+// TestPeerClosedBeforeLookup (found by review): a local client that sends
+// its packets and closes its socket before the milter looks it up shows
+// in the kernel's table without an inode (as root's): it is refused, not
+// taken for root, whatever listen_users allows.
+func TestPeerClosedBeforeLookup(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("a whole pipelined session"))
+	c.Close()
+	time.Sleep(100 * time.Millisecond)
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if uid, local, err := peerUID(nc); err == nil {
+		t.Errorf("peerUID of a closed local client = %d, local %v, no error; want a refusal", uid, local)
+	}
+	srv := &Server{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if srv.peerAllowed(nc, func(uint32) bool { return true }) {
+		t.Error("a closed local client was allowed")
+	}
+}
+
+// TestPeerRemoteNotChecked: a peer that is not this host is not looked up
+// (and so allowed: firewalls guard other hosts).
+func TestPeerRemoteNotChecked(t *testing.T) {
+	if isLocalAddr(netip.MustParseAddr("192.0.2.77")) {
+		t.Skip("192.0.2.77 is an address of this host")
+	}
+	if !isLocalAddr(netip.MustParseAddr("127.0.0.1")) || !isLocalAddr(netip.MustParseAddr("::1")) {
+		t.Error("loopback is not local")
 	}
 }

@@ -212,16 +212,15 @@ func (s *Server) Serve(ln net.Listener) error {
 		delay = 0
 		env := s.Env()
 		lim := env.Config.Limits
+		if env.AllowUID != nil && !s.peerAllowed(nc, env.AllowUID) {
+			nc.Close()
+			continue
+		}
 		s.mu.Lock()
 		if s.draining {
 			s.mu.Unlock()
 			nc.Close()
 			return nil
-		}
-		if env.AllowUID != nil && !s.peerAllowed(nc, env.AllowUID) {
-			s.mu.Unlock()
-			nc.Close()
-			continue
 		}
 		if len(s.conns) >= lim.MaxConnections {
 			s.mu.Unlock()
@@ -287,12 +286,12 @@ func (t *throttle) tick(every time.Duration) (n int, ok bool) {
 // the milter (Env.AllowUID), and logs a refusal. A table that cannot be read
 // refuses: the check fails closed.
 func (s *Server) peerAllowed(nc net.Conn, allow func(uint32) bool) bool {
-	uid, found, err := peerUID(nc)
+	uid, local, err := peerUID(nc)
 	switch {
 	case err != nil:
-		s.logger().Error("milter connection closed: its user could not be found", "remote", nc.RemoteAddr().String(), "error", err)
+		s.logger().Warn("milter connection closed: its user could not be found", "remote", nc.RemoteAddr().String(), "error", err)
 		return false
-	case found && !allow(uid):
+	case local && !allow(uid):
 		s.logger().Warn("milter connection closed: a local process of a user not in listen_users", "remote", nc.RemoteAddr().String(), "uid", uid,
 			"hint", "the MTA's user (postfix, smmsp, root) belongs in listen_users; any other local user could have mail decrypted or text signed with the gateway's keys")
 		return false

@@ -291,6 +291,7 @@ func (c *conn) survive(stage string, err *error) {
 // internal-error reply, never an error (which would drop the connection)
 // and never an accept of a half-changed message.
 func (h *handler) EndOfMessage(m dj.Modifier) (resp *dj.Response, err error) {
+	defer h.c.survive("end of message", &err) // before the message's own recovery below
 	c := h.c
 	c.merge(m, true)
 	msg := c.msg

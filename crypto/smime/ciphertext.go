@@ -19,10 +19,11 @@ const (
 	maxAlgParams    = 64
 	maxKeyParams    = 128 // RSA-OAEP parameters
 	maxAuthAttrs    = 1 << 10
-	maxRecipients   = 64  // key transport and key agreement together
-	maxKeyAgreeRIs  = 8   // key agreement recipient infos
-	maxIdentifier   = 512 // an issuer name and serial, or a key identifier
-	maxOID          = 32  // an OID's DER content
+	maxRecipients   = 64      // key transport and key agreement together
+	maxKeyAgreeRIs  = 8       // key agreement recipient infos
+	maxIdentifier   = 512     // an issuer name and serial, or a key identifier
+	maxIdentifiers  = 8 << 10 // all of them together
+	maxOID          = 32      // an OID's DER content
 )
 
 // IsEnvelope reports whether der is exactly one complete CMS EnvelopedData
@@ -38,14 +39,20 @@ const (
 // recipients (64 at most), identifiers, OIDs, algorithm and key transport
 // parameters, authenticated attributes and the GCM tag are bounded. What is
 // left in clear is the recipients' identifiers (issuer names, serial
-// numbers), a few hundred bytes each. The content is read as a stream, as decryption reads it.
+// numbers): a few hundred bytes each, 8 KiB in all. A message to more
+// recipients than these bounds allow is encrypted again rather than sent
+// as it is. The content is read as a stream, as decryption reads it.
 func IsEnvelope(der []byte) bool {
 	s, err := readEnvelopeHead(bytes.NewReader(der))
 	if err != nil || s.content == nil || len(s.env.recipients) == 0 ||
 		len(s.env.contentAlg.params) > maxAlgParams || oidLen(s.env.contentType) > maxOID || oidLen(s.env.contentAlg.oid) > maxOID {
 		return false
 	}
+	ids := 0
 	for _, r := range s.env.recipients {
+		if ids += idLen(r.id); ids > maxIdentifiers {
+			return false
+		}
 		if len(r.encryptedKey) > maxEncryptedKey || len(r.alg.params) > maxKeyParams || !entropy.LooksRandom(r.encryptedKey) ||
 			oidLen(r.alg.oid) > maxOID || idLen(r.id) > maxIdentifier {
 			return false

@@ -160,7 +160,7 @@ func recipients(rcpts []string, debug bool) string {
 	clean := make([]string, 0, len(rcpts))
 	for _, r := range rcpts {
 		r = strings.Trim(r, "<>")
-		if strings.ContainsAny(r, ",\" \t") || !utf8.ValidString(r) || strings.IndexFunc(r, unicode.IsControl) >= 0 || strings.ContainsRune(r, '\u202e') {
+		if strings.ContainsAny(r, ",\" \t") || !utf8.ValidString(r) || strings.IndexFunc(r, oddRune) >= 0 {
 			// A quoted local part may hold a comma: quoted, so that the
 			// list splits only between recipients.
 			r = strconv.QuoteToASCII(r)
@@ -171,6 +171,13 @@ func recipients(rcpts []string, debug bool) string {
 		return strings.Join(clean, ",")
 	}
 	return strings.Join(clean[:MaxRecipients], ",") + ",+" + strconv.Itoa(len(clean)-MaxRecipients) + " more"
+}
+
+// oddRune reports a rune that would make a logged address ambiguous or
+// reorder the line on screen: controls, format characters (bidi marks
+// and overrides, zero-width characters), anything not graphic.
+func oddRune(r rune) bool {
+	return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || !strconv.IsGraphic(r)
 }
 
 // queueIDs joins the known queue ids ("?" for a copy without one), or ""

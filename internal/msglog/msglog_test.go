@@ -116,8 +116,8 @@ func TestQueueID(t *testing.T) {
 // characters) is written quoted, so that the list splits only between
 // recipients.
 func TestRecipientsQuoted(t *testing.T) {
-	got := recipients([]string{`<"alice@example.org,bob"@evil.example>`, "<carol@example.net>", "d\u202eave@example.net"}, false)
-	want := `"\"alice@example.org,bob\"@evil.example",carol@example.net,"d\u202eave@example.net"`
+	got := recipients([]string{`<"alice@example.org,bob"@evil.example>`, "<carol@example.net>", "d\u202eave@example.net", "e\u2066ve@example.net", "f\u200bx@example.net", "jörg@example.net"}, true)
+	want := `"\"alice@example.org,bob\"@evil.example",carol@example.net,"d\u202eave@example.net","e\u2066ve@example.net","f\u200bx@example.net",jörg@example.net`
 	if got != want {
 		t.Errorf("recipients = %s\nwant %s", got, want)
 	}

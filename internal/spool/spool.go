@@ -98,7 +98,8 @@ type Buffer struct {
 	pend     []byte
 	dirty    atomic.Bool // pend is not empty
 	mu       sync.Mutex  // guards the flush of pend by readers
-	flushErr error
+	flushErr error       // under mu
+	failed   atomic.Bool // flushErr is set
 }
 
 // writeChunk is what a spilled buffer gathers before it writes.
@@ -160,6 +161,7 @@ func (b *Buffer) flush() error {
 	if b.flushErr == nil && len(b.pend) > 0 && b.file != nil {
 		if _, err := b.file.Write(b.pend); err != nil {
 			b.flushErr = fmt.Errorf("spool: %w", err)
+			b.failed.Store(true)
 		}
 		b.pend = b.pend[:0]
 	}
@@ -169,7 +171,7 @@ func (b *Buffer) flush() error {
 
 // flushed makes what was written readable from the file.
 func (b *Buffer) flushed() error {
-	if b.dirty.Load() || b.flushErr != nil {
+	if b.dirty.Load() || b.failed.Load() {
 		return b.flush()
 	}
 	return nil
