@@ -73,8 +73,8 @@ func FuzzDecrypt(f *testing.F) {
 // checkDecryptReference compares Decrypt's outcome (content, err) with the
 // in-memory reference's: the same content, or the same failure, but that
 // the stream reader says ErrNotForUs from the recipients alone where the
-// reference first found the rest of the message malformed. IsEnvelope
-// agrees with the reference's test too.
+// reference first found the rest of the message malformed. What IsEnvelope
+// accepts, the reference's test accepts too.
 func checkDecryptReference(t *testing.T, der []byte, ids []Identity, content []byte, err error) {
 	t.Helper()
 	want, _, werr := referenceDecrypt(der, ids)
@@ -87,10 +87,13 @@ func checkDecryptReference(t *testing.T, der []byte, ids []Identity, content []b
 	default:
 		t.Fatalf("Decrypt: %v, reference %v", err, werr)
 	}
+	// IsEnvelope is stricter than the reference's test (it bounds and
+	// checks what travels in clear, FuzzIsEnvelope): what it accepts, the
+	// reference accepts too.
 	env, ok := referenceParseEnvelope(der)
 	wantEnvelope := ok && len(env.recipients) > 0 && len(env.ciphertext) > 0 && entropy.LooksRandom(env.ciphertext)
-	if got := IsEnvelope(der); got != wantEnvelope {
-		t.Fatalf("IsEnvelope = %v, reference %v", got, wantEnvelope)
+	if IsEnvelope(der) && !wantEnvelope {
+		t.Fatalf("IsEnvelope accepts what the reference does not")
 	}
 }
 
