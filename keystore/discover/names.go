@@ -81,6 +81,21 @@ const (
 	labelSMIMECert  = "_smimecert"
 )
 
+// hostName reports whether a (A-labels) is a host name DNS can ask for:
+// no empty label (".0", "a..b"), labels of at most 63 and names of at most
+// 253 characters.
+func hostName(a string) bool {
+	if len(a) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(a, ".") {
+		if l == "" || len(l) > 63 {
+			return false
+		}
+	}
+	return true
+}
+
 // splitAddress splits an addr-spec into its local part (as is) and its
 // domain in A-label form, lower case, without a final dot.
 func splitAddress(addr string) (local, domain string, err error) {
@@ -91,7 +106,7 @@ func splitAddress(addr string) (local, domain string, err error) {
 	}
 	local, domain = addr[:at], strings.TrimSuffix(addr[at+1:], ".")
 	a, err := idna.Lookup.ToASCII(domain)
-	if err != nil || a == "" || strings.ContainsAny(a, "/?#[]@:\\ ") {
+	if err != nil || a == "" || strings.ContainsAny(a, "/?#[]@:\\ ") || !hostName(a) {
 		return "", "", fmt.Errorf("discover: %q: the domain is not a host name", addr)
 	}
 	return local, strings.ToLower(a), nil
