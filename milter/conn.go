@@ -175,7 +175,10 @@ func (t *trackedConn) Write(p []byte) (int, error) {
 			if len(t.pending) < maxPending {
 				return len(p), nil
 			}
-			return len(p), t.flush()
+			// Mid-body: write, and keep the buffer for the next chunks.
+			_, err := t.Conn.Write(t.pending)
+			t.pending = t.pending[:0]
+			return len(p), err
 		}
 		if len(t.pending) > 0 {
 			t.pending = append(append(t.pending, t.head[:]...), p...)
@@ -205,9 +208,9 @@ func (t *trackedConn) Write(p []byte) (int, error) {
 // replacement comes in 64 KiB packets).
 const maxPending = 256 << 10
 
-// flush writes the gathered changes (and the reply appended to them). A
-// large buffer (a body replacement) is let go, so that an idle connection
-// holds none.
+// flush writes the gathered changes and the reply appended to them. A
+// large buffer (a body replacement) is let go then, so that an idle
+// connection holds none.
 func (t *trackedConn) flush() error {
 	_, err := t.Conn.Write(t.pending)
 	t.pending = t.pending[:0]
