@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"slices"
 	"strings"
@@ -372,29 +371,8 @@ type benchConn struct {
 // 6 would (the milter chooses the no-reply options it wants), and sends the
 // connection data.
 func benchSession(sock config.Socket, dir, daemon string) (*benchConn, error) {
-	c := dj.NewClient(sock.Network, sock.Address,
-		dj.WithDialer(&net.Dialer{Timeout: 10 * time.Second}),
-		dj.WithActions(dj.OptAddHeader|dj.OptChangeBody|dj.OptAddRcpt|dj.OptRemoveRcpt|
-			dj.OptChangeHeader|dj.OptQuarantine|dj.OptSetMacros),
-		dj.WithReadTimeout(5*time.Minute), dj.WithWriteTimeout(time.Minute))
-	host, addr, name := "mx.example.net", "192.0.2.1", "smtpd"
-	if dir == "out" {
-		host, addr, name = "localhost", "127.0.0.1", daemon
-	}
-	bag := dj.NewMacroBag()
-	bag.Set("{daemon_name}", name)
-	bag.Set("{client_addr}", addr)
-	bag.Set("j", "bench.invalid")
-	s, err := c.Session(bag)
+	s, bag, err := milterclient.Open(sock.Network, sock.Address, dir, daemon, "bench.invalid", 5*time.Minute)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := s.Conn(host, dj.FamilyInet, 25, addr); err != nil {
-		s.Close()
-		return nil, err
-	}
-	if _, err := s.Helo(host); err != nil {
-		s.Close()
 		return nil, err
 	}
 	return &benchConn{s, bag}, nil

@@ -5,6 +5,8 @@ package milterclient
 
 import (
 	"fmt"
+	"net"
+	"time"
 
 	dj "github.com/d--j/go-milter"
 )
@@ -76,4 +78,43 @@ func Transaction(s *dj.ClientSession, from string, rcpts []string, fields [][2]s
 		return "tempfail", mods, nil
 	}
 	return act.String(), mods, nil
+}
+
+// Open opens a milter session on network/address as an MTA offering
+// protocol version 6 would (the milter chooses the no-reply options it
+// wants) and sends the connection data of a client: for direction "out" a
+// local submission from 127.0.0.1 whose daemon is daemon, else an outside
+// client (192.0.2.1, daemon "smtpd"). j names the MTA. Set macro "i" in
+// the returned bag before each Transaction.
+func Open(network, address, direction, daemon, j string, timeout time.Duration) (*dj.ClientSession, *dj.MacroBag, error) {
+	c := dj.NewClient(network, address,
+		dj.WithDialer(&net.Dialer{Timeout: 10 * time.Second}),
+		dj.WithActions(dj.OptAddHeader|dj.OptChangeBody|dj.OptAddRcpt|dj.OptRemoveRcpt|
+			dj.OptChangeHeader|dj.OptQuarantine|dj.OptSetMacros),
+		dj.WithReadTimeout(timeout), dj.WithWriteTimeout(timeout))
+	host, addr, name := "mx.example.net", "192.0.2.1", "smtpd"
+	if direction == "out" {
+		host, addr, name = "localhost", "127.0.0.1", daemon
+	}
+	bag := dj.NewMacroBag()
+	bag.Set("{daemon_name}", name)
+	bag.Set("{client_addr}", addr)
+	bag.Set("j", j)
+	s, err := c.Session(bag)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, step := range []func() (*dj.Action, error){
+		func() (*dj.Action, error) { return s.Conn(host, dj.FamilyInet, 25, addr) },
+		func() (*dj.Action, error) { return s.Helo(host) },
+	} {
+		if a, err := step(); err != nil || a.Type != dj.ActionContinue {
+			s.Close()
+			if err == nil {
+				err = fmt.Errorf("milter answered %v at connect", a)
+			}
+			return nil, nil, err
+		}
+	}
+	return s, bag, nil
 }

@@ -64,11 +64,13 @@ if [ -z "${CRYPTMILTER:-}" ]; then
 fi
 drv="$work/memdriver"
 (cd "$root" && go build -o "$drv" ./test/bench/memdriver)
+tool="$work/benchtool"
+(cd "$root" && go build -o "$tool" ./test/bench/benchtool)
 
 cd "$work"
 if [ ! -f ready ]; then
 # --- keys -----------------------------------------------------------------
-port=$("$drv" port)
+port=$("$tool" port)
 cat > c.toml <<EOF
 keystore = "$work/keys"
 listen = ["inet:127.0.0.1:$port"]

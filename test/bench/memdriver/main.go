@@ -2,7 +2,6 @@
 // message file through a running milter, several copies at once, as an MTA
 // would, and says what the milter did with each.
 //
-//	memdriver port
 //	memdriver send --connect inet:HOST:PORT --direction in|out --from ADDR --rcpt ADDR [--rcpt ADDR]...
 //	               [--concurrency N] FILE
 //
@@ -17,7 +16,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"slices"
 	"strings"
@@ -31,12 +29,10 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fail("usage: memdriver port | send ...")
+		fail("usage: memdriver send ...")
 	}
 	var err error
 	switch os.Args[1] {
-	case "port":
-		err = port()
 	case "send":
 		err = send(os.Args[2:])
 	default:
@@ -50,16 +46,6 @@ func main() {
 func fail(msg string) {
 	fmt.Fprintln(os.Stderr, "memdriver: error:", msg)
 	os.Exit(1)
-}
-
-func port() error {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	defer l.Close()
-	fmt.Println(l.Addr().(*net.TCPAddr).Port)
-	return nil
 }
 
 type multiFlag []string
@@ -194,39 +180,11 @@ func readMessage(name string) (*message, error) {
 // version 6 would, and returns the action and the modifications the
 // milter asked for.
 func sendOne(addr, dir, from string, rcpts []string, msg *message, i int) (string, []dj.ModifyAction, error) {
-	c := dj.NewClient("tcp", addr,
-		dj.WithDialer(&net.Dialer{Timeout: 10 * time.Second}),
-		dj.WithActions(dj.OptAddHeader|dj.OptChangeBody|dj.OptAddRcpt|dj.OptRemoveRcpt|
-			dj.OptChangeHeader|dj.OptQuarantine|dj.OptSetMacros),
-		dj.WithReadTimeout(10*time.Minute), dj.WithWriteTimeout(10*time.Minute))
-	host, client, daemon := "mx.example.net", "192.0.2.1", "smtpd"
-	if dir == "out" {
-		host, client, daemon = "localhost", "127.0.0.1", "ORIGINATING"
-	}
-	bag := dj.NewMacroBag()
-	bag.Set("{daemon_name}", daemon)
-	bag.Set("{client_addr}", client)
-	bag.Set("j", "memdriver.invalid")
-	s, err := c.Session(bag)
+	s, bag, err := milterclient.Open("tcp", addr, dir, "ORIGINATING", "memdriver.invalid", 10*time.Minute)
 	if err != nil {
 		return "", nil, err
 	}
 	defer s.Close()
-	check := func(a *dj.Action, err error) error {
-		if err != nil {
-			return err
-		}
-		if a.Type != dj.ActionContinue {
-			return fmt.Errorf("milter answered %v before the end of the message", a)
-		}
-		return nil
-	}
-	if err := check(s.Conn(host, dj.FamilyInet, 25, client)); err != nil {
-		return "", nil, err
-	}
-	if err := check(s.Helo(host)); err != nil {
-		return "", nil, err
-	}
 	bag.Set("i", fmt.Sprintf("MEM%06d", i))
 	return milterclient.Transaction(s, from, rcpts, msg.fields, msg.body)
 }
